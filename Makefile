@@ -1,0 +1,36 @@
+# vexport: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export VEXPORT_HOME ?= $(CURDIR)/.vexport
+
+.PHONY: demo test dev bench schema clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/vexport demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+dev: $(VENV)/.installed
+	$(VENV)/bin/vexport dev
+
+bench: $(VENV)/.installed-test
+	$(PY) bench/run.py
+
+# Regenerate the committed JSON Schema of the composition manifest.
+schema: $(VENV)/.installed
+	$(PY) -m vexport_pipeline.core.manifest > docs/composition.schema.json
+
+clean:
+	rm -rf $(VENV) .vexport

@@ -1,0 +1,48 @@
+import dagster as dg
+
+from ..core import summary
+from ..core.errors import ValidationFailed
+from ..core.manifest import parse_composition
+from ..core.store import dump_json
+from ..partitions import exports
+from ..resources import VexportResource
+
+
+def delivered_name(r: dict) -> str:
+    ext = r["path"].rsplit(".", 1)[-1]
+    return f"{r['clip_id']}__{r['target']}.{ext}" if r["clip_id"] else f"{r['target']}.{ext}"
+
+
+@dg.asset(partitions_def=exports, group_name="export", kinds={"storage"},
+          description="Validated files promoted atomically to the delivery store, with the summary and signed links.")
+def delivery(context: dg.AssetExecutionContext, vexport: VexportResource, source: dict, segments: dict,
+             renditions: list, validation_report: dict) -> dg.Output[dict]:
+    if validation_report["status"] == "fail":  # the blocking check already stops this; never promote a failure
+        raise ValidationFailed("a rendition failed validation; nothing was delivered", where=context.partition_key)
+    comp = parse_composition(source["composition"])
+    events, signer = vexport.events(), vexport.signer()
+    files = {delivered_name(r): r["path"] for r in renditions}
+    made: dict = {}
+
+    def extras(promoted):
+        blocks = []
+        for r, v in zip(renditions, validation_report["renditions"]):
+            path = str(promoted.path(delivered_name(r)))
+            link = events.create_link(signer, export_id=comp.id, version=promoted.version, rendition=delivered_name(r), path=path,
+                                      ttl=comp.delivery.link_ttl, max_downloads=comp.delivery.max_downloads,
+                                      allow_ips=comp.delivery.allow_ips, base_url=vexport.public_url.rstrip("/"))
+            blocks.append(summary.rendition_block(r, v, [link.to_dict()], path))
+        data = summary.build(comp.id, "delivered", source=summary.source_block(source["record"], source["info"], source["sha256"]),
+                             output_duration=segments["output_duration"], renditions=blocks)
+        made["summary"] = data
+        return {"summary.json": dump_json(data)}
+
+    promoted = vexport.store().promote(comp.id, files, extras)
+    data = made["summary"]
+    return dg.Output(data, metadata={
+        "folder": dg.MetadataValue.path(str(promoted.folder)),
+        "version": promoted.version,
+        "files": len(files),
+        "total_bytes": sum(r["size_bytes"] for r in renditions),
+        "link_ttl_s": comp.delivery.link_ttl,
+    })

@@ -1,0 +1,71 @@
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.manifest import parse_composition
+from ..core.presets import PresetBook, unique_labels
+from ..core.probe import MediaInfo, probe
+from ..core.render import render_clip, sha256_file
+from ..core.runner import Progress
+from ..core.timeline import Timeline
+from ..partitions import exports
+from ..resources import VexportResource
+
+PROGRESS_EVERY_S = 5.0
+
+
+def _reporter(context: dg.AssetExecutionContext, what: str):
+    last = [0.0]
+
+    def report(p: Progress) -> None:
+        now = time.monotonic()
+        if not p.done and now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
+        context.log.info(f"{what}: {p.percent:.0f}% at {p.fps:.1f} fps, {p.speed:.2f}x, ETA {eta}")
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata={
+            "clip": what, "percent": p.percent, "fps": p.fps, "speed": p.speed, "eta_s": p.eta if p.eta is not None else -1.0}))
+
+    return report
+
+
+@dg.asset(partitions_def=exports, group_name="export", kinds={"ffmpeg"}, pool="gpu",
+          description="The encodes: one FFmpeg process per clip decodes it once and writes every target.")
+def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, source: dict, segments: dict) -> dg.Output[list]:
+    comp = parse_composition(source["composition"])
+    info = MediaInfo.from_dict(source["info"])
+    timeline = Timeline.from_dict(segments)
+    book = PresetBook.load()
+    settings = [book.resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
+    labels = unique_labels(settings)
+    out_dir = vexport.paths.work / comp.id / "renditions"
+    results, encode_wall = [], 0.0
+    for clip in timeline.clips:
+        folder = out_dir / clip.clip_id if clip.clip_id else out_dir
+        finals = [folder / f"{label}.{s.ext}" for label, s in zip(labels, settings)]
+        what = clip.clip_id or "timeline"
+        done = render_clip(info, clip, settings, finals, on_progress=_reporter(context, what), timeout=vexport.encode_timeout_s)
+        encode_wall += done.run.wall_s
+        context.log.info(f"{what}: {len(finals)} target(s) in {done.run.wall_s:.1f} s")
+        for label, s, path in zip(labels, settings, finals):
+            out = probe(path, where=str(path))
+            results.append({
+                "target": label, "clip_id": clip.clip_id, "path": str(path), "container": s.container,
+                "video_codec": s.video_codec, "audio_codec": s.audio_codec if out.audio else None,
+                "width": out.video.display_width, "height": out.video.display_height, "fps": out.video.fps,
+                "duration": out.duration, "size_bytes": out.size_bytes, "sha256": sha256_file(path),
+                "encoder": s.encoder, "wall_s": round(done.run.wall_s, 3), "expected_duration": clip.duration,
+                "source_has_audio": info.has_audio, "settings": s.to_dict(),
+            })
+    table = "\n".join(f"| {r['clip_id'] or '-'} | {r['target']} | {r['container']} | {r['video_codec']}/{r['audio_codec'] or '-'} | "
+                      f"{r['width']}x{r['height']} | {r['fps']} | {r['duration']:.3f} | {r['size_bytes']:,} | {r['encoder']} |" for r in results)
+    return dg.Output(results, metadata={
+        "renditions": len(results),
+        "total_bytes": sum(r["size_bytes"] for r in results),
+        "encode_wall_s": round(encode_wall, 2),
+        "encoders": ", ".join(sorted({r["encoder"] for r in results})),
+        "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder |\n"
+                                     "|---|---|---|---|---|---|---|---|---|\n" + table),
+    })

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.presets import EncodeSettings
+from ..core.validate import check_file
+from ..partitions import exports
+
+CHECK = "renditions_pass_validation"
+
+
+@dg.asset(partitions_def=exports, group_name="export",
+          check_specs=[dg.AssetCheckSpec(CHECK, asset="validation_report", blocking=True,
+                                         description="Every rendition passes validation; a failure blocks delivery.")],
+          description="Technical checks of every rendition against its target; failures block delivery.")
+def validation_report(context: dg.AssetExecutionContext, renditions: list):
+    reports = []
+    for r in renditions:
+        report = check_file(Path(r["path"]), EncodeSettings.from_dict(r["settings"]),
+                            expected_duration=r["expected_duration"], source_has_audio=r["source_has_audio"])
+        reports.append({"target": r["target"], "clip_id": r["clip_id"], **report.to_dict()})
+    failed = [f"{x['clip_id'] + '/' if x['clip_id'] else ''}{x['target']}" for x in reports if x["status"] == "fail"]
+    status = "fail" if failed else ("warn" if any(x["status"] == "warn" for x in reports) else "pass")
+    rows = "\n".join(f"| {x['clip_id'] or '-'} | {x['target']} | {x['status']} | {x['score']} | "
+                     f"{'; '.join(i['code'] + ': ' + i['message'] for i in x['issues']) or '-'} |" for x in reports)
+    yield dg.Output({"status": status, "renditions": reports}, metadata={
+        "status": status,
+        "failed": ", ".join(failed) or "none",
+        "min_score": min((x["score"] for x in reports), default=100),
+        "report": dg.MetadataValue.md("| clip | target | status | score | issues |\n|---|---|---|---|---|\n" + rows),
+    })
+    yield dg.AssetCheckResult(check_name=CHECK, passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
+                              description=("failed: " + ", ".join(failed)) if failed else "all renditions pass",
+                              metadata={"failed": len(failed), "checked": len(reports)})

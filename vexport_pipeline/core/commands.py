@@ -1,0 +1,148 @@
+"""FFmpeg command building: plain data in, argv out. Pure: nothing here runs FFmpeg.
+
+One process per clip: each source range is read once (input seeking), the ranges are joined
+(concat, or xfade/acrossfade), and the joined picture is split to every target of the clip.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import ffmpeg
+
+from .presets import PRORES_PROFILES, EncodeSettings
+from .timeline import Clip
+
+GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
+
+
+def _num(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def _fit(stream, s: EncodeSettings):
+    w, h = s.width, s.height
+    if s.fit == "crop":
+        return stream.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h)
+    if s.fit == "blur":
+        parts = stream.filter_multi_output("split", 2)
+        bg, fg = parts[0], parts[1]
+        bg = bg.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h).filter("boxblur", "20:2")
+        fg = fg.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2)
+        return ffmpeg.overlay(bg, fg, x="(W-w)/2", y="(H-h)/2")
+    return stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2).filter(
+        "pad", w, h, "(ow-iw)/2", "(oh-ih)/2"
+    )
+
+
+def video_chain(stream, s: EncodeSettings, source_rate: Optional[Fraction] = None):
+    """fps (when it changes), scale/fit to the exact size, square pixels, pixel format."""
+    if source_rate is None or Fraction(s.fps) != source_rate:
+        stream = stream.filter("fps", fps=s.fps)
+    return _fit(stream, s).filter("setsar", "1").filter("format", s.pix_fmt)
+
+
+def video_args(s: EncodeSettings) -> dict:
+    a: dict = {"c:v": s.encoder, "pix_fmt": s.pix_fmt}
+    if s.video_codec == "prores":
+        a.update({"profile:v": str(PRORES_PROFILES[s.profile or "hq"]), "vendor": "apl0"})
+        return a
+    a["g"] = s.gop
+    if s.video_codec in ("h264", "h265"):
+        a["preset"] = s.speed
+        if s.video_codec == "h264":
+            a["profile:v"] = "high"
+            a["bf"] = 2
+        else:
+            a["tag:v"] = "hvc1"
+            a["x265-params"] = "log-level=error"
+        if s.video_bitrate:
+            a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
+        else:
+            a.update({"crf": s.crf, "maxrate": s.maxrate, "bufsize": s.bufsize})
+    elif s.video_codec in ("vp8", "vp9"):
+        fast = s.quality in ("draft", "low")
+        a.update({"deadline": "realtime" if fast else "good", "cpu-used": 8 if fast else 4, "auto-alt-ref": 1, "lag-in-frames": 16})
+        if s.video_codec == "vp9":
+            a["row-mt"] = 1
+        if s.video_bitrate:
+            a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
+        else:  # constrained quality: CRF with the tier's cap as the target rate
+            a.update({"crf": s.crf, "b:v": s.maxrate})
+    elif s.video_codec == "av1":
+        a.update({"preset": 10 if s.quality in ("draft", "low") else 8})
+        if s.video_bitrate:
+            a["b:v"] = s.video_bitrate
+        else:
+            a.update({"crf": s.crf})
+    return a
+
+
+def audio_args(s: EncodeSettings) -> dict:
+    if not s.audio_encoder:
+        return {}
+    a: dict = {"c:a": s.audio_encoder, "ar": s.sample_rate, "ac": s.channels}
+    if s.audio_bitrate:
+        a["b:a"] = s.audio_bitrate
+    return a
+
+
+def container_args(s: EncodeSettings) -> dict:
+    a: dict = {"map_metadata": -1, "map_chapters": -1}
+    if s.container in ("mp4", "mov"):
+        a["movflags"] = "+faststart"
+    return a
+
+
+def build_clip_command(
+    ffmpeg_exe: str,
+    source: Path,
+    clip: Clip,
+    settings: list[EncodeSettings],
+    outputs: list[Path],
+    *,
+    source_has_audio: bool,
+    source_rate: Optional[Fraction] = None,
+) -> list[str]:
+    """argv for one FFmpeg process writing every target of one clip."""
+    assert len(settings) == len(outputs) and settings
+    want_audio = source_has_audio and any(s.audio_encoder for s in settings)
+    vids, auds = [], []
+    for start, end in clip.ranges:
+        # file: prefix and a file-only protocol list: a source name can never become a URL.
+        inp = ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
+        vids.append(inp.video)
+        if want_audio:
+            auds.append(inp.audio)
+
+    if len(vids) == 1:
+        v, a = vids[0], (auds[0] if want_audio else None)
+    elif clip.crossfade > 0:
+        v, a = vids[0], (auds[0] if want_audio else None)
+        length = clip.ranges[0][1] - clip.ranges[0][0]
+        for k in range(1, len(vids)):
+            v = ffmpeg.filter([v, vids[k]], "xfade", transition="fade", duration=_num(clip.crossfade), offset=_num(length - clip.crossfade))
+            if want_audio:
+                a = ffmpeg.filter([a, auds[k]], "acrossfade", d=_num(clip.crossfade))
+            length += (clip.ranges[k][1] - clip.ranges[k][0]) - clip.crossfade
+    else:
+        interleaved = [x for pair in zip(vids, auds) for x in pair] if want_audio else vids
+        joined = ffmpeg.concat(*interleaved, v=1, a=1 if want_audio else 0).node
+        v, a = joined[0], (joined[1] if want_audio else None)
+
+    n = len(settings)
+    vsplit = v.filter_multi_output("split", n) if n > 1 else None
+    audio_users = [i for i, s in enumerate(settings) if s.audio_encoder] if want_audio else []
+    asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
+    outs = []
+    for i, (s, path) in enumerate(zip(settings, outputs)):
+        vs = video_chain(vsplit[i] if vsplit is not None else v, s, source_rate)
+        streams = [vs]
+        if i in audio_users:
+            streams.append(asplit[audio_users.index(i)] if asplit is not None else a)
+        kwargs = {**video_args(s), **audio_args(s), **container_args(s), "t": _num(clip.duration)}
+        outs.append(ffmpeg.output(*streams, str(path), **kwargs))
+    graph = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS)
+    return graph.compile(cmd=ffmpeg_exe, overwrite_output=True)

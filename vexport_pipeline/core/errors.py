@@ -1,0 +1,55 @@
+"""One error hierarchy. The CLI maps it to exit codes, the assets to Dagster failures."""
+
+from __future__ import annotations
+
+
+class VexportError(Exception):
+    """Base error: `code` is stable for scripts, `where` names the field, file or time range at fault."""
+
+    exit_code = 1
+    default_code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, where: str | None = None):
+        self.message = message
+        self.code = code or self.default_code
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": str(self)}
+
+
+class InputError(VexportError):
+    """The input was refused (manifest, source media, preset name, time range). Exit code 2."""
+
+    exit_code = 2
+    default_code = "input_refused"
+
+
+class ManifestError(InputError):
+    """A composition manifest is invalid; `problems` lists every field at fault."""
+
+    default_code = "manifest_invalid"
+
+    def __init__(self, problems: list[str], *, file: str | None = None):
+        self.problems = problems
+        head = f"{file}: invalid composition" if file else "invalid composition"
+        super().__init__(head + "\n  " + "\n  ".join(problems), code=self.default_code)
+
+
+class ProcessingError(VexportError):
+    """Processing failed (encode, validation that blocks delivery, storage). Exit code 1."""
+
+    default_code = "processing_failed"
+
+
+class EncodeError(ProcessingError):
+    default_code = "encode_failed"
+
+
+class ValidationFailed(ProcessingError):
+    default_code = "validation_failed"
+
+
+class StorageError(ProcessingError):
+    default_code = "storage_failed"

@@ -1,0 +1,61 @@
+"""Render one clip to all of its targets in one FFmpeg process, then probe what was written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .commands import build_clip_command
+from .presets import EncodeSettings
+from .probe import MediaInfo
+from .runner import Progress, RunResult, run_ffmpeg
+from .settings import ffmpeg_exe
+from .timeline import Clip
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def partial_path(final: Path) -> Path:
+    """Where FFmpeg writes before the file is complete; same folder, so the rename is atomic."""
+    return final.with_name(f".{final.stem}.partial{final.suffix}")
+
+
+@dataclass
+class ClipRender:
+    clip: Clip
+    paths: list[Path]
+    argv: list[str]
+    run: RunResult
+
+
+def render_clip(
+    source: MediaInfo,
+    clip: Clip,
+    settings: list[EncodeSettings],
+    finals: list[Path],
+    *,
+    on_progress: Optional[Callable[[Progress], None]] = None,
+    timeout: Optional[float] = None,
+) -> ClipRender:
+    """Encode `clip` to every target; files appear under their final names only when all are done."""
+    for p in finals:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    partials = [partial_path(p) for p in finals]
+    argv = build_clip_command(
+        ffmpeg_exe(), Path(source.path), clip, settings, partials,
+        source_has_audio=source.has_audio, source_rate=source.video.rate if source.video else None,
+    )
+    where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
+    run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
+    for part, final in zip(partials, finals):
+        os.replace(part, final)
+    return ClipRender(clip, finals, argv, run)
