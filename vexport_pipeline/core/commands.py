@@ -139,10 +139,11 @@ def build_clip_command(
     outs = []
     for i, (s, path) in enumerate(zip(settings, outputs)):
         vs = video_chain(vsplit[i] if vsplit is not None else v, s, source_rate)
-        streams = [vs]
+        streams, audio = [vs], {}
         if i in audio_users:
             streams.append(asplit[audio_users.index(i)] if asplit is not None else a)
-        kwargs = {**video_args(s), **audio_args(s), **container_args(s), "t": _num(clip.duration)}
+            audio = audio_args(s)
+        kwargs = {**video_args(s), **audio, **container_args(s), "t": _num(clip.duration)}
         outs.append(ffmpeg.output(*streams, str(path), **kwargs))
     graph = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS)
     return graph.compile(cmd=ffmpeg_exe, overwrite_output=True)

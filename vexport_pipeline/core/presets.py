@@ -19,7 +19,7 @@ import yaml
 
 from .errors import InputError
 from .manifest import RESOLUTIONS, Target
-from .probe import MediaInfo
+from .probe import MediaInfo, even
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -203,21 +203,17 @@ class EncodeSettings:
         return cls(**d)
 
 
-def _even(n: float) -> int:
-    return max(2, int(round(n / 2)) * 2)
-
-
 def output_size(resolution: str, src_w: int, src_h: int) -> tuple[int, int]:
     """Named sizes set the short side and keep the source's aspect; WxH is exact; source keeps it."""
     if resolution == "source":
-        return _even(src_w), _even(src_h)
+        return even(src_w), even(src_h)
     if resolution in RESOLUTIONS:
         short = RESOLUTIONS[resolution]
         if src_w >= src_h:
-            return _even(short * src_w / src_h), short
-        return short, _even(short * src_h / src_w)
+            return even(short * src_w / src_h), short
+        return short, even(short * src_h / src_w)
     w, h = resolution.split("x")
-    return _even(int(w)), _even(int(h))
+    return even(int(w)), even(int(h))
 
 
 class PresetBook:

@@ -88,8 +88,8 @@ def _seconds(value, time_base) -> Optional[float]:
     return float(value * time_base) if value is not None and time_base is not None else None
 
 
-def _even(n: float) -> int:
-    return max(2, int(round(n / 2)) * 2)
+def even(n: float) -> int:
+    return max(2, int(n / 2 + 0.5) * 2)  # nearest even, halves up
 
 
 def mp4_faststart(path: Path) -> Optional[bool]:
@@ -156,8 +156,8 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
                 pix_fmt=cc.pix_fmt,
                 width=cc.width,
                 height=cc.height,
-                display_width=_even(disp_w),
-                display_height=_even(disp_h),
+                display_width=even(disp_w),
+                display_height=even(disp_h),
                 rotation=rotation,
                 sar=str(sar),
                 fps=round(float(rate), 3),

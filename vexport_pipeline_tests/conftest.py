@@ -1,0 +1,64 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vexport_pipeline.core.settings import ffmpeg_exe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_clip(path: Path, *, seconds=4, size="640x360", rate=25, audio=True, gop=25, extra_v=()):
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={seconds}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=f=440:d={seconds}:r=48000"]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p", *extra_v]
+    if audio:
+        cmd += ["-c:a", "aac", "-shortest"]
+    subprocess.run(cmd + [str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Small generated sources shared by the whole run."""
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "dir": d,
+        "av": make_clip(d / "av.mp4"),  # 4 s, 640x360, 25 fps, keyframe every second, AAC
+        "silent": make_clip(d / "silent.mp4", seconds=2, size="320x240", audio=False),
+    }
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, media):
+    """A fresh VEXPORT_HOME; the session media folder is an allowed media root."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("VEXPORT_HOME", str(h))
+    monkeypatch.setenv("VEXPORT_MEDIA_ROOTS", str(media["dir"]))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("VEXPORT_PRESETS", raising=False)
+    from vexport_pipeline.core.settings import Home
+
+    return Home(h).ensure()
+
+
+def write_manifest(folder: Path, data: dict, name="comp.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(data) if name.endswith(".json") else __import__("yaml").safe_dump(data))
+    return path
+
+
+def vexport(*args, env=None, check=False):
+    """Run the real CLI as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    exe = Path(sys.executable).with_name("vexport")
+    proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=full_env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vexport {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

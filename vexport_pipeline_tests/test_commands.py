@@ -1,0 +1,75 @@
+"""Command building is pure: data in, argv out."""
+from fractions import Fraction
+from pathlib import Path
+
+from vexport_pipeline.core.commands import build_clip_command
+from vexport_pipeline.core.manifest import Target
+from vexport_pipeline.core.presets import PresetBook, output_size
+from vexport_pipeline.core.probe import MediaInfo, VideoInfo, AudioInfo
+from vexport_pipeline.core.timeline import Clip
+
+SOURCE = MediaInfo(path="/media/in.mp4", format_name="mov,mp4", duration=60.0, size_bytes=1, bit_rate=None, start_time=0.0,
+                   video=VideoInfo("h264", "High", "yuv420p", 1920, 1080, 1920, 1080, 0, "1", 29.97, "30000/1001", 0, 60.0, 0.0, None),
+                   audio=AudioInfo("aac", 48000, 2, "stereo", 60.0, 0.0, None), stream_count=2)
+
+
+def resolve(**fields):
+    return PresetBook.load().resolve(Target(**fields), SOURCE)
+
+
+def test_sizes_are_even_and_keep_aspect():
+    assert output_size("720p", 1920, 1080) == (1280, 720)
+    assert output_size("1080p", 1080, 1920) == (1080, 1920)
+    assert output_size("720p", 1440, 1080) == (960, 720)
+    assert output_size("source", 1919, 1079) == (1920, 1080)
+    assert output_size("1001x999", 10, 10) == (1002, 1000)
+
+
+def test_tiers_scale_quality_and_caps():
+    low, high = resolve(preset="web_720p", quality="low"), resolve(preset="web_720p", quality="high")
+    assert high.crf < low.crf and high.maxrate > low.maxrate
+    hd = resolve(preset="youtube_1080p", quality="high")
+    assert (hd.width, hd.height, hd.crf, hd.maxrate) == (1920, 1080, 18, 8_000_000)
+    assert resolve(format="webm", resolution="720p").encoder == "libvpx-vp9"
+    assert resolve(format="webm", resolution="720p").audio_encoder == "libopus"
+    assert resolve(preset="tiktok").fps == "30000/1001" and resolve(preset="tiktok", fps=25).fps == "25"
+
+
+def test_one_process_reads_each_range_once_and_splits_to_every_target():
+    targets = [resolve(preset="youtube_1080p"), resolve(preset="web_720p"), resolve(format="webm", resolution="720p")]
+    clip = Clip(None, [(5.0, 12.5), (30.0, 45.0)])
+    outs = [Path(f"/work/o{i}.{t.ext}") for i, t in enumerate(targets)]
+    argv = build_clip_command("ffmpeg", Path(SOURCE.path), clip, targets, outs, source_has_audio=True, source_rate=Fraction(30000, 1001))
+    assert argv.count("-i") == 2  # one input per segment, never one decode per target
+    assert argv[argv.index("-i") + 1] == "file:/media/in.mp4"
+    assert argv.count("-protocol_whitelist") == 2
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert "concat=a=1:n=2:v=1" in graph and "split=3" in graph and "asplit=3" in graph
+    assert graph.count("format=yuv420p") == 3 and "fps=" not in graph  # same rate: no fps filter
+    assert argv.count("+faststart") == 2  # both MP4s, not the WebM
+    for o in outs:
+        assert str(o) in argv
+    assert argv[argv.index("-progress") + 1] == "pipe:1"
+
+
+def test_crossfade_uses_xfade_and_acrossfade_offsets():
+    t = resolve(preset="web_720p")
+    clip = Clip(None, [(0.0, 4.0), (10.0, 14.0), (20.0, 22.0)], crossfade=0.5)
+    argv = build_clip_command("ffmpeg", Path("/m/in.mp4"), clip, [t], [Path("/o.mp4")], source_has_audio=True)
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert "xfade=duration=0.5:offset=3.5" in graph and "xfade=duration=0.5:offset=7" in graph
+    assert graph.count("acrossfade=d=0.5") == 2
+    assert argv[len(argv) - 1 - argv[::-1].index("-t") + 1] == "9"  # 4 + 4 + 2 - 2 * 0.5
+
+
+def test_no_audio_source_maps_no_audio():
+    t = resolve(preset="web_720p")
+    argv = build_clip_command("ffmpeg", Path("/m/in.mp4"), Clip(None, [(0, 2)]), [t], [Path("/o.mp4")], source_has_audio=False)
+    assert "-c:a" not in argv and "0:a" not in " ".join(argv)
+
+
+def test_fit_modes_build_the_expected_filters():
+    for fit, needle in [("pad", "pad=1080:1920"), ("crop", "crop=1080:1920"), ("blur", "boxblur")]:
+        t = resolve(preset="tiktok", fit=fit)
+        argv = build_clip_command("ffmpeg", Path("/m/in.mp4"), Clip(None, [(0, 2)]), [t], [Path("/o.mp4")], source_has_audio=True)
+        assert needle in argv[argv.index("-filter_complex") + 1]
