@@ -16,7 +16,7 @@ def make_clip(path: Path, *, seconds=4, size="640x360", rate=25, audio=True, gop
            "-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={seconds}"]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=f=440:d={seconds}:r=48000"]
-    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p", *extra_v]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p", "-movflags", "+faststart", *extra_v]
     if audio:
         cmd += ["-c:a", "aac", "-shortest"]
     subprocess.run(cmd + [str(path)], check=True)

@@ -1,0 +1,117 @@
+"""The Dagster layer: definitions load, the whole graph materializes, the gate blocks, the sensor is idempotent."""
+import shutil
+
+import dagster as dg
+import pytest
+
+from vexport_pipeline.assets import export_assets
+from vexport_pipeline.core import registry
+from vexport_pipeline.core.events import EventStore
+from vexport_pipeline.core.manifest import parse_composition
+from vexport_pipeline.core.probe import probe
+from vexport_pipeline.definitions import defs, resources
+from vexport_pipeline.resources import VexportResource
+from vexport_pipeline.sensors import composition_sensor
+
+
+def test_definitions_load_with_six_assets_job_sensor_and_schedule():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"}
+    assert defs.resolve_job_def("export_job") and defs.resolve_sensor_def("composition_sensor")
+    assert defs.resolve_schedule_def("metrics_rollup")
+    renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")
+    assert renditions.op.pool == "gpu"
+
+
+def register(home, media, data):
+    comp = parse_composition(data)
+    registry.register(home, comp, media["av"])
+    return comp
+
+
+def materialize(instance, key, selection=None):
+    if not instance.has_dynamic_partition("exports", key):
+        instance.add_dynamic_partitions("exports", [key])
+    return dg.materialize(export_assets, partition_key=key, instance=instance, resources=resources(), raise_on_error=False,
+                          selection=selection)
+
+
+def test_whole_graph_for_a_clips_export(home, media):
+    register(home, media, {"id": "two-clips", "source": str(media["av"]), "export_type": "clips",
+                           "segments": [{"start": 0, "end": 1, "clip_id": "intro"}, {"start": 2, "end": 3.2, "clip_id": "outro"}],
+                           "targets": [{"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "320x180", "quality": "draft"}]})
+    with dg.instance_for_test() as instance:
+        result = materialize(instance, "two-clips")
+        assert result.success
+        summary = result.output_for_node("delivery")
+        assert summary["status"] == "delivered"
+        got = [(r["clip_id"], r["target"]) for r in summary["renditions"]]
+        assert got == [("intro", "web_720p"), ("intro", "webm_vp9_320x180_draft"), ("outro", "web_720p"), ("outro", "webm_vp9_320x180_draft")]
+        for r, dur in zip(summary["renditions"], [1.0, 1.0, 1.2, 1.2]):
+            assert r["path"].startswith(str(home.store / "two-clips"))
+            out = probe(r["path"])
+            assert (out.video.width, out.video.height) == (r["width"], r["height"])
+            assert abs((out.video.duration or out.duration) - dur) < 0.05
+            assert r["validation"]["status"] == "pass" and r["links"][0]["url"].startswith("http")
+        assert (home.store / "two-clips" / "current" / "summary.json").exists()
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("validation_report"), "renditions_pass_validation")])
+        assert check  # the blocking check ran and was recorded
+        metrics = result.output_for_node("delivery_metrics")
+        assert list(metrics["downloads"]) == [0, 0, 0, 0]
+
+        # a download lands in the event table; the next rollup counts it
+        store = EventStore(home.events_db)
+        import sqlite3
+        link_id = sqlite3.connect(home.events_db).execute("SELECT id FROM links WHERE rendition LIKE 'intro__web_720p%'").fetchone()[0]
+        store.record_download(link_id, bytes_sent=1234, client_ip="127.0.0.1")
+        again = materialize(instance, "two-clips", selection=["delivery_metrics"])
+        df = again.output_for_node("delivery_metrics").set_index("rendition")
+        assert df.loc["intro__web_720p.mp4", "downloads"] == 1 and df.loc["intro__web_720p.mp4", "bytes"] == 1234
+
+
+def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):
+    presets = tmp_path / "presets.yaml"
+    presets.write_text("tiny_cap:\n  base: web_720p\n  limits: {max_file_bytes: 1000}\n")
+    monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
+    register(home, media, {"id": "too-big", "source": str(media["av"]), "segments": [{"start": 0, "end": 1}],
+                           "targets": [{"preset": "tiny_cap", "quality": "draft"}]})
+    with dg.instance_for_test() as instance:
+        result = materialize(instance, "too-big")
+        report = result.output_for_node("validation_report")
+        assert report["status"] == "fail"
+        assert report["renditions"][0]["issues"][0]["code"] == "file_too_large"
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert "delivery" not in materialized
+    assert not (home.store / "too-big").exists()
+
+
+def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatch):
+    monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
+    shutil.copy(media["av"], home.inbox / "clip.mp4")
+    shutil.copy(media["silent"], home.inbox / "Bare Video.mp4")
+    (home.inbox / "promo.yaml").write_text("source: clip.mp4\nexport_type: single\nsegments: [{start: 0, end: 1}]\n"
+                                           "targets: [{preset: web_720p, quality: draft}]\n")
+    (home.inbox / "broken.yaml").write_text("source: clip.mp4\ntargets: [{preset: web_720p, resolution: 5k}]\n")
+    resource = VexportResource(home=str(home.root), media_roots=str(media["dir"]))
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, resources={"vexport": resource})
+        first = composition_sensor(ctx)
+        assert sorted(r.partition_key for r in first.run_requests) == ["bare-video", "promo"]
+        assert all(r.run_key for r in first.run_requests)
+        assert sorted(first.dynamic_partitions_requests[0].partition_keys) == ["bare-video", "promo"]
+        error = (home.inbox / "rejected" / "broken.yaml.error.txt").read_text()
+        assert "targets[0].resolution: '5k' is not one of" in error
+        assert sorted(p.name for p in home.inbox.iterdir() if p.is_file()) == []
+        assert (home.media / "inbox" / "promo" / "clip.mp4").exists()  # the manifest's video is not a bare video
+
+        second = composition_sensor(dg.build_sensor_context(instance=instance, resources={"vexport": resource}))
+        assert not second.run_requests
+
+        # the requested run succeeds through the job the sensor targets
+        instance.add_dynamic_partitions("exports", ["promo"])
+        run = defs.resolve_job_def("export_job").execute_in_process(partition_key="promo", instance=instance, raise_on_error=False)
+        assert run.success
+        summary = run.output_for_node("delivery")
+        assert summary["renditions"][0]["duration"] == pytest.approx(1.0, abs=0.05)
