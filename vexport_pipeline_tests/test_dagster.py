@@ -40,7 +40,8 @@ def materialize(instance, key, selection=None):
 def test_whole_graph_for_a_clips_export(home, media):
     register(home, media, {"id": "two-clips", "source": str(media["av"]), "export_type": "clips",
                            "segments": [{"start": 0, "end": 1, "clip_id": "intro"}, {"start": 2, "end": 3.2, "clip_id": "outro"}],
-                           "targets": [{"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "320x180", "quality": "draft"}]})
+                           "targets": [{"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "320x180", "quality": "draft"}],
+                           "delivery": {"zip": True, "link_ttl": "1h"}})
     with dg.instance_for_test() as instance:
         result = materialize(instance, "two-clips")
         assert result.success
@@ -55,11 +56,17 @@ def test_whole_graph_for_a_clips_export(home, media):
             assert abs((out.video.duration or out.duration) - dur) < 0.05
             assert r["validation"]["status"] == "pass" and r["links"][0]["url"].startswith("http")
         assert (home.store / "two-clips" / "current" / "summary.json").exists()
+        [bundle] = summary["bundles"]
+        import zipfile
+        with zipfile.ZipFile(bundle["path"]) as zf:
+            assert sorted(zf.namelist()) == sorted(r["path"].rsplit("/", 1)[1] for r in summary["renditions"])
+            assert zf.testzip() is None
+        assert bundle["links"][0]["url"].startswith("http")
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey("validation_report"), "renditions_pass_validation")])
         assert check  # the blocking check ran and was recorded
         metrics = result.output_for_node("delivery_metrics")
-        assert list(metrics["downloads"]) == [0, 0, 0, 0]
+        assert list(metrics["downloads"]) == [0] * 5 and "two-clips.zip" in set(metrics["rendition"])
 
         # a download lands in the event table; the next rollup counts it
         store = EventStore(home.events_db)

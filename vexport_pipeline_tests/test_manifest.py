@@ -74,6 +74,11 @@ def test_targets_checked_against_presets_and_containers():
     assert problems({**BASE, "targets": []}) == ["targets: List should have at least 1 item after validation, not 0"]
 
 
+def test_unknown_destination_is_refused():
+    msgs = problems({**BASE, "delivery": {"destinations": ["default", "s3-archive"]}})
+    assert msgs == ["delivery.destinations[1]: 's3-archive' is not a configured destination (configured: default)"]
+
+
 def test_time_and_rate_parsing():
     assert parse_time("01:02:03.250") == 3723.25
     assert parse_time("02:03") == 123.0

@@ -100,3 +100,18 @@ def test_source_without_audio_gives_video_only(media, tmp_path):
 
 def test_keyframes_are_found_by_demuxing(media):
     assert keyframe_times(media["av"])[:4] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_loudness_normalization_reaches_the_target(media, tmp_path):
+    from vexport_pipeline.core.validate import measure_loudness
+
+    info = probe(media["av"])
+    before = measure_loudness(media["av"])
+    [s] = settings(info, {"preset": "web_720p", "quality": "draft"})
+    out = tmp_path / "loud.mp4"
+    render_clip(info, Clip(None, [(0.0, 4.0)]), [s], [out], loudness=(-16.0, -1.5))
+    after = measure_loudness(out)
+    assert abs(before["integrated_lufs"] - -16.0) > 3  # the source is far from the target
+    assert abs(after["integrated_lufs"] - -16.0) <= 1.5, (before, after)
+    assert after["true_peak_dbtp"] <= -1.0
+    assert probe(out).audio.sample_rate == 48000

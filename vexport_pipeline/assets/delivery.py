@@ -3,7 +3,8 @@ import dagster as dg
 from ..core import summary
 from ..core.errors import ValidationFailed
 from ..core.manifest import parse_composition
-from ..core.store import dump_json
+from ..core.render import sha256_file
+from ..core.store import dump_json, write_zip
 from ..partitions import exports
 from ..resources import VexportResource
 
@@ -24,18 +25,25 @@ def delivery(context: dg.AssetExecutionContext, vexport: VexportResource, source
     files = {delivered_name(r): r["path"] for r in renditions}
     made: dict = {}
 
-    def extras(promoted):
-        blocks = []
-        for r, v in zip(renditions, validation_report["renditions"]):
-            path = str(promoted.path(delivered_name(r)))
-            link = events.create_link(signer, export_id=comp.id, version=promoted.version, rendition=delivered_name(r), path=path,
-                                      ttl=comp.delivery.link_ttl, max_downloads=comp.delivery.max_downloads,
-                                      allow_ips=comp.delivery.allow_ips, base_url=vexport.public_url.rstrip("/"))
-            blocks.append(summary.rendition_block(r, v, [link.to_dict()], path))
+    def link(promoted, name: str) -> dict:
+        return events.create_link(signer, export_id=comp.id, version=promoted.version, rendition=name, path=str(promoted.path(name)),
+                                  ttl=comp.delivery.link_ttl, max_downloads=comp.delivery.max_downloads,
+                                  allow_ips=comp.delivery.allow_ips, base_url=vexport.public_url.rstrip("/")).to_dict()
+
+    def extras(promoted, staging):
+        blocks = [summary.rendition_block(r, v, [link(promoted, delivered_name(r))], str(promoted.path(delivered_name(r))))
+                  for r, v in zip(renditions, validation_report["renditions"])]
+        bundles = []
+        if comp.delivery.zip:
+            name = f"{comp.id}.zip"
+            write_zip(staging / name, {n: staging / n for n in files})
+            bundles.append({"uri": "file://" + str(promoted.path(name)), "path": str(promoted.path(name)),
+                            "size_bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name),
+                            "links": [link(promoted, name)]})
         data = summary.build(comp.id, "delivered", source=summary.source_block(source["record"], source["info"], source["sha256"]),
-                             output_duration=segments["output_duration"], renditions=blocks)
+                             output_duration=segments["output_duration"], renditions=blocks, bundles=bundles)
         made["summary"] = data
-        return {"summary.json": dump_json(data)}
+        (staging / "summary.json").write_bytes(dump_json(data))
 
     promoted = vexport.store().promote(comp.id, files, extras)
     data = made["summary"]
@@ -43,6 +51,7 @@ def delivery(context: dg.AssetExecutionContext, vexport: VexportResource, source
         "folder": dg.MetadataValue.path(str(promoted.folder)),
         "version": promoted.version,
         "files": len(files),
+        "bundles": len(data["bundles"]),
         "total_bytes": sum(r["size_bytes"] for r in renditions),
         "link_ttl_s": comp.delivery.link_ttl,
     })

@@ -41,12 +41,14 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, sour
     settings = [book.resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
     labels = unique_labels(settings)
     out_dir = vexport.paths.work / comp.id / "renditions"
+    loudness = (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
     results, encode_wall = [], 0.0
     for clip in timeline.clips:
         folder = out_dir / clip.clip_id if clip.clip_id else out_dir
         finals = [folder / f"{label}.{s.ext}" for label, s in zip(labels, settings)]
         what = clip.clip_id or "timeline"
-        done = render_clip(info, clip, settings, finals, on_progress=_reporter(context, what), timeout=vexport.encode_timeout_s)
+        done = render_clip(info, clip, settings, finals, on_progress=_reporter(context, what),
+                           timeout=vexport.encode_timeout_s, loudness=loudness)
         encode_wall += done.run.wall_s
         context.log.info(f"{what}: {len(finals)} target(s) in {done.run.wall_s:.1f} s")
         for label, s, path in zip(labels, settings, finals):

@@ -105,6 +105,7 @@ def build_clip_command(
     *,
     source_has_audio: bool,
     source_rate: Optional[Fraction] = None,
+    loudness: Optional[tuple[float, float]] = None,
 ) -> list[str]:
     """argv for one FFmpeg process writing every target of one clip."""
     assert len(settings) == len(outputs) and settings
@@ -132,6 +133,8 @@ def build_clip_command(
         joined = ffmpeg.concat(*interleaved, v=1, a=1 if want_audio else 0).node
         v, a = joined[0], (joined[1] if want_audio else None)
 
+    if a is not None and loudness is not None:  # (integrated LUFS, true peak dBTP); loudnorm resamples: -ar is set per output
+        a = a.filter("loudnorm", i=_num(loudness[0]), tp=_num(loudness[1]), lra=11)
     n = len(settings)
     vsplit = v.filter_multi_output("split", n) if n > 1 else None
     audio_users = [i for i, s in enumerate(settings) if s.audio_encoder] if want_audio else []

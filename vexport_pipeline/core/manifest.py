@@ -25,6 +25,7 @@ from .timecode import fmt_clock, parse_fps, parse_time, parse_ttl
 MAX_MANIFEST_BYTES = 1 << 20
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 RESOLUTIONS = {"720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
+DESTINATIONS = {"default"}  # the local delivery store; S3 destinations come with the S3 store
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 Time = Annotated[
@@ -165,6 +166,9 @@ class Composition(_Strict):
                 shortest = min(s.end - s.start for s in segs)
                 if len(segs) > 1 and self.crossfade >= shortest:
                     out.append(f"transitions.crossfade: {self.crossfade} s is not shorter than the shortest segment ({shortest:.3f} s)")
+        for i, name in enumerate(self.delivery.destinations):
+            if name not in DESTINATIONS:
+                out.append(f"delivery.destinations[{i}]: {name!r} is not a configured destination (configured: {', '.join(sorted(DESTINATIONS))})")
         for i, t in enumerate(self.targets):
             if not (t.preset or t.format or t.video_codec):
                 out.append(f"targets[{i}]: give a preset, or at least a format or video_codec")

@@ -45,6 +45,7 @@ def render_clip(
     *,
     on_progress: Optional[Callable[[Progress], None]] = None,
     timeout: Optional[float] = None,
+    loudness: Optional[tuple[float, float]] = None,
 ) -> ClipRender:
     """Encode `clip` to every target; files appear under their final names only when all are done."""
     for p in finals:
@@ -53,6 +54,7 @@ def render_clip(
     argv = build_clip_command(
         ffmpeg_exe(), Path(source.path), clip, settings, partials,
         source_has_audio=source.has_audio, source_rate=source.video.rate if source.video else None,
+        loudness=loudness,
     )
     where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
     run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)

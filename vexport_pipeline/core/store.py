@@ -43,9 +43,9 @@ class LocalStore:
         link = self.export_dir(export_id) / "current"
         return link.resolve() if link.exists() else None
 
-    def promote(self, export_id: str, files: dict[str, Path], write_extra: Callable[[Promoted], dict[str, bytes]]) -> Promoted:
-        """Place `files` (name -> source path) plus the extra files `write_extra` returns for the
-        final location (e.g. the summary JSON, which names final paths) as a new version."""
+    def promote(self, export_id: str, files: dict[str, Path], write_extra: Callable[[Promoted, Path], None]) -> Promoted:
+        """Place `files` (name -> source path) as a new version; `write_extra(promoted, staging)` then
+        writes more files into the staging folder knowing their final place (the summary names them)."""
         version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         final = self.export_dir(export_id) / version
         staging = self.root / ".staging" / f"{export_id}-{version}"
@@ -56,8 +56,7 @@ class LocalStore:
                     raise StorageError(f"refusing file name {name!r}", where=export_id)
                 _place(Path(src), staging / name)
             promoted = Promoted(export_id, version, final)
-            for name, data in write_extra(promoted).items():
-                (staging / name).write_bytes(data)
+            write_extra(promoted, staging)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, final)
             link_tmp = final.parent / f".current-{uuid.uuid4().hex[:6]}"
@@ -73,3 +72,12 @@ class LocalStore:
 
 def dump_json(data: dict) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
+
+
+def write_zip(target: Path, members: dict[str, Path]) -> None:
+    """A ZIP of already-compressed media: stored, not deflated (no CPU spent for nothing)."""
+    import zipfile
+
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, path in members.items():
+            zf.write(path, arcname=name)

@@ -6,6 +6,8 @@ error, warn with any warning, else pass. Limits listed as uncertain only ever wa
 
 from __future__ import annotations
 
+import re
+import subprocess
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Optional
 from .errors import InputError
 from .presets import EncodeSettings
 from .probe import MediaInfo, count_frames, probe
+from .settings import ffmpeg_exe
 
 CODEC_NAMES = {"h264": {"h264"}, "h265": {"hevc"}, "vp8": {"vp8", "libvpx"}, "vp9": {"vp9", "libvpx-vp9"},
                "av1": {"av1", "libdav1d", "libaom-av1"}, "prores": {"prores"}}
@@ -44,6 +47,18 @@ class Report:
         d = asdict(self)
         d["issues"] = [asdict(i) for i in self.issues]
         return d
+
+
+def measure_loudness(path: Path) -> Optional[dict]:
+    """EBU R128 integrated loudness (LUFS), loudness range (LU) and true peak (dBTP) of the first audio stream."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", f"file:{path}", "-map", "0:a:0",
+                           "-filter:a", "ebur128=peak=true", "-f", "null", "-"], capture_output=True, text=True, timeout=3600)
+    summary = proc.stderr.rpartition("Summary:")[2]
+    found = {k: re.search(rf"{k}:\s+(-?[\d.]+|-inf)", summary) for k in ("I", "LRA", "Peak")}
+    if proc.returncode != 0 or not found["I"]:
+        return None
+    value = lambda k: float(found[k].group(1)) if found[k] and found[k].group(1) != "-inf" else None  # noqa: E731
+    return {"integrated_lufs": value("I"), "lra_lu": value("LRA"), "true_peak_dbtp": value("Peak")}
 
 
 def verdict(issues: list[Issue]) -> tuple[str, int]:
@@ -129,6 +144,9 @@ def check_file(
             limit("min_fps", "fps_too_low", f"{v.fps} fps is below the platform minimum {lo}", f"set fps to at least {lo}")
         if (hi := L.get("max_fps")) and v.fps > hi + 0.01:
             limit("max_fps", "fps_too_high", f"{v.fps} fps is above the platform maximum {hi}", f"set fps to at most {hi}")
+    loudness = measure_loudness(path) if a is not None else None
+    if loudness:
+        m.update(loudness)
     if decode and v is not None:
         frames, samples, errors = count_frames(path)
         m["decoded_frames"] = frames
@@ -139,4 +157,4 @@ def check_file(
         if abs(frames - expected_frames) > 1:
             err("frame_count", f"decoded {frames} frames, expected {expected_frames}", "re-encode; the file is truncated or damaged")
     status, score = verdict(issues)
-    return Report(status, score, issues, m, av_offset_ms=m.get("av_offset_ms"))
+    return Report(status, score, issues, m, loudness_lufs=m.get("integrated_lufs"), av_offset_ms=m.get("av_offset_ms"))
