@@ -50,6 +50,7 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
     ("corrupt_media", "not a readable media file"),
     ("outside_source", "segments[1]: 00:00:03.000-00:00:09.000 ends after the source ends"),
     ("url_source", "source: http: URLs are not allowed"),
+    ("audio_only", "tone.m4a has no video stream"),
 ])
 def test_refused_input_exits_2_names_the_problem_and_leaves_nothing(home, media, tmp_path, case, needle):
     folder = tmp_path / "proj"
@@ -62,6 +63,9 @@ def test_refused_input_exits_2_names_the_problem_and_leaves_nothing(home, media,
         data["source"] = "junk.mp4"
     elif case == "outside_source":
         data["segments"] = [{"start": 0, "end": 1}, {"start": 3, "end": 9}]
+    elif case == "audio_only":
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(folder / "tone.m4a")], check=True)
+        data["source"] = "tone.m4a"
     else:
         data["source"] = "http://127.0.0.1:9/a.mp4"
     out = tmp_path / "out.json"
