@@ -34,6 +34,36 @@ def media(tmp_path_factory):
     }
 
 
+AWKWARD = {
+    # name: (ffmpeg arguments after the inputs, output name)
+    "vfr": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=30:d=3", "-vf", r"select='not(eq(mod(n\,4)\,3))'", "-fps_mode", "passthrough",
+            "-c:v", "libx264", "-preset", "ultrafast"],
+    "odd444": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-vf", "scale=641:361,setsar=1,format=yuv444p", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"],
+    "hevc10": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+               "-x265-params", "log-level=error"],
+    "surround": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-f", "lavfi", "-i", "sine=f=440:d=2",
+                 "-af", "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    "shortaudio": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=3", "-f", "lavfi", "-i", "sine=d=1.5",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    "offset": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-f", "lavfi", "-i", "sine=d=2",
+               "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-output_ts_offset", "5"],
+}
+
+
+@pytest.fixture(scope="session")
+def awkward(tmp_path_factory, media):
+    """Sources that break naive pipelines: VFR, rotated, odd-sized 4:4:4, 10-bit HEVC, 5.1, short audio, non-zero start."""
+    d = tmp_path_factory.mktemp("awkward")
+    out = {}
+    for name, args in AWKWARD.items():
+        out[name] = d / f"{name}.mp4"
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(out[name])], check=True)
+    out["rotated"] = d / "rotated.mp4"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-display_rotation", "90", "-i", str(media["av"]),
+                    "-c", "copy", str(out["rotated"])], check=True)
+    return out
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch, media):
     """A fresh VEXPORT_HOME; the session media folder is an allowed media root."""

@@ -39,17 +39,19 @@ def test_one_process_reads_each_range_once_and_splits_to_every_target():
     targets = [resolve(preset="youtube_1080p"), resolve(preset="web_720p"), resolve(format="webm", resolution="720p")]
     clip = Clip(None, [(5.0, 12.5), (30.0, 45.0)])
     outs = [Path(f"/work/o{i}.{t.ext}") for i, t in enumerate(targets)]
-    argv = build_clip_command("ffmpeg", Path(SOURCE.path), clip, targets, outs, source_has_audio=True, source_rate=Fraction(30000, 1001))
+    argv = build_clip_command("ffmpeg", Path(SOURCE.path), clip, targets, outs, source_has_audio=True)
     assert argv.count("-i") == 2  # one input per segment, never one decode per target
     assert argv[argv.index("-i") + 1] == "file:/media/in.mp4"
     assert argv.count("-protocol_whitelist") == 2
     graph = argv[argv.index("-filter_complex") + 1]
     assert "concat=a=1:n=2:v=1" in graph and "split=3" in graph and "asplit=3" in graph
-    assert graph.count("format=yuv420p") == 3 and "fps=" not in graph  # same rate: no fps filter
+    assert graph.count("format=yuv420p") == 3 and graph.count("fps=fps=30000/1001") == 3  # always constant rate
+    assert graph.count("apad=whole_dur=") == 2  # short audio is padded per segment
     assert argv.count("+faststart") == 2  # both MP4s, not the WebM
     for o in outs:
         assert str(o) in argv
     assert argv[argv.index("-progress") + 1] == "pipe:1"
+    assert argv.count("-level:v") == 2 and "4.0" in argv  # 1080p29.97 at 8 Mb/s
 
 
 def test_crossfade_uses_xfade_and_acrossfade_offsets():
@@ -73,3 +75,38 @@ def test_fit_modes_build_the_expected_filters():
         t = resolve(preset="tiktok", fit=fit)
         argv = build_clip_command("ffmpeg", Path("/m/in.mp4"), Clip(None, [(0, 2)]), [t], [Path("/o.mp4")], source_has_audio=True)
         assert needle in argv[argv.index("-filter_complex") + 1]
+
+
+def test_h264_levels_follow_size_rate_and_bitrate():
+    from vexport_pipeline.core.presets import h264_level
+
+    assert h264_level(1280, 720, Fraction(30), 4_000_000) == "3.1"
+    assert h264_level(1920, 1080, Fraction(30), 8_000_000) == "4.0"
+    assert h264_level(1920, 1080, Fraction(30), 40_000_000) == "4.1"
+    assert h264_level(1920, 1080, Fraction(60), 12_000_000) == "4.2"
+    assert h264_level(3840, 2160, Fraction(30), 45_000_000) == "5.1"
+    assert h264_level(7680, 4320, Fraction(30), 100_000_000) == "6.0"
+    assert h264_level(7680, 4320, Fraction(60), 100_000_000) == "6.1"
+
+
+def test_vfr_source_gets_the_nearest_standard_constant_rate():
+    from dataclasses import replace
+
+    vfr = replace(SOURCE, video=replace(SOURCE.video, fps=22.667, fps_exact="68/3", vfr=True, base_fps="30"))
+    assert PresetBook.load().resolve(Target(preset="web_720p"), vfr).fps == "30"
+
+
+def test_silent_track_only_where_the_platform_requires_audio(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    presets = tmp_path / "p.yaml"
+    presets.write_text("needs_audio:\n  base: web_720p\n  limits: {requires_audio: true}\n")
+    monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
+    mute = replace(SOURCE, audio=None)
+    book = PresetBook.load()
+    need, plain = book.resolve(Target(preset="needs_audio"), mute), book.resolve(Target(preset="web_720p"), mute)
+    assert need.silent_audio and need.audio_encoder == "aac" and plain.audio_encoder is None
+    argv = build_clip_command("ffmpeg", Path("/m/in.mp4"), Clip(None, [(0, 2)]), [need, plain], [Path("/a.mp4"), Path("/b.mp4")],
+                              source_has_audio=False)
+    assert "anullsrc=r=48000:cl=stereo:d=2" in argv
+    assert argv.count("-c:a") == 1

@@ -37,11 +37,9 @@ def _fit(stream, s: EncodeSettings):
     )
 
 
-def video_chain(stream, s: EncodeSettings, source_rate: Optional[Fraction] = None):
-    """fps (when it changes), scale/fit to the exact size, square pixels, pixel format."""
-    if source_rate is None or Fraction(s.fps) != source_rate:
-        stream = stream.filter("fps", fps=s.fps)
-    return _fit(stream, s).filter("setsar", "1").filter("format", s.pix_fmt)
+def video_chain(stream, s: EncodeSettings):
+    """Constant frame rate (always: a VFR source comes out constant), scale/fit, square pixels, pixel format."""
+    return _fit(stream.filter("fps", fps=s.fps), s).filter("setsar", "1").filter("format", s.pix_fmt)
 
 
 def video_args(s: EncodeSettings) -> dict:
@@ -54,6 +52,7 @@ def video_args(s: EncodeSettings) -> dict:
         a["preset"] = s.speed
         if s.video_codec == "h264":
             a["profile:v"] = "high"
+            a["level:v"] = s.level
             a["bf"] = 2
         else:
             a["tag:v"] = "hvc1"
@@ -104,19 +103,21 @@ def build_clip_command(
     outputs: list[Path],
     *,
     source_has_audio: bool,
-    source_rate: Optional[Fraction] = None,
     loudness: Optional[tuple[float, float]] = None,
 ) -> list[str]:
     """argv for one FFmpeg process writing every target of one clip."""
     assert len(settings) == len(outputs) and settings
-    want_audio = source_has_audio and any(s.audio_encoder for s in settings)
+    want_audio = any(s.audio_encoder for s in settings)
     vids, auds = [], []
     for start, end in clip.ranges:
         # file: prefix and a file-only protocol list: a source name can never become a URL.
         inp = ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
         vids.append(inp.video)
-        if want_audio:
-            auds.append(inp.audio)
+        if want_audio and source_has_audio:
+            # Audio shorter than its segment is padded with silence, so later segments stay in sync.
+            auds.append(inp.audio.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start)))
+        elif want_audio:  # no source audio, but a target needs a track: silence
+            auds.append(ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio)
 
     if len(vids) == 1:
         v, a = vids[0], (auds[0] if want_audio else None)
@@ -133,15 +134,17 @@ def build_clip_command(
         joined = ffmpeg.concat(*interleaved, v=1, a=1 if want_audio else 0).node
         v, a = joined[0], (joined[1] if want_audio else None)
 
+    audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
+    if not audio_users:
+        a = None
     if a is not None and loudness is not None:  # (integrated LUFS, true peak dBTP); loudnorm resamples: -ar is set per output
         a = a.filter("loudnorm", i=_num(loudness[0]), tp=_num(loudness[1]), lra=11)
     n = len(settings)
     vsplit = v.filter_multi_output("split", n) if n > 1 else None
-    audio_users = [i for i, s in enumerate(settings) if s.audio_encoder] if want_audio else []
     asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
     outs = []
     for i, (s, path) in enumerate(zip(settings, outputs)):
-        vs = video_chain(vsplit[i] if vsplit is not None else v, s, source_rate)
+        vs = video_chain(vsplit[i] if vsplit is not None else v, s)
         streams, audio = [vs], {}
         if i in audio_users:
             streams.append(asplit[audio_users.index(i)] if asplit is not None else a)

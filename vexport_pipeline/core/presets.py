@@ -19,7 +19,7 @@ import yaml
 
 from .errors import InputError
 from .manifest import RESOLUTIONS, Target
-from .probe import MediaInfo, even
+from .probe import MediaInfo
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -151,6 +151,34 @@ CODECS = {
 AUDIO = {"aac": ("aac", {"mp4", "mov"}), "opus": ("libopus", {"webm", "mp4"}), "pcm": ("pcm_s24le", {"mov"})}
 DEFAULT_CODEC = {"mp4": "h264", "mov": "h264", "webm": "vp9"}
 DEFAULT_FORMAT = {"vp8": "webm", "vp9": "webm", "prores": "mov"}
+STANDARD_RATES = [Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+                  Fraction(50), Fraction(60000, 1001), Fraction(60)]
+# H.264 levels: (name, max macroblocks per second, max frame size in macroblocks, max High-profile kbit/s)
+H264_LEVELS = [("3.0", 40500, 1620, 12500), ("3.1", 108000, 3600, 17500), ("3.2", 216000, 5120, 25000),
+               ("4.0", 245760, 8192, 25000), ("4.1", 245760, 8192, 62500), ("4.2", 522240, 8704, 62500),
+               ("5.0", 589824, 22080, 168750), ("5.1", 983040, 36864, 300000), ("5.2", 2073600, 36864, 300000),
+               ("6.0", 4177920, 139264, 300000), ("6.1", 8355840, 139264, 300000), ("6.2", 16711680, 139264, 800000)]
+
+
+def h264_level(width: int, height: int, rate: Fraction, maxrate: Optional[int]) -> str:
+    """The lowest H.264 level whose frame size, macroblock rate and (High profile) bitrate fit."""
+    frame_mbs = -(-width // 16) * -(-height // 16)
+    mbps = frame_mbs * float(rate)
+    kbps = (maxrate or 0) / 1000
+    for name, max_mbps, max_fs, max_kbps in H264_LEVELS:
+        if frame_mbs <= max_fs and mbps <= max_mbps and kbps <= max_kbps:
+            return name
+    return "6.2"
+
+
+def source_rate(video) -> Fraction:
+    """A constant output rate for 'source': the source's own, or for VFR the nearest standard rate to its base rate."""
+    if not video.vfr:
+        return video.rate
+    base = Fraction(video.base_fps) if video.base_fps else video.rate
+    return min(STANDARD_RATES, key=lambda r: abs(float(r) - float(base)))
+
+
 PRORES_PROFILES = {"proxy": 0, "lt": 1, "standard": 2, "hq": 3, "4444": 4, "4444xq": 5}
 
 
@@ -177,11 +205,13 @@ class EncodeSettings:
     gop: int
     speed: Optional[str]
     profile: Optional[str]
+    level: Optional[str]
     audio_bitrate: Optional[int]
     sample_rate: int
     channels: int
     limits: dict = field(default_factory=dict)
     uncertain: tuple = ()
+    silent_audio: bool = False  # add a silent track: the source has none and the platform requires audio
 
     @property
     def ext(self) -> str:
@@ -201,6 +231,10 @@ class EncodeSettings:
         d = dict(d)
         d["uncertain"] = tuple(d.get("uncertain", ()))
         return cls(**d)
+
+
+def even(n: float) -> int:
+    return max(2, int(n / 2 + 0.5) * 2)  # nearest even, halves up
 
 
 def output_size(resolution: str, src_w: int, src_h: int) -> tuple[int, int]:
@@ -306,7 +340,7 @@ class PresetBook:
         assert video is not None
         width, height = output_size(f.get("resolution", "source"), video.display_width, video.display_height)
         fps_text = f.get("fps", "source")
-        rate = video.rate if fps_text == "source" else Fraction(fps_text)
+        rate = source_rate(video) if fps_text == "source" else Fraction(fps_text)
         quality = f.get("quality", "medium")
         tier_crf, tier_rate, speed = TIERS[quality]
         scale = (width * height / (1920 * 1080)) ** 0.75 * (1.5 if rate > 31 else 1.0)
@@ -326,7 +360,9 @@ class PresetBook:
         else:
             pix_fmt = "yuv420p"
         ac = f["audio_codec"]
-        has_audio = source.has_audio and ac != "none"
+        limits = dict(preset.get("limits", {}))
+        silent = not source.has_audio and ac != "none" and bool(limits.get("requires_audio"))
+        has_audio = (source.has_audio or silent) and ac != "none"
         audio_bitrate = {"aac": 384_000 if (target.preset or "").startswith("youtube") else 192_000, "opus": 128_000}.get(ac) if has_audio else None
         label = target.preset or "_".join(x for x in (fmt, vc, f.get("resolution", "source"), quality) if x)
         return EncodeSettings(
@@ -349,11 +385,13 @@ class PresetBook:
             gop=max(1, math.ceil(float(rate) * 2)),
             speed=speed,
             profile=profile,
+            level=h264_level(width, height, rate, maxrate) if vc == "h264" else None,
             audio_bitrate=audio_bitrate,
             sample_rate=48000,
             channels=2,
-            limits=dict(preset.get("limits", {})),
+            limits=limits,
             uncertain=tuple(preset.get("uncertain", ())),
+            silent_audio=silent,
         )
 
 

@@ -32,11 +32,13 @@ class VideoInfo:
     rotation: int
     sar: str
     fps: float
-    fps_exact: str  # "30000/1001"
+    fps_exact: str  # "30000/1001": the average rate
     frames: int
     duration: Optional[float]
     start_time: float
     bit_rate: Optional[int]
+    vfr: bool = False  # variable frame rate: the average differs from the stream's base rate
+    base_fps: str = ""  # r_frame_rate, the finest rate timestamps are on
 
     @property
     def rate(self) -> Fraction:
@@ -86,10 +88,6 @@ class MediaInfo:
 
 def _seconds(value, time_base) -> Optional[float]:
     return float(value * time_base) if value is not None and time_base is not None else None
-
-
-def even(n: float) -> int:
-    return max(2, int(n / 2 + 0.5) * 2)  # nearest even, halves up
 
 
 def mp4_faststart(path: Path) -> Optional[bool]:
@@ -150,14 +148,16 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
                 disp_w, disp_h = disp_h, disp_w
             rate = s.average_rate or s.guessed_rate or s.base_rate or Fraction(25)
             rate = Fraction(rate).limit_denominator(1001)
+            base = Fraction(s.base_rate or s.guessed_rate or rate).limit_denominator(1001)
+            vfr = abs(float(base) - float(rate)) > 0.01 * float(rate)
             video = VideoInfo(
                 codec=cc.name,
                 profile=cc.profile,
                 pix_fmt=cc.pix_fmt,
                 width=cc.width,
                 height=cc.height,
-                display_width=even(disp_w),
-                display_height=even(disp_h),
+                display_width=int(round(disp_w)),
+                display_height=int(round(disp_h)),
                 rotation=rotation,
                 sar=str(sar),
                 fps=round(float(rate), 3),
@@ -166,6 +166,8 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
                 duration=_seconds(s.duration, s.time_base),
                 start_time=_seconds(s.start_time, s.time_base) or 0.0,
                 bit_rate=cc.bit_rate or None,
+                vfr=vfr,
+                base_fps=str(base),
             )
         if astreams:
             a = astreams[0]

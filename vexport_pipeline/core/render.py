@@ -53,8 +53,7 @@ def render_clip(
     partials = [partial_path(p) for p in finals]
     argv = build_clip_command(
         ffmpeg_exe(), Path(source.path), clip, settings, partials,
-        source_has_audio=source.has_audio, source_rate=source.video.rate if source.video else None,
-        loudness=loudness,
+        source_has_audio=source.has_audio, loudness=loudness,
     )
     where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
     run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
