@@ -29,7 +29,9 @@ def _fit(stream, s: EncodeSettings):
     if s.fit == "blur":
         parts = stream.filter_multi_output("split", 2)
         bg, fg = parts[0], parts[1]
-        bg = bg.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h).filter("boxblur", "20:2")
+        radius = max(2, min(w, h) // 24)  # scales with the frame; stays inside boxblur's chroma limit
+        bg = bg.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h).filter(
+            "boxblur", luma_radius=radius, luma_power=2)
         fg = fg.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2)
         return ffmpeg.overlay(bg, fg, x="(W-w)/2", y="(H-h)/2")
     return stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2).filter(

@@ -18,9 +18,10 @@ from .presets import EncodeSettings
 from .probe import MediaInfo, count_frames, probe
 from .settings import ffmpeg_exe
 
-CODEC_NAMES = {"h264": {"h264"}, "h265": {"hevc"}, "vp8": {"vp8", "libvpx"}, "vp9": {"vp9", "libvpx-vp9"},
-               "av1": {"av1", "libdav1d", "libaom-av1"}, "prores": {"prores"}}
-AUDIO_NAMES = {"aac": {"aac"}, "opus": {"opus", "libopus"}, "pcm": {"pcm_s24le", "pcm_s16le"}}
+CODEC_NAMES = {"h264": {"h264"}, "h265": {"hevc"}, "vp8": {"vp8"}, "vp9": {"vp9"}, "av1": {"av1"}, "prores": {"prores"}}
+AUDIO_NAMES = {"aac": {"aac"}, "opus": {"opus"}, "pcm": {"pcm_s24le", "pcm_s16le"}}
+# What a decoder reports for what we encode: ProRes 4444 decodes as 12-bit whatever it was fed.
+DECODED_PIX_FMTS = {"yuva444p10le": {"yuva444p10le", "yuva444p12le", "yuv444p12le", "yuv444p10le"}}
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm"}
 ERROR_WEIGHT, WARNING_WEIGHT = 30, 5
 
@@ -109,7 +110,7 @@ def check_file(
             err("non_square_pixels", f"sample aspect ratio is {v.sar}, expected 1:1", "add setsar=1")
         if abs(float(v.rate) - float(Fraction(s.fps))) > 0.01 * float(Fraction(s.fps)):
             err("fps_mismatch", f"frame rate is {v.fps}, expected {float(Fraction(s.fps)):.3f}", f"re-encode with fps={s.fps}")
-        if v.pix_fmt != s.pix_fmt:
+        if v.pix_fmt not in DECODED_PIX_FMTS.get(s.pix_fmt, {s.pix_fmt}):
             err("pix_fmt_mismatch", f"pixel format is {v.pix_fmt}, expected {s.pix_fmt}", f"re-encode with pix_fmt {s.pix_fmt}")
         if s.video_codec in ("h264", "h265", "vp8", "vp9", "av1") and (v.width % 2 or v.height % 2):
             err("odd_dimensions", f"{v.width}x{v.height} has an odd side; 4:2:0 needs even sizes", "scale to even dimensions")
