@@ -74,6 +74,10 @@ def test_whole_graph_for_a_clips_export(home, media):
         link_id = sqlite3.connect(home.events_db).execute("SELECT id FROM links WHERE rendition LIKE 'intro__web_720p%'").fetchone()[0]
         store.record_download(link_id, bytes_sent=1234, client_ip="127.0.0.1")
         again = materialize(instance, "two-clips", selection=["delivery_metrics"])
+        rerun = materialize(instance, "two-clips", selection=["renditions"])  # unchanged: every rendition from the cache
+        assert [r["cached"] for r in rerun.output_for_node("renditions")] == [True] * 4
+        [mat] = [e for e in rerun.get_asset_materialization_events() if e.asset_key == dg.AssetKey("renditions")]
+        assert mat.materialization.metadata["cache_hits"].value == 4
         df = again.output_for_node("delivery_metrics").set_index("rendition")
         assert df.loc["intro__web_720p.mp4", "downloads"] == 1 and df.loc["intro__web_720p.mp4", "bytes"] == 1234
 

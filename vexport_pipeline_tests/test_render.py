@@ -115,3 +115,24 @@ def test_loudness_normalization_reaches_the_target(media, tmp_path):
     assert abs(after["integrated_lufs"] - -16.0) <= 1.5, (before, after)
     assert after["true_peak_dbtp"] <= -1.0
     assert probe(out).audio.sample_rate == 48000
+
+
+def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_path):
+    from vexport_pipeline.core.cache import RenditionCache
+    from vexport_pipeline.core.render import sha256_file
+
+    info = probe(media["av"])
+    cache = RenditionCache(tmp_path / "cache")
+    sha = sha256_file(media["av"])
+    ss = settings(info, {"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "320x180", "quality": "draft"})
+    clip = Clip(None, [(0.0, 1.0)])
+    first = render_clip(info, clip, ss, [tmp_path / "a1.mp4", tmp_path / "b1.webm"], cache=cache, source_sha256=sha)
+    assert first.cached == [False, False] and first.argv
+    again = render_clip(info, clip, ss, [tmp_path / "a2.mp4", tmp_path / "b2.webm"], cache=cache, source_sha256=sha)
+    assert again.cached == [True, True] and again.argv == [] and again.wall_s == 0.0
+    assert sha256_file(tmp_path / "a2.mp4") == sha256_file(tmp_path / "a1.mp4")
+    changed = settings(info, {"preset": "web_720p", "quality": "low"}, {"format": "webm", "resolution": "320x180", "quality": "draft"})
+    third = render_clip(info, clip, changed, [tmp_path / "a3.mp4", tmp_path / "b3.webm"], cache=cache, source_sha256=sha)
+    assert third.cached == [False, True] and third.argv.count("-c:v") == 1  # only the changed target is encoded
+    other_cut = render_clip(info, Clip(None, [(0.0, 1.2)]), ss[:1], [tmp_path / "a4.mp4"], cache=cache, source_sha256=sha)
+    assert other_cut.cached == [False]

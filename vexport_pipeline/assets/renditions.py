@@ -4,6 +4,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..core.manifest import parse_composition
+from ..core.cache import RenditionCache
 from ..core.presets import PresetBook, unique_labels
 from ..core.probe import MediaInfo, probe
 from ..core.render import render_clip, sha256_file
@@ -42,32 +43,36 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, sour
     labels = unique_labels(settings)
     out_dir = vexport.paths.work / comp.id / "renditions"
     loudness = (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
-    results, encode_wall = [], 0.0
+    cache = RenditionCache(vexport.paths.cache)
+    results, encode_wall, hits = [], 0.0, 0
     for clip in timeline.clips:
         folder = out_dir / clip.clip_id if clip.clip_id else out_dir
         finals = [folder / f"{label}.{s.ext}" for label, s in zip(labels, settings)]
         what = clip.clip_id or "timeline"
         done = render_clip(info, clip, settings, finals, on_progress=_reporter(context, what),
-                           timeout=vexport.encode_timeout_s, loudness=loudness)
-        encode_wall += done.run.wall_s
-        context.log.info(f"{what}: {len(finals)} target(s) in {done.run.wall_s:.1f} s")
-        for label, s, path in zip(labels, settings, finals):
+                           timeout=vexport.encode_timeout_s, loudness=loudness, cache=cache, source_sha256=source["sha256"])
+        encode_wall += done.wall_s
+        hits += sum(done.cached)
+        context.log.info(f"{what}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
+        for label, s, path, was_cached in zip(labels, settings, finals, done.cached):
             out = probe(path, where=str(path))
             results.append({
                 "target": label, "clip_id": clip.clip_id, "path": str(path), "container": s.container,
                 "video_codec": s.video_codec, "audio_codec": s.audio_codec if out.audio else None,
                 "width": out.video.display_width, "height": out.video.display_height, "fps": out.video.fps,
                 "duration": out.duration, "size_bytes": out.size_bytes, "sha256": sha256_file(path),
-                "encoder": s.encoder, "wall_s": round(done.run.wall_s, 3), "expected_duration": clip.duration,
+                "encoder": s.encoder, "wall_s": round(done.wall_s, 3), "cached": was_cached, "expected_duration": clip.duration,
                 "source_has_audio": info.has_audio, "settings": s.to_dict(),
             })
     table = "\n".join(f"| {r['clip_id'] or '-'} | {r['target']} | {r['container']} | {r['video_codec']}/{r['audio_codec'] or '-'} | "
-                      f"{r['width']}x{r['height']} | {r['fps']} | {r['duration']:.3f} | {r['size_bytes']:,} | {r['encoder']} |" for r in results)
+                      f"{r['width']}x{r['height']} | {r['fps']} | {r['duration']:.3f} | {r['size_bytes']:,} | {r['encoder']} | "
+                      f"{'cache' if r['cached'] else 'encoded'} |" for r in results)
     return dg.Output(results, metadata={
         "renditions": len(results),
         "total_bytes": sum(r["size_bytes"] for r in results),
         "encode_wall_s": round(encode_wall, 2),
+        "cache_hits": hits,
         "encoders": ", ".join(sorted({r["encoder"] for r in results})),
-        "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder |\n"
-                                     "|---|---|---|---|---|---|---|---|---|\n" + table),
+        "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder | from |\n"
+                                     "|---|---|---|---|---|---|---|---|---|---|\n" + table),
     })

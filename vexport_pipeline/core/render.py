@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .cache import RenditionCache, rendition_key
 from .commands import build_clip_command
 from .presets import EncodeSettings
 from .probe import MediaInfo
@@ -33,8 +34,13 @@ def partial_path(final: Path) -> Path:
 class ClipRender:
     clip: Clip
     paths: list[Path]
-    argv: list[str]
-    run: RunResult
+    argv: list[str]  # empty when every target came from the cache
+    run: Optional[RunResult]
+    cached: list[bool]
+
+    @property
+    def wall_s(self) -> float:
+        return self.run.wall_s if self.run else 0.0
 
 
 def render_clip(
@@ -46,17 +52,28 @@ def render_clip(
     on_progress: Optional[Callable[[Progress], None]] = None,
     timeout: Optional[float] = None,
     loudness: Optional[tuple[float, float]] = None,
+    cache: Optional[RenditionCache] = None,
+    source_sha256: Optional[str] = None,
 ) -> ClipRender:
-    """Encode `clip` to every target; files appear under their final names only when all are done."""
+    """Encode `clip` to every target not already in the cache, in one FFmpeg process; files appear
+    under their final names only when all are done."""
     for p in finals:
         p.parent.mkdir(parents=True, exist_ok=True)
-    partials = [partial_path(p) for p in finals]
-    argv = build_clip_command(
-        ffmpeg_exe(), Path(source.path), clip, settings, partials,
-        source_has_audio=source.has_audio, loudness=loudness,
-    )
-    where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
-    run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
-    for part, final in zip(partials, finals):
-        os.replace(part, final)
-    return ClipRender(clip, finals, argv, run)
+    keys = [rendition_key(source_sha256, clip, s, loudness) if cache and source_sha256 else None for s in settings]
+    cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
+    todo = [i for i, hit in enumerate(cached) if not hit]
+    argv: list[str] = []
+    run = None
+    if todo:
+        partials = [partial_path(finals[i]) for i in todo]
+        argv = build_clip_command(
+            ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
+            source_has_audio=source.has_audio, loudness=loudness,
+        )
+        where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
+        run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
+        for i, part in zip(todo, partials):
+            os.replace(part, finals[i])
+            if keys[i]:
+                cache.store(keys[i], settings[i].ext, finals[i])
+    return ClipRender(clip, finals, argv, run, cached)

@@ -45,6 +45,10 @@ class Home:
         return self.root / "work"
 
     @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
     def store(self) -> Path:
         return self.root / "store"
 
