@@ -44,7 +44,7 @@ def test_one_process_reads_each_range_once_and_splits_to_every_target():
     assert argv[argv.index("-i") + 1] == "file:/media/in.mp4"
     assert argv.count("-protocol_whitelist") == 2
     graph = argv[argv.index("-filter_complex") + 1]
-    assert "concat=a=1:n=2:v=1" in graph and "split=3" in graph and "asplit=3" in graph
+    assert "concat=a=0:n=2:v=1" in graph and "concat=a=1:n=2:v=0" in graph and "split=3" in graph and "asplit=3" in graph
     assert graph.count("format=yuv420p") == 3 and graph.count("fps=fps=30000/1001") == 3  # always constant rate
     assert graph.count("apad=whole_dur=") == 2  # short audio is padded per segment
     assert argv.count("+faststart") == 2  # both MP4s, not the WebM

@@ -136,3 +136,56 @@ def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_p
     assert third.cached == [False, True] and third.argv.count("-c:v") == 1  # only the changed target is encoded
     other_cut = render_clip(info, Clip(None, [(0.0, 1.2)]), ss[:1], [tmp_path / "a4.mp4"], cache=cache, source_sha256=sha)
     assert other_cut.cached == [False]
+
+
+@pytest.fixture(scope="module")
+def gop_source(tmp_path_factory):
+    """10 s, 25 fps, closed GOPs of 1 s with B-frames: the case naive copy cuts get wrong."""
+    from .conftest import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("gop") / "gop.mp4", seconds=10, extra_v=["-preset", "veryfast", "-keyint_min", "25",
+                                                                                    "-sc_threshold", "0", "-bf", "2"])
+
+
+def test_stream_copy_fast_path_is_frame_exact_and_in_sync(gop_source, tmp_path):
+    import av
+
+    info = probe(gop_source)
+    assert info.video.profile == "High"
+    comp = parse_composition({"source": "x.mp4", "segments": [{"start": 1, "end": 3}, {"start": 4, "end": 6}, {"start": 7, "end": 10}],
+                              "targets": [{"format": "mp4", "video_codec": "h264", "resolution": "source"}]})
+    timeline = build_timeline(comp, info, keyframe_times(gop_source))
+    [clip] = timeline.clips
+    assert clip.cuts_on_keyframes and clip.duration == 7.0
+    [s] = settings(info, {"format": "mp4", "video_codec": "h264", "resolution": "source"})
+    out = tmp_path / "copy.mp4"
+    done = render_clip(info, clip, [s], [out])
+    assert done.copied == [True] and "copy" in done.argv
+    got = probe(out)
+    frames, _, errors = count_frames(out)
+    assert frames == 175 and not errors  # 50 + 50 + 75, nothing leaked in at the joins
+    assert got.video.duration == pytest.approx(7.0, abs=1e-3) and got.video.start_time == 0.0
+    assert abs(got.audio.start_time - got.video.start_time) < 0.02 and got.audio.duration == pytest.approx(7.0, abs=0.05)
+    assert got.faststart and got.video.codec == "h264"
+    with av.open(str(out)) as c:
+        pts = [f.pts for f in c.decode(video=0)]
+    assert len(set(pts)) == len(pts) and pts == sorted(pts)
+    assert not list(tmp_path.glob(".*"))  # pieces and partials are gone
+    # the same frames as an encode of the same timeline would show: compare one frame after each join
+    enc = tmp_path / "enc.mp4"
+    forced = settings(info, {"format": "mp4", "video_codec": "h264", "resolution": "source", "crf": 18})[0]
+    assert render_clip(info, clip, [forced], [enc]).copied == [False]
+    assert count_frames(enc)[0] == 175
+
+
+def test_off_keyframe_cuts_encode_unless_snapping_is_allowed(gop_source, tmp_path):
+    info = probe(gop_source)
+    data = {"source": "x.mp4", "segments": [{"start": 1.2, "end": 2.5}], "targets": [{"format": "mp4", "resolution": "source"}]}
+    [clip] = build_timeline(parse_composition(data), info, keyframe_times(gop_source)).clips
+    assert not clip.cuts_on_keyframes
+    [s] = settings(info, {"format": "mp4", "resolution": "source"})
+    assert render_clip(info, clip, [s], [tmp_path / "a.mp4"]).copied == [False]
+    [snapped] = build_timeline(parse_composition({**data, "snap_to_keyframes": True}), info, keyframe_times(gop_source)).clips
+    assert snapped.ranges == [(1.0, 3.0)] and snapped.cuts_on_keyframes
+    assert render_clip(info, snapped, [s], [tmp_path / "b.mp4"]).copied == [True]
+    assert count_frames(tmp_path / "b.mp4")[0] == 50

@@ -97,6 +97,60 @@ def container_args(s: EncodeSettings) -> dict:
     return a
 
 
+def _source_input(source: Path, start: float, end: float):
+    # file: prefix and a file-only protocol list: a source name can never become a URL.
+    return ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
+
+
+def _segment_audio(inp, start: float, end: float, source_has_audio: bool):
+    if source_has_audio:  # audio shorter than its segment is padded with silence, so later segments stay in sync
+        return inp.audio.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start))
+    return ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio  # a required silent track
+
+
+def _joined_audio(auds: list, crossfade: float, loudness: Optional[tuple[float, float]]):
+    if len(auds) == 1:
+        a = auds[0]
+    elif crossfade > 0:
+        a = auds[0]
+        for nxt in auds[1:]:
+            a = ffmpeg.filter([a, nxt], "acrossfade", d=_num(crossfade))
+    else:
+        a = ffmpeg.concat(*auds, v=0, a=1)
+    if loudness is not None:  # (integrated LUFS, true peak dBTP); loudnorm resamples: -ar is set per output
+        a = a.filter("loudnorm", i=_num(loudness[0]), tp=_num(loudness[1]), lra=11)
+    return a
+
+
+def frames_in(start: float, end: float, rate: Fraction) -> int:
+    return round((end - start) * rate)
+
+
+def build_copy_commands(ffmpeg_exe: str, source: Path, clip: Clip, s: EncodeSettings, rate: Fraction, pieces: list[Path],
+                        list_file: Path, output: Path, *, source_has_audio: bool,
+                        loudness: Optional[tuple[float, float]] = None) -> tuple[list[str], list[str]]:
+    """The stream-copy fast path, for cuts on keyframes into the source's own codec, size and rate:
+    (1) one process copies each range's video with an exact frame count (not by timestamps, which let
+    a B-frame or the next keyframe leak in); (2) one process joins the pieces with the concat demuxer,
+    restarts the timestamps at zero, and encodes the audio from the same exact ranges of the source."""
+    outs = []
+    for (start, end), piece in zip(clip.ranges, pieces):
+        v = _source_input(source, start, end).video
+        outs.append(ffmpeg.output(v, str(piece), **{"c:v": "copy", "frames:v": frames_in(start, end, rate), "f": "mp4"}))
+    cut = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
+    joined = ffmpeg.input(f"file:{list_file}", f="concat", safe=0, protocol_whitelist="file")
+    streams = [joined.video]
+    audio = {}
+    if s.audio_encoder:
+        auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
+        streams.append(_joined_audio(auds, 0.0, loudness))
+        audio = audio_args(s)
+    kwargs = {"c:v": "copy", "bsf:v": "setts=pts=PTS-STARTPTS:dts=DTS-STARTPTS", **audio, **container_args(s),
+              "t": _num(clip.duration)}
+    join = ffmpeg.output(*streams, str(output), **kwargs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
+    return cut, join
+
+
 def build_clip_command(
     ffmpeg_exe: str,
     source: Path,
@@ -112,35 +166,22 @@ def build_clip_command(
     want_audio = any(s.audio_encoder for s in settings)
     vids, auds = [], []
     for start, end in clip.ranges:
-        # file: prefix and a file-only protocol list: a source name can never become a URL.
-        inp = ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
+        inp = _source_input(source, start, end)
         vids.append(inp.video)
-        if want_audio and source_has_audio:
-            # Audio shorter than its segment is padded with silence, so later segments stay in sync.
-            auds.append(inp.audio.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start)))
-        elif want_audio:  # no source audio, but a target needs a track: silence
-            auds.append(ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio)
+        if want_audio:
+            auds.append(_segment_audio(inp, start, end, source_has_audio))
 
     if len(vids) == 1:
-        v, a = vids[0], (auds[0] if want_audio else None)
+        v = vids[0]
     elif clip.crossfade > 0:
-        v, a = vids[0], (auds[0] if want_audio else None)
-        length = clip.ranges[0][1] - clip.ranges[0][0]
+        v, length = vids[0], clip.ranges[0][1] - clip.ranges[0][0]
         for k in range(1, len(vids)):
             v = ffmpeg.filter([v, vids[k]], "xfade", transition="fade", duration=_num(clip.crossfade), offset=_num(length - clip.crossfade))
-            if want_audio:
-                a = ffmpeg.filter([a, auds[k]], "acrossfade", d=_num(clip.crossfade))
             length += (clip.ranges[k][1] - clip.ranges[k][0]) - clip.crossfade
     else:
-        interleaved = [x for pair in zip(vids, auds) for x in pair] if want_audio else vids
-        joined = ffmpeg.concat(*interleaved, v=1, a=1 if want_audio else 0).node
-        v, a = joined[0], (joined[1] if want_audio else None)
-
+        v = ffmpeg.concat(*vids, v=1, a=0)
     audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
-    if not audio_users:
-        a = None
-    if a is not None and loudness is not None:  # (integrated LUFS, true peak dBTP); loudnorm resamples: -ar is set per output
-        a = a.filter("loudnorm", i=_num(loudness[0]), tp=_num(loudness[1]), lra=11)
+    a = _joined_audio(auds, clip.crossfade, loudness) if audio_users else None
     n = len(settings)
     vsplit = v.filter_multi_output("split", n) if n > 1 else None
     asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None

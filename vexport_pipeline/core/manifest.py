@@ -131,6 +131,7 @@ class Composition(_Strict):
     export_type: Literal["single", "combined", "clips"] = "combined"
     segments: Optional[list[Segment]] = Field(default=None, min_length=1)
     transitions: Optional[Transitions] = None
+    snap_to_keyframes: bool = Field(default=False, description="Move cuts to the nearest keyframes so matching targets can be stream-copied.")
     audio: Optional[Audio] = None
     targets: list[Target] = Field(min_length=1, max_length=64)
     delivery: Delivery = Field(default_factory=Delivery)

@@ -212,6 +212,7 @@ class EncodeSettings:
     limits: dict = field(default_factory=dict)
     uncertain: tuple = ()
     silent_audio: bool = False  # add a silent track: the source has none and the platform requires audio
+    crf_explicit: bool = False  # the user asked for a CRF: always encode, never stream-copy
 
     @property
     def ext(self) -> str:
@@ -392,6 +393,7 @@ class PresetBook:
             limits=limits,
             uncertain=tuple(preset.get("uncertain", ())),
             silent_audio=silent,
+            crf_explicit=f.get("crf") is not None,
         )
 
 

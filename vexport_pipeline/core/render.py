@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .cache import RenditionCache, rendition_key
-from .commands import build_clip_command
+from .commands import build_clip_command, build_copy_commands
 from .presets import EncodeSettings
 from .probe import MediaInfo
 from .runner import Progress, RunResult, run_ffmpeg
@@ -25,6 +25,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+COPYABLE = {"h264": "h264", "h265": "hevc"}  # target codec -> source codec that can be copied into it
+
+
+def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
+    """Stream copy gives the same picture as an encode would, only faster: the source already is the
+    target's codec, size, rate and pixel format, every cut falls on a keyframe, and no crossfade."""
+    v = source.video
+    return bool(
+        v and clip.cuts_on_keyframes and not clip.crossfade and s.container in ("mp4", "mov")
+        and COPYABLE.get(s.video_codec) == v.codec and v.rotation == 0 and v.sar == "1" and not v.vfr
+        and (v.width, v.height) == (s.width, s.height) and v.rate == s.rate and v.pix_fmt == s.pix_fmt
+        and not s.crf_explicit and not s.video_bitrate
+    )
+
+
 def partial_path(final: Path) -> Path:
     """Where FFmpeg writes before the file is complete; same folder, so the rename is atomic."""
     return final.with_name(f".{final.stem}.partial{final.suffix}")
@@ -37,6 +52,7 @@ class ClipRender:
     argv: list[str]  # empty when every target came from the cache
     run: Optional[RunResult]
     cached: list[bool]
+    copied: list[bool] = None  # type: ignore[assignment]
 
     @property
     def wall_s(self) -> float:
@@ -61,9 +77,15 @@ def render_clip(
         p.parent.mkdir(parents=True, exist_ok=True)
     keys = [rendition_key(source_sha256, clip, s, loudness) if cache and source_sha256 else None for s in settings]
     cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
-    todo = [i for i, hit in enumerate(cached) if not hit]
+    copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
+    todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
     argv: list[str] = []
     run = None
+    for i in copies:
+        run = _copy(source, clip, settings[i], finals[i], loudness, timeout)
+        argv = argv or run.argv
+        if keys[i]:
+            cache.store(keys[i], settings[i].ext, finals[i])
     if todo:
         partials = [partial_path(finals[i]) for i in todo]
         argv = build_clip_command(
@@ -76,4 +98,25 @@ def render_clip(
             os.replace(part, finals[i])
             if keys[i]:
                 cache.store(keys[i], settings[i].ext, finals[i])
-    return ClipRender(clip, finals, argv, run, cached)
+    return ClipRender(clip, finals, argv, run, cached, copied=[i in copies for i in range(len(settings))])
+
+
+def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudness, timeout) -> RunResult:
+    """Run the stream-copy fast path into `final` (via a partial file); pieces are removed afterwards."""
+    work = final.parent / f".{final.stem}.pieces"
+    work.mkdir(parents=True, exist_ok=True)
+    pieces = [work / f"{k}.mp4" for k in range(len(clip.ranges))]
+    list_file = work / "list.txt"
+    part = partial_path(final)
+    try:
+        cut, join = build_copy_commands(ffmpeg_exe(), Path(source.path), clip, s, source.video.rate, pieces, list_file, part,
+                                        source_has_audio=source.has_audio, loudness=loudness)
+        first = run_ffmpeg(cut, duration=clip.duration, outputs=pieces, timeout=timeout, where="stream copy")
+        list_file.write_text("".join(f"file '{p.name}'\n" for p in pieces))
+        second = run_ffmpeg(join, duration=clip.duration, outputs=[part], timeout=timeout, where="stream copy join")
+        os.replace(part, final)
+        return RunResult(first.wall_s + second.wall_s, second.stderr_tail, cut + ["&&"] + join)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

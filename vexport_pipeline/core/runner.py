@@ -81,6 +81,7 @@ def _float(text: Optional[str]) -> float:
 class RunResult:
     wall_s: float
     stderr_tail: str
+    argv: list[str] = None  # type: ignore[assignment]
 
 
 def _remove(paths: Iterable[Path]) -> None:
@@ -128,7 +129,7 @@ def run_ffmpeg(
         if missing:
             raise EncodeError(f"FFmpeg wrote no output for {', '.join(missing)}", where=where)
         ok = True
-        return RunResult(time.monotonic() - started, "".join(stderr_tail))
+        return RunResult(time.monotonic() - started, "".join(stderr_tail), argv)
     finally:
         if proc.poll() is None:
             proc.terminate()

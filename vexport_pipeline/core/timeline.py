@@ -77,18 +77,38 @@ def _near(keyframes: list[float], t: float) -> list[float]:
     return [round(k, 3) for k in keyframes[max(0, i - 1): i + 1]]
 
 
+def snap(ranges: list[tuple[float, float]], keyframes: list[float], duration: float) -> list[tuple[float, float]]:
+    """Widen each range to keyframes: start at the keyframe at or before it, end at the one at or after it."""
+    out = []
+    for start, end in ranges:
+        i = bisect.bisect_right(keyframes, start + 1e-6)
+        j = bisect.bisect_left(keyframes, end - 1e-6)
+        out.append((keyframes[i - 1] if i else 0.0, keyframes[j] if j < len(keyframes) else duration))
+    merged: list[tuple[float, float]] = []
+    for r in out:  # widened ranges may now touch or overlap: join them
+        if merged and r[0] <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], r[1]))
+        else:
+            merged.append(r)
+    return merged
+
+
 def build_timeline(comp: Composition, info: MediaInfo, keyframes: list[float] | None = None) -> Timeline:
     ranges = check_segments(comp, info)
     keyframes = keyframes or []
     fps = info.video.fps if info.video else 25.0
     half_frame = 0.5 / fps
+    if comp.snap_to_keyframes and keyframes and comp.export_type != "clips":
+        ranges = snap(ranges, keyframes, info.duration)
 
     def on_key(t: float) -> bool:
         i = bisect.bisect_left(keyframes, t - half_frame)
         return i < len(keyframes) and abs(keyframes[i] - t) <= half_frame
 
     def clip(clip_id, rs, crossfade=0.0):
-        return Clip(clip_id, rs, crossfade, all(on_key(s) for s, _ in rs))
+        # copyable when every range starts on a keyframe and ends on one (or at the end of the source)
+        aligned = all(on_key(s) and (on_key(e) or e >= info.duration - half_frame) for s, e in rs)
+        return Clip(clip_id, rs, crossfade, aligned)
 
     if comp.export_type == "clips":
         segs = comp.segments or []
