@@ -18,6 +18,7 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
     manifest = write_manifest(tmp_path / "proj", {
         "id": "teaser", "source": str(media["av"]), "export_type": "combined",
         "segments": [{"start": 0, "end": 1.5}, {"start": "00:00:02.000", "end": 3.5}], "transitions": {"crossfade": 0.5},
+        "audio": {"normalize": True, "target_lufs": -16, "true_peak": -1.5},
         "targets": [{"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "720p", "quality": "draft"}]})
     out = tmp_path / "out.json"
     proc = vexport("export", manifest, "--json", out)
@@ -40,6 +41,7 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
         frames, _, errors = count_frames(r["path"])
         assert not errors and abs(frames - 2.5 * 25) <= 1
         assert r["validation"]["status"] == "pass" and r["validation"]["score"] == 100
+        assert r["validation"]["loudness_lufs"] == pytest.approx(-16, abs=1.0)  # two-pass loudnorm, measured on the output
         assert r["links"] and r["links"][0]["url"].startswith("http://127.0.0.1:8787/d/") and r["links"][0]["expires_at"].endswith("Z")
     kept = json.loads((home.store / "teaser" / "current" / "summary.json").read_text())
     assert kept["renditions"][0]["sha256"] == data["renditions"][0]["sha256"]

@@ -54,14 +54,15 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, sour
         encode_wall += done.wall_s
         hits += sum(done.cached)
         context.log.info(f"{what}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
-        for label, s, path, was_cached in zip(labels, settings, finals, done.cached):
+        for label, s, path, was_cached, copied in zip(labels, settings, finals, done.cached, done.copied):
             out = probe(path, where=str(path))
             results.append({
                 "target": label, "clip_id": clip.clip_id, "path": str(path), "container": s.container,
                 "video_codec": s.video_codec, "audio_codec": s.audio_codec if out.audio else None,
                 "width": out.video.display_width, "height": out.video.display_height, "fps": out.video.fps,
                 "duration": out.duration, "size_bytes": out.size_bytes, "sha256": sha256_file(path),
-                "encoder": s.encoder, "wall_s": round(done.wall_s, 3), "cached": was_cached, "expected_duration": clip.duration,
+                "encoder": "copy" if copied else s.encoder, "wall_s": round(done.wall_s, 3), "cached": was_cached,
+                "loudness_pass1": done.loudness, "expected_duration": clip.duration,
                 "source_has_audio": info.has_audio, "settings": s.to_dict(),
             })
     table = "\n".join(f"| {r['clip_id'] or '-'} | {r['target']} | {r['container']} | {r['video_codec']}/{r['audio_codec'] or '-'} | "
@@ -72,6 +73,9 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, sour
         "total_bytes": sum(r["size_bytes"] for r in results),
         "encode_wall_s": round(encode_wall, 2),
         "cache_hits": hits,
+        "stream_copied": sum(r["encoder"] == "copy" for r in results),
+        "loudness": ", ".join(f"{r['clip_id'] or 'timeline'}: {r['loudness_pass1']['measured_i']} -> {r['loudness_pass1']['target_i']} LUFS "
+                              f"({r['loudness_pass1']['mode']})" for r in results if r["loudness_pass1"]) or "not normalized",
         "encoders": ", ".join(sorted({r["encoder"] for r in results})),
         "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder | from |\n"
                                      "|---|---|---|---|---|---|---|---|---|---|\n" + table),

@@ -12,6 +12,7 @@ from typing import Optional
 
 import ffmpeg
 
+from .loudness import LoudnessPlan
 from .presets import PRORES_PROFILES, EncodeSettings
 from .timeline import Clip
 
@@ -108,7 +109,7 @@ def _segment_audio(inp, start: float, end: float, source_has_audio: bool):
     return ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio  # a required silent track
 
 
-def _joined_audio(auds: list, crossfade: float, loudness: Optional[tuple[float, float]]):
+def _joined_audio(auds: list, crossfade: float, loudness: Optional[LoudnessPlan] = None):
     if len(auds) == 1:
         a = auds[0]
     elif crossfade > 0:
@@ -117,9 +118,15 @@ def _joined_audio(auds: list, crossfade: float, loudness: Optional[tuple[float, 
             a = ffmpeg.filter([a, nxt], "acrossfade", d=_num(crossfade))
     else:
         a = ffmpeg.concat(*auds, v=0, a=1)
-    if loudness is not None:  # (integrated LUFS, true peak dBTP); loudnorm resamples: -ar is set per output
-        a = a.filter("loudnorm", i=_num(loudness[0]), tp=_num(loudness[1]), lra=11)
+    if loudness is not None:  # pass 2 of loudnorm; it resamples internally, so -ar is set per output
+        a = a.filter("loudnorm", **loudness.filter_args())
     return a
+
+
+def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True):
+    """The clip's joined audio alone, as FFmpeg will hear it in the encode (for loudness pass 1)."""
+    auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
+    return _joined_audio(auds, clip.crossfade)
 
 
 def frames_in(start: float, end: float, rate: Fraction) -> int:
@@ -128,7 +135,7 @@ def frames_in(start: float, end: float, rate: Fraction) -> int:
 
 def build_copy_commands(ffmpeg_exe: str, source: Path, clip: Clip, s: EncodeSettings, rate: Fraction, pieces: list[Path],
                         list_file: Path, output: Path, *, source_has_audio: bool,
-                        loudness: Optional[tuple[float, float]] = None) -> tuple[list[str], list[str]]:
+                        loudness: Optional[LoudnessPlan] = None) -> tuple[list[str], list[str]]:
     """The stream-copy fast path, for cuts on keyframes into the source's own codec, size and rate:
     (1) one process copies each range's video with an exact frame count (not by timestamps, which let
     a B-frame or the next keyframe leak in); (2) one process joins the pieces with the concat demuxer,
@@ -159,7 +166,7 @@ def build_clip_command(
     outputs: list[Path],
     *,
     source_has_audio: bool,
-    loudness: Optional[tuple[float, float]] = None,
+    loudness: Optional[LoudnessPlan] = None,
 ) -> list[str]:
     """argv for one FFmpeg process writing every target of one clip."""
     assert len(settings) == len(outputs) and settings

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .cache import RenditionCache, rendition_key
-from .commands import build_clip_command, build_copy_commands
+from . import loudness as loud
+from .commands import build_clip_command, build_copy_commands, clip_audio
 from .presets import EncodeSettings
 from .probe import MediaInfo
 from .runner import Progress, RunResult, run_ffmpeg
@@ -53,6 +54,7 @@ class ClipRender:
     run: Optional[RunResult]
     cached: list[bool]
     copied: list[bool] = None  # type: ignore[assignment]
+    loudness: Optional[dict] = None  # pass-1 measurement and the mode pass 2 used
 
     @property
     def wall_s(self) -> float:
@@ -76,13 +78,16 @@ def render_clip(
     for p in finals:
         p.parent.mkdir(parents=True, exist_ok=True)
     keys = [rendition_key(source_sha256, clip, s, loudness) if cache and source_sha256 else None for s in settings]
+    plan = None
+    if loudness and source.has_audio and not all(bool(k and cache.path(k, s.ext).exists()) for k, s in zip(keys, settings)):
+        plan = loud.measure(clip_audio(Path(source.path), clip), *loudness)
     cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
     copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
     argv: list[str] = []
     run = None
     for i in copies:
-        run = _copy(source, clip, settings[i], finals[i], loudness, timeout)
+        run = _copy(source, clip, settings[i], finals[i], plan, timeout)
         argv = argv or run.argv
         if keys[i]:
             cache.store(keys[i], settings[i].ext, finals[i])
@@ -90,7 +95,7 @@ def render_clip(
         partials = [partial_path(finals[i]) for i in todo]
         argv = build_clip_command(
             ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-            source_has_audio=source.has_audio, loudness=loudness,
+            source_has_audio=source.has_audio, loudness=plan,
         )
         where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
         run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
@@ -98,7 +103,8 @@ def render_clip(
             os.replace(part, finals[i])
             if keys[i]:
                 cache.store(keys[i], settings[i].ext, finals[i])
-    return ClipRender(clip, finals, argv, run, cached, copied=[i in copies for i in range(len(settings))])
+    return ClipRender(clip, finals, argv, run, cached, copied=[i in copies for i in range(len(settings))],
+                      loudness=plan.to_dict() if plan else None)
 
 
 def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudness, timeout) -> RunResult:
