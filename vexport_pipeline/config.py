@@ -15,6 +15,7 @@ def apply_env_defaults() -> None:
     os.environ["VEXPORT_HOME"] = str(Path(os.environ.get("VEXPORT_HOME") or ".vexport").expanduser().resolve())
     os.environ.setdefault("VEXPORT_MEDIA_ROOTS", "")
     os.environ.setdefault("VEXPORT_PUBLIC_URL", "http://127.0.0.1:8787")
+    os.environ.setdefault("VEXPORT_HARDWARE", "auto")
 
 
 def ensure_dagster_home() -> Path:

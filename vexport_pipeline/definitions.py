@@ -5,7 +5,7 @@ import dagster as dg
 from .assets import export_assets
 from .config import apply_env_defaults
 from .jobs import export_job, metrics_job
-from .resources import VexportResource
+from .resources import EncoderResource, VexportResource
 from .schedules import metrics_rollup
 from .sensors import composition_sensor
 
@@ -15,7 +15,8 @@ apply_env_defaults()  # only fills in unset VEXPORT_* variables with the embedde
 
 def resources() -> dict:
     return {"vexport": VexportResource(home=dg.EnvVar("VEXPORT_HOME"), media_roots=dg.EnvVar("VEXPORT_MEDIA_ROOTS"),
-                                       public_url=dg.EnvVar("VEXPORT_PUBLIC_URL"))}
+                                       public_url=dg.EnvVar("VEXPORT_PUBLIC_URL")),
+            "encoders": EncoderResource(hardware=dg.EnvVar("VEXPORT_HARDWARE"))}
 
 
 defs = dg.Definitions(

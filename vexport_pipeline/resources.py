@@ -36,3 +36,23 @@ class VexportResource(dg.ConfigurableResource):
 
     def signer(self) -> LinkSigner:
         return LinkSigner(self.paths.secret_key())
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """Which video encoders renditions use: `auto` tries the hardware encoders (NVENC, QSV) with a tiny
+    encode and uses one that works, falling back to the CPU per clip; `off` always uses the CPU."""
+
+    hardware: str = "auto"
+
+    def choose(self, settings: list) -> tuple[list, dict]:
+        from dataclasses import replace as _replace
+
+        from .core.hardware import detect
+
+        if self.hardware != "auto":
+            return settings, {"hardware": "off"}
+        codecs = sorted({s.video_codec for s in settings if s.video_codec in ("h264", "h265", "av1")})
+        found, trials = detect(tuple(codecs))
+        chosen = [_replace(s, encoder=found[s.video_codec]) if found.get(s.video_codec) else s for s in settings]
+        report = {t.encoder: t.reason for t in trials}
+        return chosen, {"hardware": ", ".join(f"{k}: {v}" for k, v in report.items()) or "no hardware-capable codec"}

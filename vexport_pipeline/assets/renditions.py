@@ -11,7 +11,7 @@ from ..core.render import render_clip, sha256_file
 from ..core.runner import Progress
 from ..core.timeline import Timeline
 from ..partitions import exports
-from ..resources import VexportResource
+from ..resources import EncoderResource, VexportResource
 
 PROGRESS_EVERY_S = 5.0
 
@@ -34,13 +34,16 @@ def _reporter(context: dg.AssetExecutionContext, what: str):
 
 @dg.asset(partitions_def=exports, group_name="export", kinds={"ffmpeg"}, pool="gpu",
           description="The encodes: one FFmpeg process per clip decodes it once and writes every target.")
-def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, source: dict, segments: dict) -> dg.Output[list]:
+def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, encoders: EncoderResource, source: dict,
+               segments: dict) -> dg.Output[list]:
     comp = parse_composition(source["composition"])
     info = MediaInfo.from_dict(source["info"])
     timeline = Timeline.from_dict(segments)
     book = PresetBook.load()
     settings = [book.resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
     labels = unique_labels(settings)
+    settings, hardware = encoders.choose(settings)
+    context.log.info(f"encoders: {hardware['hardware']}")
     out_dir = vexport.paths.work / comp.id / "renditions"
     loudness = (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
     cache = RenditionCache(vexport.paths.cache)
@@ -54,14 +57,14 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, sour
         encode_wall += done.wall_s
         hits += sum(done.cached)
         context.log.info(f"{what}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
-        for label, s, path, was_cached, copied in zip(labels, settings, finals, done.cached, done.copied):
+        for label, s, path, was_cached, copied, used in zip(labels, settings, finals, done.cached, done.copied, done.encoders):
             out = probe(path, where=str(path))
             results.append({
                 "target": label, "clip_id": clip.clip_id, "path": str(path), "container": s.container,
                 "video_codec": s.video_codec, "audio_codec": s.audio_codec if out.audio else None,
                 "width": out.video.display_width, "height": out.video.display_height, "fps": out.video.fps,
                 "duration": out.duration, "size_bytes": out.size_bytes, "sha256": sha256_file(path),
-                "encoder": "copy" if copied else s.encoder, "wall_s": round(done.wall_s, 3), "cached": was_cached,
+                "encoder": "copy" if copied else used, "wall_s": round(done.wall_s, 3), "cached": was_cached,
                 "loudness_pass1": done.loudness, "expected_duration": clip.duration,
                 "source_has_audio": info.has_audio, "settings": s.to_dict(),
             })
@@ -77,6 +80,7 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, sour
         "loudness": ", ".join(f"{r['clip_id'] or 'timeline'}: {r['loudness_pass1']['measured_i']} -> {r['loudness_pass1']['target_i']} LUFS "
                               f"({r['loudness_pass1']['mode']})" for r in results if r["loudness_pass1"]) or "not normalized",
         "encoders": ", ".join(sorted({r["encoder"] for r in results})),
+        "hardware_detection": hardware["hardware"],
         "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder | from |\n"
                                      "|---|---|---|---|---|---|---|---|---|---|\n" + table),
     })

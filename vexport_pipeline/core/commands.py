@@ -51,6 +51,13 @@ def video_args(s: EncodeSettings) -> dict:
         a.update({"profile:v": str(PRORES_PROFILES[s.profile or "hq"]), "vendor": "apl0"})
         return a
     a["g"] = s.gop
+    if s.encoder.endswith(("_nvenc", "_qsv")):
+        from .hardware import hardware_args
+
+        a.update(hardware_args(s))
+        if s.video_codec == "h265":
+            a["tag:v"] = "hvc1"
+        return a
     if s.video_codec in ("h264", "h265"):
         a["preset"] = s.speed
         if s.video_codec == "h264":

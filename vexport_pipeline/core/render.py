@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from .cache import RenditionCache, rendition_key
 from . import loudness as loud
 from .commands import build_clip_command, build_copy_commands, clip_audio
-from .presets import EncodeSettings
+from .errors import EncodeError
+from .presets import CODECS, EncodeSettings
 from .probe import MediaInfo
 from .runner import Progress, RunResult, run_ffmpeg
 from .settings import ffmpeg_exe
@@ -26,6 +28,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+log = logging.getLogger("vexport.render")
+CPU_ENCODERS = {codec: encoder for codec, (encoder, _) in CODECS.items()}
 COPYABLE = {"h264": "h264", "h265": "hevc"}  # target codec -> source codec that can be copied into it
 
 
@@ -55,6 +59,8 @@ class ClipRender:
     cached: list[bool]
     copied: list[bool] = None  # type: ignore[assignment]
     loudness: Optional[dict] = None  # pass-1 measurement and the mode pass 2 used
+    encoders: list[str] = None  # type: ignore[assignment]  # what each target was encoded with
+    fell_back: bool = False  # a hardware encoder failed and the CPU took over
 
     @property
     def wall_s(self) -> float:
@@ -86,6 +92,7 @@ def render_clip(
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
     argv: list[str] = []
     run = None
+    fell_back = False
     for i in copies:
         run = _copy(source, clip, settings[i], finals[i], plan, timeout)
         argv = argv or run.argv
@@ -98,13 +105,27 @@ def render_clip(
             source_has_audio=source.has_audio, loudness=plan,
         )
         where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
-        run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
+        try:
+            run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
+        except EncodeError as exc:
+            if not any(s.encoder != CPU_ENCODERS[s.video_codec] for s in settings):
+                raise
+            # a hardware encoder failed mid-job: the same clip again on the CPU encoders
+            fallback = [replace(s, encoder=CPU_ENCODERS[s.video_codec]) if s.encoder != CPU_ENCODERS[s.video_codec] else s
+                        for s in settings]
+            log.warning("%s: hardware encode failed (%s); falling back to the CPU", where, exc)
+            settings = fallback
+            keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
+            argv = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
+                                      source_has_audio=source.has_audio, loudness=plan)
+            run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
+            fell_back = True
         for i, part in zip(todo, partials):
             os.replace(part, finals[i])
             if keys[i]:
                 cache.store(keys[i], settings[i].ext, finals[i])
     return ClipRender(clip, finals, argv, run, cached, copied=[i in copies for i in range(len(settings))],
-                      loudness=plan.to_dict() if plan else None)
+                      loudness=plan.to_dict() if plan else None, encoders=[s.encoder for s in settings], fell_back=fell_back)
 
 
 def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudness, timeout) -> RunResult:
