@@ -190,3 +190,28 @@ def test_off_keyframe_cuts_encode_unless_snapping_is_allowed(gop_source, tmp_pat
     assert snapped.ranges == [(1.0, 3.0)] and snapped.cuts_on_keyframes
     assert render_clip(info, snapped, [s], [tmp_path / "b.mp4"]).copied == [True]
     assert count_frames(tmp_path / "b.mp4")[0] == 50
+
+
+def test_bitrate_targets_are_two_pass_and_land_near_the_rate(media, tmp_path):
+    info = probe(media["av"])
+    [s] = settings(info, {"format": "mp4", "resolution": "640x360", "video_bitrate": "300k"})
+    out = tmp_path / "abr.mp4"
+    done = render_clip(info, Clip(None, [(0.0, 4.0)]), [s], [out])
+    assert "-pass" in done.argv and done.argv[done.argv.index("-pass") + 1] == "2"
+    kbps = probe(out).video.bit_rate / 1000
+    assert 240 < kbps < 360, kbps  # two-pass ABR lands close to 300k
+    assert not [p for p in tmp_path.iterdir() if "pass" in p.name]  # no pass logs left behind
+
+
+def test_size_cap_of_a_platform_is_met(media, tmp_path, monkeypatch):
+    presets = tmp_path / "p.yaml"
+    presets.write_text("mail:\n  base: web_720p\n  target: {quality: high}\n  limits: {max_file_bytes: 250000}\n")
+    monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
+    info = probe(media["av"])
+    [capped] = settings(info, {"preset": "mail"})
+    [free] = settings(info, {"preset": "web_720p", "quality": "high"})
+    done = render_clip(info, Clip(None, [(0.0, 4.0)]), [capped, free], [tmp_path / "capped.mp4", tmp_path / "free.mp4"])
+    assert done.settings[0].video_bitrate and done.settings[1].video_bitrate is None
+    size = (tmp_path / "capped.mp4").stat().st_size
+    assert size <= 250_000 and size > 150_000, size  # under the cap, without wasting it
+    assert (tmp_path / "free.mp4").stat().st_size > 250_000

@@ -57,7 +57,7 @@ def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, enco
         encode_wall += done.wall_s
         hits += sum(done.cached)
         context.log.info(f"{what}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
-        for label, s, path, was_cached, copied, used in zip(labels, settings, finals, done.cached, done.copied, done.encoders):
+        for label, s, path, was_cached, copied, used in zip(labels, done.settings, finals, done.cached, done.copied, done.encoders):
             out = probe(path, where=str(path))
             results.append({
                 "target": label, "clip_id": clip.clip_id, "path": str(path), "container": s.container,

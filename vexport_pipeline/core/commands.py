@@ -6,6 +6,7 @@ One process per clip: each source range is read once (input seeking), the ranges
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -165,6 +166,15 @@ def build_copy_commands(ffmpeg_exe: str, source: Path, clip: Clip, s: EncodeSett
     return cut, join
 
 
+TWO_PASS = {"h264", "h265", "vp8", "vp9"}  # encoders whose two-pass mode FFmpeg drives
+
+
+def pass_args(s: EncodeSettings, pass_no: int, prefix: str) -> dict:
+    if s.video_codec == "h265":
+        return {"x265-params": f"log-level=error:pass={pass_no}:stats={prefix}.log"}
+    return {"pass": pass_no, "passlogfile": prefix}
+
+
 def build_clip_command(
     ffmpeg_exe: str,
     source: Path,
@@ -174,9 +184,20 @@ def build_clip_command(
     *,
     source_has_audio: bool,
     loudness: Optional[LoudnessPlan] = None,
+    passlogs: Optional[dict[int, str]] = None,
+    first_pass: bool = False,
 ) -> list[str]:
-    """argv for one FFmpeg process writing every target of one clip."""
+    """argv for one FFmpeg process writing every target of one clip.
+
+    `passlogs` (target index -> log prefix) makes those targets two-pass: with `first_pass` the
+    command only analyses them (no audio, no files), otherwise it is their second pass."""
     assert len(settings) == len(outputs) and settings
+    passlogs = passlogs or {}
+    if first_pass:
+        keep = sorted(passlogs)
+        settings = [replace(settings[i], audio_encoder=None, silent_audio=False) for i in keep]
+        outputs = [Path("-")] * len(keep)
+        passlogs = {n: passlogs[i] for n, i in enumerate(keep)}
     want_audio = any(s.audio_encoder for s in settings)
     vids, auds = [], []
     for start, end in clip.ranges:
@@ -207,6 +228,10 @@ def build_clip_command(
             streams.append(asplit[audio_users.index(i)] if asplit is not None else a)
             audio = audio_args(s)
         kwargs = {**video_args(s), **audio, **container_args(s), "t": _num(clip.duration)}
+        if i in passlogs:
+            kwargs.update(pass_args(s, 1 if first_pass else 2, passlogs[i]))
+        if first_pass:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("movflags",)} | {"f": "null"}
         outs.append(ffmpeg.output(*streams, str(path), **kwargs))
     graph = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS)
     return graph.compile(cmd=ffmpeg_exe, overwrite_output=True)

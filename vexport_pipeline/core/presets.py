@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional
@@ -410,3 +410,21 @@ def unique_labels(settings: list[EncodeSettings]) -> list[str]:
         seen[s.label] = n
         out.append(s.label if n == 1 else f"{s.label}-{n}")
     return out
+
+
+def fit_size_cap(s: EncodeSettings, duration: float) -> EncodeSettings:
+    """Under a platform's file-size cap, switch to a bitrate that lands below it (encoded two-pass).
+    4% is kept back for the container and rate-control error."""
+    cap = s.limits.get("max_file_bytes")
+    if not cap or duration <= 0 or s.video_codec == "prores":
+        return s
+    video_budget = (cap * 0.96 * 8) / duration - (s.audio_bitrate or 0)
+    if video_budget <= 50_000:
+        from .errors import InputError
+
+        raise InputError(f"{duration:.1f} s cannot fit under the {cap / 1e6:.1f} MB cap of {s.label}", where=s.label, code="size_cap")
+    planned = s.video_bitrate or s.maxrate
+    if planned and planned <= video_budget:
+        return s
+    rate = int(video_budget * 0.95)
+    return replace(s, video_bitrate=rate, maxrate=int(video_budget), bufsize=int(video_budget), crf=None)

@@ -11,9 +11,9 @@ from typing import Callable, Optional
 
 from .cache import RenditionCache, rendition_key
 from . import loudness as loud
-from .commands import build_clip_command, build_copy_commands, clip_audio
+from .commands import TWO_PASS, build_clip_command, build_copy_commands, clip_audio
 from .errors import EncodeError
-from .presets import CODECS, EncodeSettings
+from .presets import CODECS, EncodeSettings, fit_size_cap
 from .probe import MediaInfo
 from .runner import Progress, RunResult, run_ffmpeg
 from .settings import ffmpeg_exe
@@ -61,6 +61,7 @@ class ClipRender:
     loudness: Optional[dict] = None  # pass-1 measurement and the mode pass 2 used
     encoders: list[str] = None  # type: ignore[assignment]  # what each target was encoded with
     fell_back: bool = False  # a hardware encoder failed and the CPU took over
+    settings: list = None  # type: ignore[assignment]  # as encoded (a size cap may have set a bitrate)
 
     @property
     def wall_s(self) -> float:
@@ -83,6 +84,7 @@ def render_clip(
     under their final names only when all are done."""
     for p in finals:
         p.parent.mkdir(parents=True, exist_ok=True)
+    settings = [fit_size_cap(s, clip.duration) for s in settings]
     keys = [rendition_key(source_sha256, clip, s, loudness) if cache and source_sha256 else None for s in settings]
     plan = None
     if loudness and source.has_audio and not all(bool(k and cache.path(k, s.ext).exists()) for k, s in zip(keys, settings)):
@@ -100,11 +102,17 @@ def render_clip(
             cache.store(keys[i], settings[i].ext, finals[i])
     if todo:
         partials = [partial_path(finals[i]) for i in todo]
+        where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
+        passlogs = {n: str(partial_path(finals[i]).with_suffix(".pass")) for n, i in enumerate(todo)
+                    if settings[i].video_bitrate and settings[i].video_codec in TWO_PASS}
+        if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
+            first = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
+                                       source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True)
+            run_ffmpeg(first, duration=clip.duration, on_progress=on_progress, timeout=timeout, where=f"{where} (pass 1)")
         argv = build_clip_command(
             ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-            source_has_audio=source.has_audio, loudness=plan,
+            source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs,
         )
-        where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
         try:
             run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
         except EncodeError as exc:
@@ -117,15 +125,19 @@ def render_clip(
             settings = fallback
             keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
             argv = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-                                      source_has_audio=source.has_audio, loudness=plan)
+                                      source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs)
             run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
             fell_back = True
         for i, part in zip(todo, partials):
             os.replace(part, finals[i])
             if keys[i]:
                 cache.store(keys[i], settings[i].ext, finals[i])
+        for prefix in passlogs.values():
+            for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
+                leftover.unlink(missing_ok=True)
     return ClipRender(clip, finals, argv, run, cached, copied=[i in copies for i in range(len(settings))],
-                      loudness=plan.to_dict() if plan else None, encoders=[s.encoder for s in settings], fell_back=fell_back)
+                      loudness=plan.to_dict() if plan else None, encoders=[s.encoder for s in settings], fell_back=fell_back,
+                      settings=settings)
 
 
 def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudness, timeout) -> RunResult:

@@ -1,0 +1,371 @@
+"""vexport benchmarks (see bench/README.md): B1 ladder, B2 fast cut, B3 memory.
+
+    make bench                       # all three, BENCH_RUNS runs per contender (default 3)
+    .venv/bin/python bench/run.py --only B1,B3 --quick
+
+Contenders run alternately (A, B, C, A, B, C...) and each reports the median of its runs, so a
+noisy shared machine slows all of them alike. Results are printed and written to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from vexport_pipeline.core.commands import audio_args, container_args, video_args
+from vexport_pipeline.core.manifest import Target, parse_composition
+from vexport_pipeline.core.presets import EncodeSettings, PresetBook
+from vexport_pipeline.core.probe import MediaInfo, count_frames, keyframe_times, probe
+from vexport_pipeline.core.render import render_clip
+from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.timeline import Clip, build_timeline
+
+BENCH = Path(__file__).resolve().parent
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "results.json"
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+FFMPEG = ffmpeg_exe()
+SOURCE_RECIPE = 1  # bump when source_command changes: cached sources are named after it
+
+LADDER = [Target(preset="youtube_1080p"), Target(preset="web_720p"), Target(preset="tiktok"),
+          Target(format="webm", video_codec="vp9", resolution="720p")]
+LADDER_4K = [Target(preset="youtube_4k"), Target(preset="youtube_1080p"), Target(preset="web_720p"), Target(preset="tiktok")]
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def source_command(path: Path, width: int, height: int, seconds: int, preset: str) -> list[str]:
+    """A panned Mandelbrot still blended with testsrc2 (moving bars, text, a sweeping line), a
+    Game-of-Life picture-in-picture drifting across it, light temporal grain; built at 1080p30 and
+    scaled to the requested size. With tone + pink noise as stereo AAC. About 18 Mb/s at 1080p."""
+    video = (
+        "mandelbrot=s=2880x1620:r=30:start_scale=1.5:maxiter=1024,trim=end_frame=1,loop=loop=-1:size=1,"
+        "crop=1920:1080:x='(iw-ow)/2*(1+sin(t/3))':y='(ih-oh)/2*(1+cos(t/4))'[pan];"
+        "testsrc2=s=1920x1080:r=30[bars];"
+        "[pan][bars]blend=all_mode=average[bg];"
+        "life=s=480x270:r=30:mold=10:ratio=0.1:life_color=#ffd040:death_color=#602020,"
+        "scale=960:540:flags=neighbor[pip];"
+        "[bg][pip]overlay=x='(W-w)/2*(1+sin(t*0.7))':y='(H-h)/2*(1+cos(t*0.5))',"
+        f"scale={width}:{height},noise=alls=2:allf=t,format=yuv420p[v]"
+    )
+    audio = ("sine=frequency=220:sample_rate=48000[tone];anoisesrc=color=pink:amplitude=0.05:sample_rate=48000[hiss];"
+             "[tone][hiss]amix=inputs=2:normalize=0,aformat=sample_rates=48000:channel_layouts=stereo[a]")
+    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-filter_complex", f"{video};{audio}",
+            "-map", "[v]", "-map", "[a]", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", preset, "-crf", "16" if preset == "veryfast" else "20",
+            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",  # a keyframe exactly every 2 s
+            "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(path)]
+
+
+def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> Path:
+    """The cached source of this size and length, generated on first use."""
+    path = CACHE / f"src{SOURCE_RECIPE}_{width}x{height}_{seconds}s_{preset}.mp4"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        print(f"  generating {path.name} (cached for later runs)...", flush=True)
+        partial = path.with_suffix(".partial.mp4")
+        started = time.perf_counter()
+        subprocess.run(source_command(partial, width, height, seconds, preset), check=True)
+        partial.rename(path)
+        print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
+    info = probe(path)
+    print(f"  source {path.name}: {info.duration:.1f} s, {info.bit_rate / 1e6:.1f} Mb/s", flush=True)
+    return path
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def alternate(contenders: dict[str, Callable[[], object]], runs: int) -> dict[str, dict]:
+    """Run the contenders in turn (A, B, C, A, B, C...) `runs` times; each one's times and median."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(runs):
+        for name, fn in contenders.items():
+            times[name].append(timed(fn))
+            print(f"  run {i + 1}/{runs} {name}: {times[name][-1]:.1f} s", flush=True)
+    return {name: {"median_s": round(statistics.median(t), 3), "runs_s": [round(x, 3) for x in t]} for name, t in times.items()}
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3)
+
+
+def run_quiet(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+
+
+# --- hand-written competitors --------------------------------------------------------------------
+
+def options(s: EncodeSettings) -> list[str]:
+    """vexport's own encoder, audio and container options for a target, as argv."""
+    opts = {**video_args(s), **audio_args(s), **container_args(s)}
+    return [x for k, v in opts.items() for x in (f"-{k}", str(v))]
+
+
+def hand_filter(s: EncodeSettings, info: MediaInfo) -> str:
+    """The least filtering that gives vexport's frames for this target (sources here are square-pixel
+    yuv420p 16:9, so vexport's pad, setsar and format steps are no-ops and a person would leave them out)."""
+    v = info.video
+    steps = [] if s.rate == v.rate else [f"fps={s.fps}"]
+    if (s.width, s.height) != (v.display_width, v.display_height):
+        if s.fit == "crop":
+            steps.append(f"scale={s.width}:{s.height}:force_original_aspect_ratio=increase,crop={s.width}:{s.height}")
+        else:
+            steps.append(f"scale={s.width}:{s.height}")
+    return ",".join(steps)
+
+
+def one_command(info: MediaInfo, settings: list[EncodeSettings], outs: list[Path]) -> list[str]:
+    """(a): one FFmpeg, the source decoded once, split/asplit to every target."""
+    n = len(settings)
+    graph = [f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)), f"[0:a]asplit={n}" + "".join(f"[a{i}]" for i in range(n))]
+    argv = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", info.path]
+    maps = []
+    for i, s in enumerate(settings):
+        label = f"v{i}"
+        if chain := hand_filter(s, info):
+            graph.append(f"[v{i}]{chain}[o{i}]")
+            label = f"o{i}"
+        maps.append(["-map", f"[{label}]", "-map", f"[a{i}]", *options(s), str(outs[i])])
+    return argv + ["-filter_complex", ";".join(graph)] + [x for m in maps for x in m]
+
+
+def separate_commands(info: MediaInfo, settings: list[EncodeSettings], outs: list[Path]) -> list[list[str]]:
+    """(b): one FFmpeg per target, run one after another (the source decoded once per target)."""
+    cmds = []
+    for s, out in zip(settings, outs):
+        chain = hand_filter(s, info)
+        cmds.append([FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", info.path,
+                     *(["-vf", chain] if chain else []), "-map", "0:v:0", "-map", "0:a:0", *options(s), str(out)])
+    return cmds
+
+
+def describe(path: Path) -> tuple:
+    """What must match between contenders' outputs: codecs, size, frame count."""
+    info = probe(path)
+    return (info.video.codec, info.video.width, info.video.height, info.video.frames, info.audio.codec if info.audio else None)
+
+
+# --- benchmarks ----------------------------------------------------------------------------------
+
+def bench_ladder(quick: bool) -> dict:
+    """B1: a 1080p30 source to four targets: vexport vs one hand-written FFmpeg vs four in sequence."""
+    seconds = 6 if quick else 30
+    path = source(1920, 1080, seconds)
+    info = probe(path)
+    book = PresetBook.load()
+    settings = [book.resolve(t, info) for t in LADDER]
+    out = CACHE / "out" / "B1"
+    outs = {name: [out / name / f"{s.label}.{s.ext}" for s in settings] for name in ("vexport", "one", "separate")}
+    for paths in outs.values():
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+    # A clip without keyframe information: B1 measures encoding, so no rung may be stream-copied.
+    clip = Clip(None, [(0.0, info.duration)])
+    argv: dict[str, list[str]] = {}
+
+    def vexport() -> None:
+        argv["vexport"] = render_clip(info, clip, settings, outs["vexport"]).argv
+
+    one = one_command(info, settings, outs["one"])
+    separate = separate_commands(info, settings, outs["separate"])
+    times = alternate({"vexport": vexport, "one": lambda: run_quiet(one),
+                       "separate": lambda: [run_quiet(c) for c in separate]}, RUNS)
+    print("  vexport argv:", shlex.join(argv["vexport"]))
+    print("  (a) argv:    ", shlex.join(one))
+    for c in separate:
+        print("  (b) argv:    ", shlex.join(c))
+    shapes = {name: [describe(p) for p in paths] for name, paths in outs.items()}
+    v, a, b = (times[k]["median_s"] for k in ("vexport", "one", "separate"))
+    return {
+        "source_s": info.duration, "targets": [s.label for s in settings], "times": times,
+        "ratios": {"vexport/(a)": ratio(v, a), "(b)/(a)": ratio(b, a), "(b)/vexport": ratio(b, v)},
+        "realtime_factor": ratio(info.duration, v),
+        "outputs_match": shapes["vexport"] == shapes["one"] == shapes["separate"], "outputs": shapes["vexport"],
+        "goals": {"vexport/(a) <= 1.05": ratio(v, a) <= 1.05},
+        "argv": {"vexport": argv["vexport"], "(a)": one, "(b)": separate},
+    }
+
+
+def bench_fast_cut(quick: bool) -> dict:
+    """B2: three keyframe-aligned segments joined into a target equal to the source:
+    vexport (stream copy when it can) vs vexport forced to re-encode (an explicit crf)."""
+    seconds, segments = (20, [(2, 4), (8, 10), (14, 18)]) if quick else (60, [(4, 10), (20, 26), (40, 48)])
+    path = source(1920, 1080, seconds)
+    info = probe(path)
+    comp = parse_composition({"source": str(path), "export_type": "combined",
+                              "segments": [{"start": s, "end": e} for s, e in segments],
+                              "targets": [{"format": "mp4", "video_codec": "h264", "resolution": "source", "fps": "source", "quality": "medium"}]})
+    clip = build_timeline(comp, info, keyframe_times(path)).clips[0]
+    book = PresetBook.load()
+    target = comp.targets[0]
+    plain = book.resolve(target, info)
+    forced = book.resolve(target.model_copy(update={"crf": plain.crf}), info)
+    out = CACHE / "out" / "B2"
+    fast_out, encode_out = out / "vexport.mp4", out / "reencode.mp4"
+    renders = {}
+
+    def run(name: str, s: EncodeSettings, dest: Path) -> None:
+        renders[name] = render_clip(info, clip, [s], [dest])
+
+    times = alternate({"vexport": lambda: run("vexport", plain, fast_out),
+                       "re-encode": lambda: run("re-encode", forced, encode_out)}, RUNS)
+    copied = bool(renders["vexport"].copied and renders["vexport"].copied[0])
+    if renders["re-encode"].copied and renders["re-encode"].copied[0]:
+        raise SystemExit("B2: an explicit crf no longer forces a re-encode; the reference is not an encode")
+    print("  vexport argv:   ", shlex.join(renders["vexport"].argv))
+    print("  re-encode argv: ", shlex.join(renders["re-encode"].argv))
+    if not copied:
+        print("  NOTE: vexport did not stream-copy (no fast path for this target): both contenders re-encode")
+    fps = float(info.video.rate)
+    expected_s = clip.duration
+    expected_frames = round(expected_s * fps)
+    got = probe(fast_out)
+    frames, samples, errors = count_frames(fast_out)
+    v, r = times["vexport"]["median_s"], times["re-encode"]["median_s"]
+    checks = {
+        "expected_s": expected_s, "probed_s": got.duration, "video_stream_s": got.video.duration,
+        "expected_frames": expected_frames, "decoded_frames": frames,
+        "audio_s": round(samples / got.audio.sample_rate, 4) if got.audio else None, "decode_errors": errors,
+    }
+    return {
+        "source_s": info.duration, "segments": segments, "stream_copy": copied, "times": times,
+        "ratios": {"re-encode/vexport": ratio(r, v)}, "checks": checks,
+        "goals": {"re-encode/vexport >= 20": ratio(r, v) >= 20,
+                  "duration within 1 frame": abs(got.duration - expected_s) <= 1 / fps,
+                  "frame count exact": frames == expected_frames and not errors},
+        "argv": {"vexport": renders["vexport"].argv, "re-encode": renders["re-encode"].argv},
+    }
+
+
+class RssMonitor:
+    """Polls this process's RSS and its children's (FFmpeg) every `interval` seconds; keeps the peaks."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.me = psutil.Process()
+        self.python_peak = self.child_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.python_peak = max(self.python_peak, self.me.memory_info().rss)
+            for child in self.me.children(recursive=True):
+                try:
+                    self.child_peak = max(self.child_peak, child.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssMonitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_memory(quick: bool) -> dict:
+    """B3: peak RSS of this Python process (and of FFmpeg) while vexport renders a 4K ladder."""
+    seconds = 10 if quick else 60
+    path = source(3840, 2160, seconds, preset="ultrafast")  # 4K at veryfast takes too long to generate on 2 cores
+    info = probe(path)
+    book = PresetBook.load()
+    settings = [book.resolve(t, info) for t in LADDER_4K]
+    out = CACHE / "out" / "B3"
+    baseline = psutil.Process().memory_info().rss
+    with RssMonitor() as mon:
+        wall = timed(lambda: render_clip(info, Clip(None, [(0.0, info.duration)]), settings, [out / f"{s.label}.{s.ext}" for s in settings]))
+    mb = 1 / (1 << 20)
+    python_mb, ffmpeg_mb = round(mon.python_peak * mb, 1), round(mon.child_peak * mb, 1)
+    return {
+        "source_s": info.duration, "targets": [s.label for s in settings], "wall_s": round(wall, 3),
+        "realtime_factor": ratio(info.duration, wall),
+        "python_rss_before_mb": round(baseline * mb, 1), "python_peak_rss_mb": python_mb, "ffmpeg_peak_rss_mb": ffmpeg_mb,
+        "goals": {"python peak RSS <= 300 MB": python_mb <= 300},
+    }
+
+
+BENCHMARKS = {"B1": ("ladder", bench_ladder), "B2": ("fast cut", bench_fast_cut), "B3": ("memory", bench_memory)}
+
+
+# --- report --------------------------------------------------------------------------------------
+
+def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
+    rows = [(f"{k} median", f"{t['median_s']:.1f} s  (runs: {', '.join(f'{x:.1f}' for x in t['runs_s'])})")
+            for k, t in r.get("times", {}).items()]
+    rows += [(k, f"{v:.2f}") for k, v in r.get("ratios", {}).items()]
+    if "realtime_factor" in r:
+        rows.append(("real-time factor", f"{r['realtime_factor']:.2f}x"))
+    if name == "B1":
+        rows.append(("outputs match", str(r["outputs_match"])))
+    if name == "B2":
+        c = r["checks"]
+        rows += [("stream copy used", str(r["stream_copy"])),
+                 ("duration", f"{c['probed_s']:.3f} s (expected {c['expected_s']:.3f})"),
+                 ("frames", f"{c['decoded_frames']} (expected {c['expected_frames']})")]
+    if name == "B3":
+        rows += [("wall", f"{r['wall_s']:.1f} s"), ("python RSS before", f"{r['python_rss_before_mb']} MB"),
+                 ("python peak RSS", f"{r['python_peak_rss_mb']} MB"), ("ffmpeg peak RSS", f"{r['ffmpeg_peak_rss_mb']} MB")]
+    rows += [(f"goal: {g}", "met" if ok else "MISSED") for g, ok in r["goals"].items()]
+    return rows
+
+
+def print_table(results: dict) -> None:
+    print("\n" + "=" * 78)
+    for name, r in results.items():
+        print(f"{name} {BENCHMARKS[name][0]} ({r['source_s']:.0f} s source)")
+        for key, value in summary_rows(name, r):
+            print(f"  {key:<28} {value}")
+    print("=" * 78)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated benchmarks to run, e.g. B1,B3 (default: all)")
+    parser.add_argument("--quick", action="store_true", help="shorter sources (B1 6 s, B2 20 s, B3 10 s)")
+    args = parser.parse_args()
+    names = [n.strip().upper() for n in args.only.split(",")] if args.only else list(BENCHMARKS)
+    if unknown := [n for n in names if n not in BENCHMARKS]:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    version = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"{version}\n{os.cpu_count()} CPUs, BENCH_RUNS={RUNS}, {'quick' if args.quick else 'full'}", flush=True)
+    results, started = {}, time.perf_counter()
+    for name in names:
+        title, fn = BENCHMARKS[name]
+        print(f"\n{name} {title}", flush=True)
+        t0 = time.perf_counter()
+        results[name] = fn(args.quick)
+        results[name]["bench_wall_s"] = round(time.perf_counter() - t0, 1)
+    print_table(results)
+    total = time.perf_counter() - started
+    print(f"total {total / 60:.1f} min; results in {RESULTS.relative_to(BENCH.parent)}")
+    RESULTS.write_text(json.dumps({
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "ffmpeg": version,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "runs": RUNS, "quick": args.quick, "total_s": round(total, 1), "benchmarks": results,
+    }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
