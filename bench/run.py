@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -88,20 +89,31 @@ def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> P
 
 # --- timing --------------------------------------------------------------------------------------
 
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time used so far by this process and its finished children (FFmpeg)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one call. CPU time suffers less from a busy machine than wall time."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     fn()
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 def alternate(contenders: dict[str, Callable[[], object]], runs: int) -> dict[str, dict]:
-    """Run the contenders in turn (A, B, C, A, B, C...) `runs` times; each one's times and median."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    """Run the contenders in turn (A, B, C, A, B, C...) `runs` times; each one's times and medians."""
+    walls: dict[str, list[float]] = {name: [] for name in contenders}
+    cpus: dict[str, list[float]] = {name: [] for name in contenders}
     for i in range(runs):
         for name, fn in contenders.items():
-            times[name].append(timed(fn))
-            print(f"  run {i + 1}/{runs} {name}: {times[name][-1]:.1f} s", flush=True)
-    return {name: {"median_s": round(statistics.median(t), 3), "runs_s": [round(x, 3) for x in t]} for name, t in times.items()}
+            wall, cpu = timed(fn)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            print(f"  run {i + 1}/{runs} {name}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+    return {name: {"median_s": round(statistics.median(walls[name]), 3), "runs_s": [round(x, 3) for x in walls[name]],
+                   "median_cpu_s": round(statistics.median(cpus[name]), 3)} for name in contenders}
 
 
 def ratio(a: float, b: float) -> float:
@@ -196,7 +208,8 @@ def bench_ladder(quick: bool) -> dict:
     v, a, b = (times[k]["median_s"] for k in ("vexport", "one", "separate"))
     return {
         "source_s": info.duration, "targets": [s.label for s in settings], "times": times,
-        "ratios": {"vexport/(a)": ratio(v, a), "(b)/(a)": ratio(b, a), "(b)/vexport": ratio(b, v)},
+        "ratios": {"vexport/(a)": ratio(v, a), "(b)/(a)": ratio(b, a), "(b)/vexport": ratio(b, v),
+                   "vexport/(a) CPU": ratio(times["vexport"]["median_cpu_s"], times["one"]["median_cpu_s"])},
         "realtime_factor": ratio(info.duration, v),
         "outputs_match": shapes["vexport"] == shapes["one"] == shapes["separate"], "outputs": shapes["vexport"],
         "goals": {"vexport/(a) <= 1.05": ratio(v, a) <= 1.05},
@@ -294,7 +307,7 @@ def bench_memory(quick: bool) -> dict:
     out = CACHE / "out" / "B3"
     baseline = psutil.Process().memory_info().rss
     with RssMonitor() as mon:
-        wall = timed(lambda: render_clip(info, Clip(None, [(0.0, info.duration)]), settings, [out / f"{s.label}.{s.ext}" for s in settings]))
+        wall, _ = timed(lambda: render_clip(info, Clip(None, [(0.0, info.duration)]), settings, [out / f"{s.label}.{s.ext}" for s in settings]))
     mb = 1 / (1 << 20)
     python_mb, ffmpeg_mb = round(mon.python_peak * mb, 1), round(mon.child_peak * mb, 1)
     return {
@@ -311,7 +324,7 @@ BENCHMARKS = {"B1": ("ladder", bench_ladder), "B2": ("fast cut", bench_fast_cut)
 # --- report --------------------------------------------------------------------------------------
 
 def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
-    rows = [(f"{k} median", f"{t['median_s']:.1f} s  (runs: {', '.join(f'{x:.1f}' for x in t['runs_s'])})")
+    rows = [(f"{k} median", f"{t['median_s']:.1f} s wall, {t['median_cpu_s']:.1f} s CPU  (wall runs: {', '.join(f'{x:.1f}' for x in t['runs_s'])})")
             for k, t in r.get("times", {}).items()]
     rows += [(k, f"{v:.2f}") for k, v in r.get("ratios", {}).items()]
     if "realtime_factor" in r:

@@ -84,7 +84,7 @@ def test_whole_graph_for_a_clips_export(home, media):
 
 def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):
     presets = tmp_path / "presets.yaml"
-    presets.write_text("tiny_cap:\n  base: web_720p\n  limits: {max_file_bytes: 1000}\n")
+    presets.write_text("tiny_cap:\n  base: web_720p\n  limits: {max_duration: 0.5}\n")  # firm: a 1 s clip fails
     monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
     register(home, media, {"id": "too-big", "source": str(media["av"]), "segments": [{"start": 0, "end": 1}],
                            "targets": [{"preset": "tiny_cap", "quality": "draft"}]})
@@ -92,7 +92,7 @@ def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):
         result = materialize(instance, "too-big")
         report = result.output_for_node("validation_report")
         assert report["status"] == "fail"
-        assert report["renditions"][0]["issues"][0]["code"] == "file_too_large"
+        assert report["renditions"][0]["issues"][0]["code"] == "too_long"
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert "delivery" not in materialized
     assert not (home.store / "too-big").exists()

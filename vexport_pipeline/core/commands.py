@@ -175,6 +175,12 @@ def pass_args(s: EncodeSettings, pass_no: int, prefix: str) -> dict:
     return {"pass": pass_no, "passlogfile": prefix}
 
 
+def pass_log_index(settings: list[EncodeSettings], i: int, source_has_audio: bool) -> int:
+    """FFmpeg names a pass log by the stream's index across all outputs of the command
+    (`prefix-N.log`): the count of streams written by the outputs before target i."""
+    return sum(1 + bool(s.audio_encoder and (source_has_audio or s.silent_audio)) for s in settings[:i])
+
+
 def build_clip_command(
     ffmpeg_exe: str,
     source: Path,

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from .cache import RenditionCache, rendition_key
 from . import loudness as loud
-from .commands import TWO_PASS, build_clip_command, build_copy_commands, clip_audio
+from .commands import TWO_PASS, build_clip_command, build_copy_commands, clip_audio, pass_log_index
 from .errors import EncodeError
 from .presets import CODECS, EncodeSettings, fit_size_cap
 from .probe import MediaInfo
@@ -109,6 +109,13 @@ def render_clip(
             first = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
                                        source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True)
             run_ffmpeg(first, duration=clip.duration, on_progress=on_progress, timeout=timeout, where=f"{where} (pass 1)")
+            batch = [settings[i] for i in todo]
+            for n, (k, prefix) in enumerate(sorted(passlogs.items())):  # pass 1 wrote -n.log; pass 2 reads -<stream index>.log
+                index = pass_log_index(batch, k, source.has_audio)
+                for suffix in (".log", ".log.mbtree"):
+                    made = Path(f"{prefix}-{n}{suffix}")
+                    if made.exists() and n != index:
+                        os.replace(made, f"{prefix}-{index}{suffix}")
         argv = build_clip_command(
             ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
             source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs,
