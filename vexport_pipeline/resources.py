@@ -43,6 +43,7 @@ class EncoderResource(dg.ConfigurableResource):
     encode and uses one that works, falling back to the CPU per clip; `off` always uses the CPU."""
 
     hardware: str = "auto"
+    chunk_seconds: int = 120  # clips longer than 1.5x this are encoded in keyframe-aligned chunks; 0 turns chunking off
 
     def choose(self, settings: list) -> tuple[list, dict]:
         from dataclasses import replace as _replace

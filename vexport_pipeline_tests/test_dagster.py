@@ -21,7 +21,8 @@ def test_definitions_load_with_six_assets_job_sensor_and_schedule():
     assert defs.resolve_job_def("export_job") and defs.resolve_sensor_def("composition_sensor")
     assert defs.resolve_schedule_def("metrics_rollup")
     renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")
-    assert renditions.op.pool == "gpu"
+    encode_op = next(n for n in renditions.node_def.node_defs if n.name == "encode")
+    assert encode_op.pool == "gpu"
 
 
 def register(home, media, data):
@@ -126,3 +127,36 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         assert run.success
         summary = run.output_for_node("delivery")
         assert summary["renditions"][0]["duration"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_chunked_encoding_matches_the_single_process_path(home, media, tmp_path):
+    """An 8 s clip in ~2 s keyframe-aligned chunks, each its own step, joined without re-encoding."""
+    from vexport_pipeline.core.probe import count_frames
+    from vexport_pipeline.resources import EncoderResource
+
+    from .conftest import make_clip
+
+    long_source = make_clip(media["dir"] / "eight.mp4", seconds=8) if not (media["dir"] / "eight.mp4").exists() else media["dir"] / "eight.mp4"
+    targets = [{"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "320x180", "quality": "draft"}]
+    got = {}
+    for name, chunk_s in (("whole", 0), ("chunked", 2)):
+        comp = parse_composition({"id": name, "source": str(long_source), "export_type": "single",
+                                  "audio": {"normalize": True, "target_lufs": -16}, "targets": targets})
+        registry.register(home, comp, long_source)
+        res = {**resources(), "encoders": EncoderResource(hardware="off", chunk_seconds=chunk_s)}
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("exports", [name])
+            result = dg.materialize(export_assets, partition_key=name, instance=instance, resources=res, raise_on_error=False)
+            assert result.success
+            got[name] = result.output_for_node("delivery")["renditions"]
+            steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+            encode_steps = sorted(k for k in steps if k.startswith("renditions.encode["))
+            assert len(encode_steps) == (3 if chunk_s else 1), encode_steps  # 0-2, 2-4, 4-8 s: the last takes the tail
+    for whole, chunked in zip(got["whole"], got["chunked"]):
+        a, b = probe(whole["path"]), probe(chunked["path"])
+        assert count_frames(whole["path"])[0] == count_frames(chunked["path"])[0] == 200
+        assert (a.video.duration or a.duration) == pytest.approx(b.video.duration or b.duration, abs=1e-3)
+        assert a.video.start_time == b.video.start_time == 0.0
+        assert (b.audio.start_time - b.video.start_time) == pytest.approx(a.audio.start_time - a.video.start_time, abs=0.005)
+        assert b.audio.duration == pytest.approx(a.audio.duration, abs=0.03)
+        assert chunked["validation"]["status"] == "pass" and chunked["validation"]["loudness_lufs"] == pytest.approx(-16, abs=1)

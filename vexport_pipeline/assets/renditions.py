@@ -1,22 +1,30 @@
+"""renditions: planned as encode jobs (whole clips, or keyframe-aligned chunks of long clips) that run
+as separate steps in the `gpu` pool, so one export can use many workers; then assembled."""
+
+import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from ..core.manifest import parse_composition
 from ..core.cache import RenditionCache
-from ..core.presets import PresetBook, unique_labels
-from ..core.probe import MediaInfo, probe
-from ..core.render import render_clip, sha256_file
+from ..core.chunks import EncodeJob, chunk_settings, plan_jobs
+from ..core.manifest import parse_composition
+from ..core.presets import EncodeSettings, PresetBook, unique_labels
+from ..core.probe import MediaInfo, keyframe_times, probe
+from ..core.render import can_copy, join_pieces, render_clip, sha256_file
+from ..core import loudness as loud
+from ..core.commands import clip_audio
 from ..core.runner import Progress
 from ..core.timeline import Timeline
 from ..partitions import exports
 from ..resources import EncoderResource, VexportResource
 
 PROGRESS_EVERY_S = 5.0
+ASSET = dg.AssetKey("renditions")
 
 
-def _reporter(context: dg.AssetExecutionContext, what: str):
+def _reporter(context, what: str):
     last = [0.0]
 
     def report(p: Progress) -> None:
@@ -26,61 +34,139 @@ def _reporter(context: dg.AssetExecutionContext, what: str):
         last[0] = now
         eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
         context.log.info(f"{what}: {p.percent:.0f}% at {p.fps:.1f} fps, {p.speed:.2f}x, ETA {eta}")
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata={
-            "clip": what, "percent": p.percent, "fps": p.fps, "speed": p.speed, "eta_s": p.eta if p.eta is not None else -1.0}))
+        context.log_event(dg.AssetObservation(asset_key=ASSET, partition=context.partition_key, metadata={
+            "job": what, "percent": p.percent, "fps": p.fps, "speed": p.speed, "eta_s": p.eta if p.eta is not None else -1.0}))
 
     return report
 
 
-@dg.asset(partitions_def=exports, group_name="export", kinds={"ffmpeg"}, pool="gpu",
-          description="The encodes: one FFmpeg process per clip decodes it once and writes every target.")
-def renditions(context: dg.AssetExecutionContext, vexport: VexportResource, encoders: EncoderResource, source: dict,
-               segments: dict) -> dg.Output[list]:
+def _loudness(comp):
+    return (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
+
+
+def _out_dir(vexport: VexportResource, export_id: str) -> Path:
+    return vexport.paths.work / export_id / "renditions"
+
+
+def _final(out_dir: Path, clip_id, label: str, s: EncodeSettings) -> Path:
+    return (out_dir / clip_id if clip_id else out_dir) / f"{label}.{s.ext}"
+
+
+@dg.op(out=dg.DynamicOut(dict), description="Resolve every target and split the timeline into encode jobs.")
+def plan_encodes(context: dg.OpExecutionContext, encoders: EncoderResource, source: dict, segments: dict):
     comp = parse_composition(source["composition"])
     info = MediaInfo.from_dict(source["info"])
     timeline = Timeline.from_dict(segments)
-    book = PresetBook.load()
-    settings = [book.resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
-    labels = unique_labels(settings)
+    settings = [PresetBook.load().resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
     settings, hardware = encoders.choose(settings)
     context.log.info(f"encoders: {hardware['hardware']}")
-    out_dir = vexport.paths.work / comp.id / "renditions"
-    loudness = (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
-    cache = RenditionCache(vexport.paths.cache)
-    results, encode_wall, hits = [], 0.0, 0
-    for clip in timeline.clips:
-        folder = out_dir / clip.clip_id if clip.clip_id else out_dir
-        finals = [folder / f"{label}.{s.ext}" for label, s in zip(labels, settings)]
-        what = clip.clip_id or "timeline"
-        done = render_clip(info, clip, settings, finals, on_progress=_reporter(context, what),
-                           timeout=vexport.encode_timeout_s, loudness=loudness, cache=cache, source_sha256=source["sha256"])
-        encode_wall += done.wall_s
-        hits += sum(done.cached)
-        context.log.info(f"{what}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
-        for label, s, path, was_cached, copied, used in zip(labels, done.settings, finals, done.cached, done.copied, done.encoders):
-            out = probe(path, where=str(path))
-            results.append({
-                "target": label, "clip_id": clip.clip_id, "path": str(path), "container": s.container,
-                "video_codec": s.video_codec, "audio_codec": s.audio_codec if out.audio else None,
-                "width": out.video.display_width, "height": out.video.display_height, "fps": out.video.fps,
-                "duration": out.duration, "size_bytes": out.size_bytes, "sha256": sha256_file(path),
-                "encoder": "copy" if copied else used, "wall_s": round(done.wall_s, 3), "cached": was_cached,
-                "loudness_pass1": done.loudness, "expected_duration": clip.duration,
-                "source_has_audio": info.has_audio, "settings": s.to_dict(),
+    chunk_s = encoders.chunk_seconds or None
+    jobs = plan_jobs(timeline, settings, info, keyframe_times(info.path) if chunk_s else [], chunk_s,
+                     copyable=lambda s, clip: can_copy(info, clip, s))
+    context.log.info(f"{len(jobs)} encode job(s): " + ", ".join(j.key for j in jobs))
+    plan = {"settings": [s.to_dict() for s in settings], "labels": unique_labels(settings), "hardware": hardware["hardware"],
+            "jobs": len(jobs)}
+    for job in jobs:
+        yield dg.DynamicOutput({**plan, "job": job.to_dict()}, mapping_key=job.key)
+
+
+@dg.op(pool="gpu", description="One encode job: a whole clip to all of its targets in one FFmpeg process, or one chunk.")
+def encode(context: dg.OpExecutionContext, vexport: VexportResource, source: dict, task: dict) -> dict:
+    comp = parse_composition(source["composition"])
+    info = MediaInfo.from_dict(source["info"])
+    job = EncodeJob.from_dict(task["job"])
+    settings = [EncodeSettings.from_dict(task["settings"][i]) for i in job.targets]
+    labels = [task["labels"][i] for i in job.targets]
+    out_dir = _out_dir(vexport, comp.id)
+    if job.chunk_index is None:
+        finals = [_final(out_dir, job.clip.clip_id, label, s) for label, s in zip(labels, settings)]
+        done = render_clip(info, job.clip, settings, finals, on_progress=_reporter(context, job.key), timeout=vexport.encode_timeout_s,
+                           loudness=_loudness(comp), cache=RenditionCache(vexport.paths.cache), source_sha256=source["sha256"])
+    else:
+        settings = [chunk_settings(s) for s in settings]
+        finals = [out_dir / ".chunks" / f"c{job.clip_index}" / label / f"{job.chunk_index:05d}.{s.ext}" for label, s in zip(labels, settings)]
+        done = render_clip(info, job.clip, settings, finals, on_progress=_reporter(context, job.key), timeout=vexport.encode_timeout_s)
+    context.log.info(f"{job.key}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
+    return {"job": task["job"], "paths": [str(p) for p in finals], "cached": done.cached, "copied": done.copied,
+            "encoders": done.encoders, "settings": [s.to_dict() for s in done.settings], "wall_s": done.wall_s,
+            "loudness": done.loudness, "hardware": task["hardware"]}
+
+
+@dg.op(description="Join chunks without re-encoding, probe every rendition and describe it.")
+def assemble(context: dg.OpExecutionContext, vexport: VexportResource, source: dict, segments: dict, results: list) -> dg.Output[list]:
+    comp = parse_composition(source["composition"])
+    info = MediaInfo.from_dict(source["info"])
+    timeline = Timeline.from_dict(segments)
+    out_dir = _out_dir(vexport, comp.id)
+    by_target: dict[tuple[int, int], dict] = {}
+    chunks: dict[tuple[int, int], list] = {}
+    for r in sorted(results, key=lambda r: (r["job"]["clip_index"], r["job"]["chunk_index"] or 0)):
+        job = EncodeJob.from_dict(r["job"])
+        for n, i in enumerate(job.targets):
+            item = {k: (r[k][n] if isinstance(r[k], list) else r[k]) for k in ("paths", "cached", "copied", "encoders", "settings")}
+            item.update(wall_s=r["wall_s"], loudness=r["loudness"])
+            if job.chunk_index is None:
+                by_target[(job.clip_index, i)] = item
+            else:
+                chunks.setdefault((job.clip_index, i), []).append(item)
+    plan = _plan_of(source, comp, info)
+    for (ci, i), items in chunks.items():  # chunked targets: join their pieces, audio from the source once
+        clip = timeline.clips[ci]
+        s = plan["settings"][i]
+        final = _final(out_dir, clip.clip_id, plan["labels"][i], s)
+        level = _loudness(comp)
+        measured = loud.measure(clip_audio(Path(info.path), clip), *level) if level and info.has_audio else None
+        run = join_pieces(info, clip, s, [Path(x["paths"]) for x in items], final, measured, vexport.encode_timeout_s)
+        by_target[(ci, i)] = {"paths": str(final), "cached": False, "copied": False, "encoders": items[0]["encoders"],
+                              "settings": items[0]["settings"] | {"audio_codec": s.audio_codec, "audio_encoder": s.audio_encoder,
+                                                                  "limits": s.limits, "silent_audio": s.silent_audio},
+                              "wall_s": sum(x["wall_s"] for x in items) + run.wall_s, "loudness": measured.to_dict() if measured else None,
+                              "chunks": len(items)}
+    shutil.rmtree(out_dir / ".chunks", ignore_errors=True)
+    rows, out = [], []
+    for ci, clip in enumerate(timeline.clips):
+        for i in range(len(plan["settings"])):
+            item = by_target[(ci, i)]
+            s = EncodeSettings.from_dict(item["settings"])
+            path = Path(item["paths"])
+            got = probe(path, where=str(path))
+            out.append({
+                "target": plan["labels"][i], "clip_id": clip.clip_id, "path": str(path), "container": s.container,
+                "video_codec": s.video_codec, "audio_codec": s.audio_codec if got.audio else None,
+                "width": got.video.display_width, "height": got.video.display_height, "fps": got.video.fps,
+                "duration": got.duration, "size_bytes": got.size_bytes, "sha256": sha256_file(path),
+                "encoder": "copy" if item["copied"] else item["encoders"], "wall_s": round(item["wall_s"], 3),
+                "cached": item["cached"], "chunks": item.get("chunks", 1), "loudness_pass1": item["loudness"],
+                "expected_duration": clip.duration, "source_has_audio": info.has_audio, "settings": s.to_dict(),
             })
     table = "\n".join(f"| {r['clip_id'] or '-'} | {r['target']} | {r['container']} | {r['video_codec']}/{r['audio_codec'] or '-'} | "
                       f"{r['width']}x{r['height']} | {r['fps']} | {r['duration']:.3f} | {r['size_bytes']:,} | {r['encoder']} | "
-                      f"{'cache' if r['cached'] else 'encoded'} |" for r in results)
-    return dg.Output(results, metadata={
-        "renditions": len(results),
-        "total_bytes": sum(r["size_bytes"] for r in results),
-        "encode_wall_s": round(encode_wall, 2),
-        "cache_hits": hits,
-        "stream_copied": sum(r["encoder"] == "copy" for r in results),
+                      f"{'cache' if r['cached'] else r['chunks']} |" for r in out)
+    return dg.Output(out, metadata={
+        "renditions": len(out),
+        "total_bytes": sum(r["size_bytes"] for r in out),
+        "encode_wall_s": round(sum(r["wall_s"] for r in out), 2),
+        "encode_jobs": len(results),
+        "cache_hits": sum(r["cached"] for r in out),
+        "stream_copied": sum(r["encoder"] == "copy" for r in out),
+        "encoders": ", ".join(sorted({r["encoder"] for r in out})),
+        "hardware_detection": results[0].get("hardware", "") if results else "",
         "loudness": ", ".join(f"{r['clip_id'] or 'timeline'}: {r['loudness_pass1']['measured_i']} -> {r['loudness_pass1']['target_i']} LUFS "
-                              f"({r['loudness_pass1']['mode']})" for r in results if r["loudness_pass1"]) or "not normalized",
-        "encoders": ", ".join(sorted({r["encoder"] for r in results})),
-        "hardware_detection": hardware["hardware"],
-        "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder | from |\n"
+                              f"({r['loudness_pass1']['mode']})" for r in out if r["loudness_pass1"]) or "not normalized",
+        "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder | chunks/cache |\n"
                                      "|---|---|---|---|---|---|---|---|---|---|\n" + table),
     })
+
+
+def _plan_of(source: dict, comp, info: MediaInfo) -> dict:
+    """The resolved targets as plan_encodes saw them (re-resolved here: cheap, deterministic)."""
+    settings = [PresetBook.load().resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
+    return {"settings": settings, "labels": unique_labels(settings)}
+
+
+@dg.graph_asset(partitions_def=exports, group_name="export", kinds={"ffmpeg"},
+                description="The encodes: each clip decoded once for all its targets; long clips in parallel chunks.")
+def renditions(source: dict, segments: dict):
+    tasks = plan_encodes(source, segments)
+    results = tasks.map(lambda task: encode(source, task)).collect()
+    return assemble(source, segments, results)

@@ -141,18 +141,20 @@ def frames_in(start: float, end: float, rate: Fraction) -> int:
     return round((end - start) * rate)
 
 
-def build_copy_commands(ffmpeg_exe: str, source: Path, clip: Clip, s: EncodeSettings, rate: Fraction, pieces: list[Path],
-                        list_file: Path, output: Path, *, source_has_audio: bool,
-                        loudness: Optional[LoudnessPlan] = None) -> tuple[list[str], list[str]]:
-    """The stream-copy fast path, for cuts on keyframes into the source's own codec, size and rate:
-    (1) one process copies each range's video with an exact frame count (not by timestamps, which let
-    a B-frame or the next keyframe leak in); (2) one process joins the pieces with the concat demuxer,
-    restarts the timestamps at zero, and encodes the audio from the same exact ranges of the source."""
+def build_cut_command(ffmpeg_exe: str, source: Path, clip: Clip, rate: Fraction, pieces: list[Path]) -> list[str]:
+    """Copy each range's video with an exact frame count (not by timestamps, which let a B-frame or the
+    next keyframe leak in): the first half of the stream-copy fast path."""
     outs = []
     for (start, end), piece in zip(clip.ranges, pieces):
         v = _source_input(source, start, end).video
         outs.append(ffmpeg.output(v, str(piece), **{"c:v": "copy", "frames:v": frames_in(start, end, rate), "f": "mp4"}))
-    cut = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
+    return ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
+
+
+def build_join_command(ffmpeg_exe: str, source: Path, clip: Clip, s: EncodeSettings, list_file: Path, output: Path, *,
+                       source_has_audio: bool, loudness: Optional[LoudnessPlan] = None) -> list[str]:
+    """Join video pieces (stream copies or encoded chunks, listed in `list_file`) without re-encoding,
+    restart their timestamps at zero, and encode the audio once from the same exact ranges of the source."""
     joined = ffmpeg.input(f"file:{list_file}", f="concat", safe=0, protocol_whitelist="file")
     streams = [joined.video]
     audio = {}
@@ -160,10 +162,8 @@ def build_copy_commands(ffmpeg_exe: str, source: Path, clip: Clip, s: EncodeSett
         auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
         streams.append(_joined_audio(auds, 0.0, loudness))
         audio = audio_args(s)
-    kwargs = {"c:v": "copy", "bsf:v": "setts=pts=PTS-STARTPTS:dts=DTS-STARTPTS", **audio, **container_args(s),
-              "t": _num(clip.duration)}
-    join = ffmpeg.output(*streams, str(output), **kwargs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
-    return cut, join
+    kwargs = {"c:v": "copy", "bsf:v": "setts=pts=PTS-STARTPTS:dts=DTS-STARTPTS", **audio, **container_args(s), "t": _num(clip.duration)}
+    return ffmpeg.output(*streams, str(output), **kwargs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
 
 
 TWO_PASS = {"h264", "h265", "vp8", "vp9"}  # encoders whose two-pass mode FFmpeg drives

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from .cache import RenditionCache, rendition_key
 from . import loudness as loud
-from .commands import TWO_PASS, build_clip_command, build_copy_commands, clip_audio, pass_log_index
+from .commands import TWO_PASS, build_clip_command, build_cut_command, build_join_command, clip_audio, pass_log_index
 from .errors import EncodeError
 from .presets import CODECS, EncodeSettings, fit_size_cap
 from .probe import MediaInfo
@@ -152,17 +153,25 @@ def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudnes
     work = final.parent / f".{final.stem}.pieces"
     work.mkdir(parents=True, exist_ok=True)
     pieces = [work / f"{k}.mp4" for k in range(len(clip.ranges))]
-    list_file = work / "list.txt"
+    try:
+        cut = build_cut_command(ffmpeg_exe(), Path(source.path), clip, source.video.rate, pieces)
+        first = run_ffmpeg(cut, duration=clip.duration, outputs=pieces, timeout=timeout, where="stream copy")
+        second = join_pieces(source, clip, s, pieces, final, loudness, timeout)
+        return RunResult(first.wall_s + second.wall_s, second.stderr_tail, cut + ["&&"] + second.argv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def join_pieces(source: MediaInfo, clip: Clip, s: EncodeSettings, pieces: list[Path], final: Path, loudness, timeout) -> RunResult:
+    """Join video pieces into `final` without re-encoding them; the audio comes from the source."""
+    list_file = final.parent / f".{final.stem}.pieces.txt"
+    list_file.write_text("".join("file '" + str(p).replace("'", "'\\''") + "'\n" for p in pieces))
     part = partial_path(final)
     try:
-        cut, join = build_copy_commands(ffmpeg_exe(), Path(source.path), clip, s, source.video.rate, pieces, list_file, part,
-                                        source_has_audio=source.has_audio, loudness=loudness)
-        first = run_ffmpeg(cut, duration=clip.duration, outputs=pieces, timeout=timeout, where="stream copy")
-        list_file.write_text("".join(f"file '{p.name}'\n" for p in pieces))
-        second = run_ffmpeg(join, duration=clip.duration, outputs=[part], timeout=timeout, where="stream copy join")
+        argv = build_join_command(ffmpeg_exe(), Path(source.path), clip, s, list_file, part,
+                                  source_has_audio=source.has_audio, loudness=loudness)
+        run = run_ffmpeg(argv, duration=clip.duration, outputs=[part], timeout=timeout, where="join")
         os.replace(part, final)
-        return RunResult(first.wall_s + second.wall_s, second.stderr_tail, cut + ["&&"] + join)
+        return run
     finally:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
+        list_file.unlink(missing_ok=True)
