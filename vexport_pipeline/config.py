@@ -16,6 +16,7 @@ def apply_env_defaults() -> None:
     os.environ.setdefault("VEXPORT_MEDIA_ROOTS", "")
     os.environ.setdefault("VEXPORT_PUBLIC_URL", "http://127.0.0.1:8787")
     os.environ.setdefault("VEXPORT_HARDWARE", "auto")
+    os.environ.setdefault("VEXPORT_CHUNK_SECONDS", "120")
 
 
 def ensure_dagster_home() -> Path:

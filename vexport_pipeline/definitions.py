@@ -16,7 +16,7 @@ apply_env_defaults()  # only fills in unset VEXPORT_* variables with the embedde
 def resources() -> dict:
     return {"vexport": VexportResource(home=dg.EnvVar("VEXPORT_HOME"), media_roots=dg.EnvVar("VEXPORT_MEDIA_ROOTS"),
                                        public_url=dg.EnvVar("VEXPORT_PUBLIC_URL")),
-            "encoders": EncoderResource(hardware=dg.EnvVar("VEXPORT_HARDWARE"))}
+            "encoders": EncoderResource(hardware=dg.EnvVar("VEXPORT_HARDWARE"), chunk_seconds=dg.EnvVar.int("VEXPORT_CHUNK_SECONDS"))}
 
 
 defs = dg.Definitions(
