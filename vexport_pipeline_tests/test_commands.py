@@ -110,3 +110,12 @@ def test_silent_track_only_where_the_platform_requires_audio(tmp_path, monkeypat
                               source_has_audio=False)
     assert "anullsrc=r=48000:cl=stereo:d=2" in argv
     assert argv.count("-c:a") == 1
+
+
+def test_matching_aspect_scales_without_pad_or_crop():
+    t, vertical = resolve(preset="web_720p"), resolve(preset="tiktok")
+    argv = build_clip_command("ffmpeg", Path("/m/in.mp4"), Clip(None, [(0, 2)]), [t, vertical], [Path("/a.mp4"), Path("/b.mp4")],
+                              source_has_audio=True, source_size=(1920, 1080))
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert "scale=1280:720[" in graph and "pad=1280:720" not in graph  # 16:9 into 16:9: a plain scale
+    assert "crop=1080:1920" in graph  # 16:9 into 9:16 still crops

@@ -24,8 +24,10 @@ def _num(x: float) -> str:
     return f"{x:.6f}".rstrip("0").rstrip(".") or "0"
 
 
-def _fit(stream, s: EncodeSettings):
+def _fit(stream, s: EncodeSettings, source_size: Optional[tuple[int, int]] = None):
     w, h = s.width, s.height
+    if source_size and abs(source_size[0] * h - source_size[1] * w) <= max(source_size):
+        return stream.filter("scale", w, h)  # same aspect (within a pixel): no bars, nothing to crop
     if s.fit == "crop":
         return stream.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h)
     if s.fit == "blur":
@@ -41,9 +43,9 @@ def _fit(stream, s: EncodeSettings):
     )
 
 
-def video_chain(stream, s: EncodeSettings):
+def video_chain(stream, s: EncodeSettings, source_size: Optional[tuple[int, int]] = None):
     """Constant frame rate (always: a VFR source comes out constant), scale/fit, square pixels, pixel format."""
-    return _fit(stream.filter("fps", fps=s.fps), s).filter("setsar", "1").filter("format", s.pix_fmt)
+    return _fit(stream.filter("fps", fps=s.fps), s, source_size).filter("setsar", "1").filter("format", s.pix_fmt)
 
 
 def video_args(s: EncodeSettings) -> dict:
@@ -192,6 +194,7 @@ def build_clip_command(
     loudness: Optional[LoudnessPlan] = None,
     passlogs: Optional[dict[int, str]] = None,
     first_pass: bool = False,
+    source_size: Optional[tuple[int, int]] = None,
 ) -> list[str]:
     """argv for one FFmpeg process writing every target of one clip.
 
@@ -228,7 +231,7 @@ def build_clip_command(
     asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
     outs = []
     for i, (s, path) in enumerate(zip(settings, outputs)):
-        vs = video_chain(vsplit[i] if vsplit is not None else v, s)
+        vs = video_chain(vsplit[i] if vsplit is not None else v, s, source_size)
         streams, audio = [vs], {}
         if i in audio_users:
             streams.append(asplit[audio_users.index(i)] if asplit is not None else a)

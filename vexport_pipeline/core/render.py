@@ -46,6 +46,10 @@ def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
     )
 
 
+def _size(source: MediaInfo) -> Optional[tuple[int, int]]:
+    return (source.video.display_width, source.video.display_height) if source.video else None
+
+
 def partial_path(final: Path) -> Path:
     """Where FFmpeg writes before the file is complete; same folder, so the rename is atomic."""
     return final.with_name(f".{final.stem}.partial{final.suffix}")
@@ -108,7 +112,7 @@ def render_clip(
                     if settings[i].video_bitrate and settings[i].video_codec in TWO_PASS}
         if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
             first = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-                                       source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True)
+                                       source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True, source_size=_size(source))
             run_ffmpeg(first, duration=clip.duration, on_progress=on_progress, timeout=timeout, where=f"{where} (pass 1)")
             batch = [settings[i] for i in todo]
             for n, (k, prefix) in enumerate(sorted(passlogs.items())):  # pass 1 wrote -n.log; pass 2 reads -<stream index>.log
@@ -119,7 +123,7 @@ def render_clip(
                         os.replace(made, f"{prefix}-{index}{suffix}")
         argv = build_clip_command(
             ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-            source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs,
+            source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs, source_size=_size(source),
         )
         try:
             run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
@@ -133,7 +137,8 @@ def render_clip(
             settings = fallback
             keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
             argv = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-                                      source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs)
+                                      source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs,
+                                      source_size=_size(source))
             run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
             fell_back = True
         for i, part in zip(todo, partials):
