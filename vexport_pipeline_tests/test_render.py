@@ -103,7 +103,11 @@ def test_keyframes_are_found_by_demuxing(media):
 
 
 def test_loudness_normalization_reaches_the_target(media, tmp_path):
-    from vexport_pipeline.core.validate import measure_loudness
+    from vexport_pipeline.core.analyze import analyze
+
+    def measure_loudness(path):
+        found = analyze(path)
+        return {"integrated_lufs": found.integrated_lufs, "true_peak_dbtp": found.true_peak_dbtp}
 
     info = probe(media["av"])
     before = measure_loudness(media["av"])

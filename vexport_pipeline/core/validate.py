@@ -1,13 +1,15 @@
-"""Validation of a rendition against its target and platform limits: probe, full decode, verdict.
+"""Validation of a rendition against its target and platform limits: probe, one full decoding pass
+(frames, decode errors, loudness, black and silence), verdict.
 
 Score: 100, minus 30 for each error and 5 for each warning (never below 0). Status: fail with any
 error, warn with any warning, else pass. Limits listed as uncertain only ever warn.
+
+A/V offsets follow ITU-R BT.1359 signs: positive means the audio leads. The change from the source's
+own offset warns outside -45/+15 ms (ATSC IS-191) and fails outside -125/+45 ms (ITU detectability).
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +17,8 @@ from typing import Optional
 
 from .errors import InputError
 from .presets import EncodeSettings
-from .probe import MediaInfo, count_frames, probe
-from .settings import ffmpeg_exe
+from .analyze import analyze, frame_intervals
+from .probe import MediaInfo, probe
 
 CODEC_NAMES = {"h264": {"h264"}, "h265": {"hevc"}, "vp8": {"vp8"}, "vp9": {"vp9"}, "av1": {"av1"}, "prores": {"prores"}}
 AUDIO_NAMES = {"aac": {"aac"}, "opus": {"opus"}, "pcm": {"pcm_s24le", "pcm_s16le"}}
@@ -24,6 +26,14 @@ AUDIO_NAMES = {"aac": {"aac"}, "opus": {"opus"}, "pcm": {"pcm_s24le", "pcm_s16le
 DECODED_PIX_FMTS = {"yuva444p10le": {"yuva444p10le", "yuva444p12le", "yuv444p12le", "yuv444p10le"}}
 CONTAINER_NAMES = {"mp4": "mp4", "mov": "mov", "webm": "webm"}
 ERROR_WEIGHT, WARNING_WEIGHT = 30, 5
+
+
+@dataclass(frozen=True)
+class SyncLimits:
+    warn_lag_ms: float = -45.0
+    warn_lead_ms: float = 15.0
+    fail_lag_ms: float = -125.0
+    fail_lead_ms: float = 45.0
 
 
 @dataclass
@@ -50,18 +60,6 @@ class Report:
         return d
 
 
-def measure_loudness(path: Path) -> Optional[dict]:
-    """EBU R128 integrated loudness (LUFS), loudness range (LU) and true peak (dBTP) of the first audio stream."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", f"file:{path}", "-map", "0:a:0",
-                           "-filter:a", "ebur128=peak=true", "-f", "null", "-"], capture_output=True, text=True, timeout=3600)
-    summary = proc.stderr.rpartition("Summary:")[2]
-    found = {k: re.search(rf"{k}:\s+(-?[\d.]+|-inf)", summary) for k in ("I", "LRA", "Peak")}
-    if proc.returncode != 0 or not found["I"]:
-        return None
-    value = lambda k: float(found[k].group(1)) if found[k] and found[k].group(1) != "-inf" else None  # noqa: E731
-    return {"integrated_lufs": value("I"), "lra_lu": value("LRA"), "true_peak_dbtp": value("Peak")}
-
-
 def verdict(issues: list[Issue]) -> tuple[str, int]:
     errors = sum(i.severity == "error" for i in issues)
     warnings = sum(i.severity == "warning" for i in issues)
@@ -77,9 +75,16 @@ def check_file(
     source_has_audio: bool = False,
     decode: bool = True,
     info: Optional[MediaInfo] = None,
+    source_av_offset_ms: float = 0.0,
+    loudness_target: Optional[tuple[float, float]] = None,
+    sync: SyncLimits = SyncLimits(),
 ) -> Report:
-    """Every check on one file; never raises for a bad file, it reports."""
+    """Every check on one file; never raises for a bad file, it reports.
+
+    `source_av_offset_ms` is the source's own offset (audio leads positive): sync is judged on the change.
+    `loudness_target` (LUFS, dBTP) is checked to +-1 LU when the composition asked for normalization."""
     issues: list[Issue] = []
+    frame = 1.0 / float(Fraction(s.fps))
 
     def err(code, message, hint=""):
         issues.append(Issue("error", code, message, hint))
@@ -114,7 +119,6 @@ def check_file(
             err("pix_fmt_mismatch", f"pixel format is {v.pix_fmt}, expected {s.pix_fmt}", f"re-encode with pix_fmt {s.pix_fmt}")
         if s.video_codec in ("h264", "h265", "vp8", "vp9", "av1") and (v.width % 2 or v.height % 2):
             err("odd_dimensions", f"{v.width}x{v.height} has an odd side; 4:2:0 needs even sizes", "scale to even dimensions")
-    frame = 1.0 / float(Fraction(s.fps))
     video_duration = (v.duration if v and v.duration else info.duration) if v else info.duration
     m["video_duration"] = video_duration
     if expected_duration is not None and abs(video_duration - expected_duration) > frame + 1e-3:
@@ -127,10 +131,20 @@ def check_file(
         elif a.codec not in AUDIO_NAMES[s.audio_codec]:
             err("audio_codec_mismatch", f"audio codec is {a.codec}, expected {s.audio_codec}", f"re-encode audio with {s.audio_encoder}")
     if a is not None and v is not None:
-        offset = round((a.start_time - v.start_time) * 1000, 1)
+        offset = round((v.start_time - a.start_time) * 1000, 1)  # positive: audio leads
         m["av_offset_ms"] = offset
-        if abs(offset) > 45:
-            issues.append(Issue("warning", "av_offset", f"audio starts {offset:+.0f} ms from the video", "re-mux with aligned start times"))
+        change = offset - source_av_offset_ms
+        what = f"audio {'leads' if change > 0 else 'lags'} the video by {abs(change):.0f} ms more than in the source"
+        if not sync.fail_lag_ms <= change <= sync.fail_lead_ms:
+            err("av_sync", what, "re-render; check audio filters that reset the start time (aresample, loudnorm)")
+        elif not sync.warn_lag_ms <= change <= sync.warn_lead_ms:
+            issues.append(Issue("warning", "av_sync", what, "check the sync by eye; re-render if it shows"))
+        if a.duration and v.duration:
+            gap = (a.start_time + a.duration) - (v.start_time + v.duration)
+            m["av_tail_gap_ms"] = round(gap * 1000, 1)
+            if abs(gap) > frame + 0.025:  # one frame plus one audio packet
+                issues.append(Issue("warning", "av_tail_gap", f"audio ends {gap * 1000:+.0f} ms from the video's end",
+                                    "pad or trim the audio to the video's length"))
     if s.container in ("mp4", "mov") and info.faststart is False:
         err("moov_at_end", "the moov atom comes after the media data; browsers must download it all first", "remux with -movflags +faststart")
     L = s.limits
@@ -145,17 +159,43 @@ def check_file(
             limit("min_fps", "fps_too_low", f"{v.fps} fps is below the platform minimum {lo}", f"set fps to at least {lo}")
         if (hi := L.get("max_fps")) and v.fps > hi + 0.01:
             limit("max_fps", "fps_too_high", f"{v.fps} fps is above the platform maximum {hi}", f"set fps to at most {hi}")
-    loudness = measure_loudness(path) if a is not None else None
-    if loudness:
-        m.update(loudness)
-    if decode and v is not None:
-        frames, samples, errors = count_frames(path)
-        m["decoded_frames"] = frames
-        expected_frames = round(video_duration * float(Fraction(s.fps)))
-        m["expected_frames"] = expected_frames
-        if errors:
-            err("decode_error", f"{len(errors)} decode error(s), first: {errors[0]}", "re-encode; the stream is damaged")
-        if abs(frames - expected_frames) > 1:
-            err("frame_count", f"decoded {frames} frames, expected {expected_frames}", "re-encode; the file is truncated or damaged")
+    if v is not None:
+        if s.video_codec == "h264" and s.pix_fmt == "yuv420p" and v.profile not in ("High", "Main", "Constrained Baseline"):
+            err("profile", f"H.264 profile is {v.profile}; players expect High (8-bit 4:2:0)", "re-encode with -profile:v high -pix_fmt yuv420p")
+        if len(frame_intervals(path)) > 1 and s.container != "webm":  # WebM timestamps are in ms: rounding jitter is normal
+            err("variable_frame_rate", "frame timestamps are not evenly spaced (variable frame rate)", f"re-encode with fps={s.fps}")
+    expected_streams = 1 + bool(s.audio_codec and (source_has_audio or s.silent_audio))
+    if info.stream_count != expected_streams:
+        err("stream_layout", f"{info.stream_count} streams, expected {expected_streams} (one video{', one audio' if expected_streams == 2 else ''})",
+            "map only the streams the target needs")
+    if decode:
+        found = analyze(path, has_video=v is not None, has_audio=a is not None)
+        m.update({"decoded_frames": found.frames, "integrated_lufs": found.integrated_lufs, "lra_lu": found.lra_lu,
+                  "true_peak_dbtp": found.true_peak_dbtp, "black": found.black, "silence": found.silence})
+        if v is not None:
+            expected_frames = round(video_duration * float(Fraction(s.fps)))
+            m["expected_frames"] = expected_frames
+            if found.decode_errors:
+                err("decode_error", f"{len(found.decode_errors)} decode error(s), first: {found.decode_errors[0]}", "re-encode; the stream is damaged")
+            if abs(found.frames - expected_frames) > 1:
+                err("frame_count", f"decoded {found.frames} frames, expected {expected_frames}", "re-encode; the file is truncated or damaged")
+        for start, end in found.black:
+            issues.append(Issue("warning", "black_frames", f"black picture from {start:.2f} s to {end:.2f} s", "check the cut points and the source"))
+        if a is not None and not s.silent_audio:
+            for start, end in found.silence:
+                stop = "the end" if end != end else f"{end:.2f} s"  # NaN: silent to the end
+                issues.append(Issue("warning", "silence", f"silence from {start:.2f} s to {stop}", "check the audio mapping and the source"))
+        lufs, peak = found.integrated_lufs, found.true_peak_dbtp
+        if peak is not None and peak > 0.0:
+            err("clipping", f"true peak {peak:+.1f} dBTP is over full scale: the audio clips", "normalize with a true-peak limit (audio.normalize)")
+        elif lufs is not None and lufs > -9.0:
+            issues.append(Issue("warning", "too_loud", f"integrated loudness {lufs:.1f} LUFS is far above streaming levels (-14)",
+                                "normalize (audio.normalize, target_lufs -14)"))
+        if loudness_target and lufs is not None:
+            target_i, target_tp = loudness_target
+            if abs(lufs - target_i) > 1.0:
+                err("loudness_target", f"integrated loudness {lufs:.1f} LUFS, target {target_i} +-1 LU", "re-run two-pass loudnorm")
+            if peak is not None and peak > target_tp + 0.1:
+                err("true_peak", f"true peak {peak:+.1f} dBTP over the {target_tp} dBTP limit", "lower the true-peak target or the gain")
     status, score = verdict(issues)
     return Report(status, score, issues, m, loudness_lufs=m.get("integrated_lufs"), av_offset_ms=m.get("av_offset_ms"))
