@@ -1,0 +1,97 @@
+"""Each validation check against a deliberately broken file it must catch, and a good file it passes."""
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from vexport_pipeline.core.manifest import Target
+from vexport_pipeline.core.presets import PresetBook
+from vexport_pipeline.core.probe import probe
+from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.validate import check_file
+
+V = ["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2"]
+A = ["-f", "lavfi", "-i", "sine=f=440:d=2:r=48000"]
+ENC = ["-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-ar", "48000"]
+FAST = ["-movflags", "+faststart"]
+
+CASES = {
+    # name: (ffmpeg args, the issue code it must raise, severity)
+    "good": (V + A + ENC + FAST, None, None),
+    "chroma_444": (V + A + ENC[:-6] + ["-pix_fmt", "yuv444p", "-c:a", "aac"] + FAST, "pix_fmt_mismatch", "error"),
+    "odd_size": (["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2"] + A + ["-vf", "scale=321:181"] + ENC[:-6] +
+                 ["-pix_fmt", "yuv444p", "-c:a", "aac"] + FAST, "odd_dimensions", "error"),
+    "wrong_size": (["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2"] + A + ENC + FAST, "size_mismatch", "error"),
+    "wrong_codec": (V + A + ["-c:v", "mpeg4", "-c:a", "aac"] + FAST, "codec_mismatch", "error"),
+    "vfr": (["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2"] + A + ["-vf", r"select='not(eq(mod(n\,4)\,3))'", "-fps_mode", "passthrough"]
+            + ENC + FAST, "variable_frame_rate", "error"),
+    "moov_at_end": (V + A + ENC, "moov_at_end", "error"),
+    "audio_200ms_late": (V + ["-itsoffset", "0.2"] + A + ENC + FAST, "av_sync", "error"),
+    "clipping": (V + A + ["-af", "volume=30dB"] + ENC + FAST, "clipping", "error"),
+    "black_stretch": (V + A + ["-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,0.5,1.6)'"] + ENC + FAST,
+                      "black_frames", "warning"),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("broken")
+    out = {}
+    for name, (args, _, _) in CASES.items():
+        out[name] = d / f"{name}.mp4"
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-t", "2", str(out[name])], check=True)
+    data = out["good"].read_bytes()
+    out["truncated"] = d / "truncated.mp4"
+    out["truncated"].write_bytes(data[: int(len(data) * 0.6)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def target(files):
+    return PresetBook.load().resolve(Target(format="mp4", resolution="320x180", fps=25, quality="draft"), probe(files["good"]))
+
+
+def codes(report, severity=None):
+    return {i.code for i in report.issues if severity is None or i.severity == severity}
+
+
+def test_the_good_file_passes(files, target):
+    report = check_file(files["good"], target, expected_duration=2.0, source_has_audio=True)
+    assert report.status == "pass" and report.score == 100, report.issues
+    assert report.measurements["decoded_frames"] == 50 and report.measurements["av_offset_ms"] == pytest.approx(0, abs=25)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "good"])
+def test_each_broken_file_is_caught(files, target, name):
+    _, code, severity = CASES[name]
+    report = check_file(files[name], target, expected_duration=2.0, source_has_audio=True)
+    assert code in codes(report, severity), (name, report.issues)
+    assert report.status == ("fail" if severity == "error" else "warn")
+    assert all(i.hint for i in report.issues)  # every issue says how to fix it
+
+
+def test_black_stretch_is_reported_with_its_times(files, target):
+    report = check_file(files["black_stretch"], target, expected_duration=2.0, source_has_audio=True)
+    [(start, end)] = report.measurements["black"]
+    assert start == pytest.approx(0.52, abs=0.05) and end == pytest.approx(1.6, abs=0.05)
+
+
+def test_truncated_file_fails(files, target):
+    report = check_file(files["truncated"], target, expected_duration=2.0, source_has_audio=True)
+    assert report.status == "fail" and codes(report, "error") & {"unreadable", "decode_error", "frame_count", "duration_mismatch"}
+
+
+def test_platform_size_cap_and_duration_range(files, target):
+    capped = replace(target, limits={"max_file_bytes": 10_000})
+    assert "file_too_large" in codes(check_file(files["good"], capped, decode=False, source_has_audio=True), "error")
+    short = replace(target, limits={"min_duration": 3, "max_duration": 60})
+    assert "too_short" in codes(check_file(files["good"], short, decode=False, source_has_audio=True), "error")
+    uncertain = replace(target, limits={"max_duration": 1}, uncertain=("max_duration",))
+    report = check_file(files["good"], uncertain, decode=False, source_has_audio=True)
+    assert "too_long" in codes(report, "warning") and report.status == "warn"  # a (?) limit only warns
+
+
+def test_loudness_target_is_checked_to_one_lu(files, target):
+    report = check_file(files["good"], target, source_has_audio=True, loudness_target=(-14.0, -1.0))
+    assert "loudness_target" in codes(report, "error")  # the tone sits near -21 LUFS
+    assert report.loudness_lufs == pytest.approx(-21.8, abs=1.0)
