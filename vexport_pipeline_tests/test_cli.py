@@ -42,6 +42,7 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
         assert not errors and abs(frames - 2.5 * 25) <= 1
         assert r["validation"]["status"] == "pass" and r["validation"]["score"] == 100
         assert r["validation"]["loudness_lufs"] == pytest.approx(-16, abs=1.0)  # two-pass loudnorm, measured on the output
+        assert r["validation"]["vmaf"] > 70 and abs(r["validation"]["av_offset_ms"]) < 25
         assert r["links"] and r["links"][0]["url"].startswith("http://127.0.0.1:8787/d/") and r["links"][0]["expires_at"].endswith("Z")
     kept = json.loads((home.store / "teaser" / "current" / "summary.json").read_text())
     assert kept["renditions"][0]["sha256"] == data["renditions"][0]["sha256"]

@@ -95,3 +95,26 @@ def test_loudness_target_is_checked_to_one_lu(files, target):
     report = check_file(files["good"], target, source_has_audio=True, loudness_target=(-14.0, -1.0))
     assert "loudness_target" in codes(report, "error")  # the tone sits near -21 LUFS
     assert report.loudness_lufs == pytest.approx(-21.8, abs=1.0)
+
+
+def test_quality_scores_against_the_source_timeline_and_tier_floor(media, tmp_path):
+    from vexport_pipeline.core.render import render_clip
+    from vexport_pipeline.core.timeline import Clip
+
+    info = probe(media["av"])
+    book = PresetBook.load()
+    good = book.resolve(Target(format="mp4", resolution="640x360", quality="high"), info)
+    bad = replace(good, crf=51, maxrate=60_000, bufsize=120_000)  # starved: must fall under the high tier's floor
+    vertical = book.resolve(Target(format="mp4", resolution="180x320", fit="crop", quality="high"), info)
+    clip = Clip(None, [(1.0, 3.0)])
+    paths = [tmp_path / "good.mp4", tmp_path / "bad.mp4", tmp_path / "vertical.mp4"]
+    render_clip(info, clip, [good, bad, vertical], paths)
+    ok = check_file(paths[0], good, expected_duration=2.0, source_has_audio=True, reference=(info, clip))
+    q = ok.measurements["quality"]
+    assert q["model"] == "vmaf_v0.6.1" and ok.vmaf >= 93 and q["vmaf_min"] <= q["vmaf_p5"] <= q["vmaf_mean"]
+    assert q["psnr_mean"] > 35 and q["ssim_mean"] > 0.95 and ok.status == "pass"
+    poor = check_file(paths[1], bad, expected_duration=2.0, source_has_audio=True, reference=(info, clip), quality="full")
+    assert "vmaf_below_tier" in codes(poor, "error") and poor.measurements["quality"]["subsample"] == 1
+    assert poor.vmaf < ok.vmaf - 10
+    skipped = check_file(paths[2], vertical, expected_duration=2.0, source_has_audio=True, reference=(info, clip))
+    assert "reframed" in skipped.measurements["quality_skipped"] and skipped.vmaf is None

@@ -4,6 +4,8 @@ import dagster as dg
 
 from ..core.manifest import parse_composition
 from ..core.presets import EncodeSettings
+from ..core.probe import MediaInfo
+from ..core.timeline import Timeline
 from ..core.validate import check_file
 from ..partitions import exports
 
@@ -14,15 +16,18 @@ CHECK = "renditions_pass_validation"
           check_specs=[dg.AssetCheckSpec(CHECK, asset="validation_report", blocking=True,
                                          description="Every rendition passes validation; a failure blocks delivery.")],
           description="Technical checks of every rendition against its target; failures block delivery.")
-def validation_report(context: dg.AssetExecutionContext, source: dict, renditions: list):
+def validation_report(context: dg.AssetExecutionContext, source: dict, segments: dict, renditions: list):
     comp = parse_composition(source["composition"])
     v, a = source["info"]["video"], source["info"]["audio"]
     source_offset = (v["start_time"] - a["start_time"]) * 1000 if a else 0.0
     loudness = (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
+    info = MediaInfo.from_dict(source["info"])
+    clips = {c.clip_id: c for c in Timeline.from_dict(segments).clips}
     reports = []
     for r in renditions:
         report = check_file(Path(r["path"]), EncodeSettings.from_dict(r["settings"]), expected_duration=r["expected_duration"],
-                            source_has_audio=r["source_has_audio"], source_av_offset_ms=source_offset, loudness_target=loudness)
+                            source_has_audio=r["source_has_audio"], source_av_offset_ms=source_offset, loudness_target=loudness,
+                            reference=(info, clips[r["clip_id"]]), quality=comp.validation.quality)
         reports.append({"target": r["target"], "clip_id": r["clip_id"], **report.to_dict()})
     failed = [f"{x['clip_id'] + '/' if x['clip_id'] else ''}{x['target']}" for x in reports if x["status"] == "fail"]
     status = "fail" if failed else ("warn" if any(x["status"] == "warn" for x in reports) else "pass")

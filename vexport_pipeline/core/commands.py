@@ -139,6 +139,23 @@ def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True):
     return _joined_audio(auds, clip.crossfade)
 
 
+def _joined_video(vids: list, clip: Clip):
+    if len(vids) == 1:
+        return vids[0]
+    if clip.crossfade > 0:
+        v, length = vids[0], clip.ranges[0][1] - clip.ranges[0][0]
+        for k in range(1, len(vids)):
+            v = ffmpeg.filter([v, vids[k]], "xfade", transition="fade", duration=_num(clip.crossfade), offset=_num(length - clip.crossfade))
+            length += (clip.ranges[k][1] - clip.ranges[k][0]) - clip.crossfade
+        return v
+    return ffmpeg.concat(*vids, v=1, a=0)
+
+
+def clip_video(source: Path, clip: Clip):
+    """The clip's joined picture as the encode sees it, before fitting (the reference for quality scores)."""
+    return _joined_video([_source_input(source, a, b).video for a, b in clip.ranges], clip)
+
+
 def frames_in(start: float, end: float, rate: Fraction) -> int:
     return round((end - start) * rate)
 
@@ -215,15 +232,7 @@ def build_clip_command(
         if want_audio:
             auds.append(_segment_audio(inp, start, end, source_has_audio))
 
-    if len(vids) == 1:
-        v = vids[0]
-    elif clip.crossfade > 0:
-        v, length = vids[0], clip.ranges[0][1] - clip.ranges[0][0]
-        for k in range(1, len(vids)):
-            v = ffmpeg.filter([v, vids[k]], "xfade", transition="fade", duration=_num(clip.crossfade), offset=_num(length - clip.crossfade))
-            length += (clip.ranges[k][1] - clip.ranges[k][0]) - clip.crossfade
-    else:
-        v = ffmpeg.concat(*vids, v=1, a=0)
+    v = _joined_video(vids, clip)
     audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
     a = _joined_audio(auds, clip.crossfade, loudness) if audio_users else None
     n = len(settings)

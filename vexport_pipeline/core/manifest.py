@@ -116,6 +116,10 @@ class Delivery(_Strict):
         return out
 
 
+class Validation(_Strict):
+    quality: Literal["sampled", "full", "off"] = Field(default="sampled", description="VMAF/PSNR/SSIM on every 10th frame, every frame, or not at all.")
+
+
 class Retention(_Strict):
     archive_after: Optional[Ttl] = None
     delete_after: Optional[Ttl] = None
@@ -136,6 +140,7 @@ class Composition(_Strict):
     targets: list[Target] = Field(min_length=1, max_length=64)
     delivery: Delivery = Field(default_factory=Delivery)
     retention: Optional[Retention] = None
+    validation: Validation = Field(default_factory=Validation)
 
     @property
     def crossfade(self) -> float:
@@ -181,7 +186,7 @@ class Composition(_Strict):
 
 def _all_field_names() -> list[str]:
     names: set[str] = set()
-    for model in (Composition, Segment, Transitions, Audio, Target, Delivery, Retention):
+    for model in (Composition, Segment, Transitions, Audio, Target, Delivery, Retention, Validation):
         names.update(model.model_fields)
     return sorted(names)
 

@@ -19,6 +19,8 @@ from .errors import InputError
 from .presets import EncodeSettings
 from .analyze import analyze, frame_intervals
 from .probe import MediaInfo, probe
+from .quality import TIER_MIN_VMAF, comparable
+from .quality import score as score_quality
 
 CODEC_NAMES = {"h264": {"h264"}, "h265": {"hevc"}, "vp8": {"vp8"}, "vp9": {"vp9"}, "av1": {"av1"}, "prores": {"prores"}}
 AUDIO_NAMES = {"aac": {"aac"}, "opus": {"opus"}, "pcm": {"pcm_s24le", "pcm_s16le"}}
@@ -78,6 +80,8 @@ def check_file(
     source_av_offset_ms: float = 0.0,
     loudness_target: Optional[tuple[float, float]] = None,
     sync: SyncLimits = SyncLimits(),
+    reference: Optional[tuple[MediaInfo, "Clip"]] = None,
+    quality: str = "sampled",
 ) -> Report:
     """Every check on one file; never raises for a bad file, it reports.
 
@@ -197,5 +201,20 @@ def check_file(
                 err("loudness_target", f"integrated loudness {lufs:.1f} LUFS, target {target_i} +-1 LU", "re-run two-pass loudnorm")
             if peak is not None and peak > target_tp + 0.1:
                 err("true_peak", f"true peak {peak:+.1f} dBTP over the {target_tp} dBTP limit", "lower the true-peak target or the gain")
+    vmaf = None
+    if reference is not None and quality != "off" and v is not None and not any(i.code in ("unreadable", "decode_error") for i in issues):
+        source, clip = reference
+        why_not = comparable(source, s)
+        if why_not:
+            m["quality_skipped"] = why_not
+        else:
+            q = score_quality(path, source, clip, s, full=quality == "full")
+            m["per_frame_vmaf"] = q.pop("per_frame")
+            m["quality"] = q
+            vmaf = q["vmaf_mean"]
+            floor = TIER_MIN_VMAF.get(s.quality)
+            if floor and vmaf < floor and not s.video_bitrate:
+                err("vmaf_below_tier", f"mean VMAF {vmaf} ({q['model']}) is under the {s.quality} tier's {floor}",
+                    "use a higher quality tier or a lower CRF")
     status, score = verdict(issues)
-    return Report(status, score, issues, m, loudness_lufs=m.get("integrated_lufs"), av_offset_ms=m.get("av_offset_ms"))
+    return Report(status, score, issues, m, vmaf=vmaf, loudness_lufs=m.get("integrated_lufs"), av_offset_ms=m.get("av_offset_ms"))
