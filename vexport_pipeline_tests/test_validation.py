@@ -118,3 +118,25 @@ def test_quality_scores_against_the_source_timeline_and_tier_floor(media, tmp_pa
     assert poor.vmaf < ok.vmaf - 10
     skipped = check_file(paths[2], vertical, expected_duration=2.0, source_has_audio=True, reference=(info, clip))
     assert "reframed" in skipped.measurements["quality_skipped"] and skipped.vmaf is None
+
+
+def test_edit_lists_and_platform_audio_and_shape_rules(files, target, tmp_path):
+    assert probe(files["good"]).extra["edit_list"] is True  # x264 B-frames: FFmpeg writes an edit list by default
+    strict = replace(target, limits={"no_edit_list": True, "audio_codecs": ["opus"], "sample_rates": [44100], "min_aspect": 1.0,
+                                     "max_aspect": 1.0, "max_video_bitrate": 10_000, "max_channels": 1})
+    found = codes(check_file(files["good"], strict, decode=False, source_has_audio=True), "error")
+    assert {"edit_list", "audio_codec_refused", "sample_rate", "aspect_out_of_range", "bitrate_too_high", "channels"} <= found
+
+
+def test_youtube_preset_output_has_no_edit_list_and_starts_at_zero(media, tmp_path):
+    from vexport_pipeline.core.render import render_clip
+    from vexport_pipeline.core.timeline import Clip
+
+    info = probe(media["av"])
+    s = PresetBook.load().resolve(Target(preset="youtube_1080p", quality="draft"), info)
+    out = tmp_path / "yt.mp4"
+    render_clip(info, Clip(None, [(0.0, 1.0)]), [s], [out])
+    got = probe(out)
+    assert got.extra["edit_list"] is False and got.video.start_time == 0.0 and got.faststart
+    report = check_file(out, s, expected_duration=1.0, source_has_audio=True)
+    assert report.status == "pass", report.issues

@@ -105,6 +105,8 @@ def container_args(s: EncodeSettings) -> dict:
     a: dict = {"map_metadata": -1, "map_chapters": -1}
     if s.container in ("mp4", "mov"):
         a["movflags"] = "+faststart"
+        if s.limits.get("no_edit_list"):  # the platform forbids edit lists: negative CTS offsets keep the start at zero
+            a.update({"movflags": "+faststart+negative_cts_offsets", "use_editlist": 0})
     return a
 
 

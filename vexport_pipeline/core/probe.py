@@ -117,6 +117,36 @@ def mp4_faststart(path: Path) -> Optional[bool]:
     return None
 
 
+def _boxes(data: bytes, start: int, end: int):
+    while start + 8 <= end:
+        size, kind = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def mp4_edit_lists(path: Path) -> Optional[bool]:
+    """True when any track of an MP4/MOV carries an edit list (moov/trak/edts)."""
+    try:
+        data = Path(path).read_bytes() if Path(path).stat().st_size < 64 << 20 else None
+        if data is None:  # big file: read only the moov box
+            with open(path, "rb") as f:
+                head = f.read(16)
+                data = head + f.read()
+    except OSError:
+        return None
+    for kind, a, b in _boxes(data, 0, len(data)):
+        if kind == b"moov":
+            return any(k == b"edts" for tk, ta, tb in _boxes(data, a, b) if tk == b"trak" for k, _, _ in _boxes(data, ta, tb))
+    return None
+
+
 def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
     """Read a file's container and first video/audio stream; refuse what is not readable video."""
     path = Path(path)
@@ -198,6 +228,7 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
         )
     if names & {"mov", "mp4"}:
         info.faststart = mp4_faststart(path)
+        info.extra["edit_list"] = mp4_edit_lists(path)
     return info
 
 

@@ -158,6 +158,36 @@ def check_file(
         limit("min_duration", "too_short", f"{info.duration:.2f} s is shorter than the {lo} s minimum", "use a longer segment")
     if (hi := L.get("max_duration")) and info.duration > hi:
         limit("max_duration", "too_long", f"{info.duration:.2f} s is longer than the {hi} s maximum", "cut it shorter or split into clips")
+    if L.get("no_edit_list") and info.extra.get("edit_list"):
+        limit("no_edit_list", "edit_list", "the file carries an edit list, which this platform asks not to have",
+              "remux with -use_editlist 0 -movflags +negative_cts_offsets")
+    if v is not None:
+        w, h = v.display_width, v.display_height
+        if (lo := L.get("min_aspect")) and w / h < lo - 1e-3:
+            limit("min_aspect", "aspect_out_of_range", f"aspect {w}:{h} is narrower than the platform's {lo:.3f}", "crop or pad to a supported aspect")
+        if (hi := L.get("max_aspect")) and w / h > hi + 1e-3:
+            limit("max_aspect", "aspect_out_of_range", f"aspect {w}:{h} is wider than the platform's {hi:.3f}", "crop or pad to a supported aspect")
+        if (lo := L.get("min_side")) and min(w, h) < lo:
+            limit("min_side", "too_small", f"{w}x{h} has a side under {lo} px", f"scale so both sides are at least {lo} px")
+        if (hi := L.get("max_side")) and max(w, h) > hi:
+            limit("max_side", "too_big", f"{w}x{h} has a side over {hi} px", f"scale so no side is over {hi} px")
+        if (hi := L.get("max_width")) and w > hi:
+            limit("max_width", "too_wide", f"{w} px wide, over the platform's {hi}", f"scale to at most {hi} px wide")
+        rate = v.bit_rate or (info.bit_rate - (a.bit_rate or 0) if info.bit_rate and a else info.bit_rate)
+        if (cap := L.get("max_video_bitrate")) and rate and rate > cap:
+            limit("max_video_bitrate", "bitrate_too_high", f"video at {rate / 1e6:.1f} Mb/s, over the {cap / 1e6:.0f} Mb/s cap",
+                  "lower the quality tier or set video_bitrate")
+    if a is not None:
+        if (allowed := L.get("audio_codecs")) and a.codec not in allowed:
+            limit("audio_codecs", "audio_codec_refused", f"audio codec {a.codec} is not accepted ({', '.join(allowed)})",
+                  f"re-encode the audio as {allowed[0]}")
+        if (rates := L.get("sample_rates")) and a.sample_rate not in rates:
+            limit("sample_rates", "sample_rate", f"audio at {a.sample_rate} Hz; the platform takes {', '.join(map(str, rates))}",
+                  f"resample to {rates[0]} Hz")
+        if (hi := L.get("max_sample_rate")) and a.sample_rate > hi:
+            limit("max_sample_rate", "sample_rate", f"audio at {a.sample_rate} Hz, over {hi}", f"resample to {hi} Hz")
+        if (hi := L.get("max_channels")) and a.channels > hi:
+            limit("max_channels", "channels", f"{a.channels} audio channels, over {hi}", "downmix to stereo")
     if v is not None:
         if (lo := L.get("min_fps")) and v.fps < lo - 0.01:
             limit("min_fps", "fps_too_low", f"{v.fps} fps is below the platform minimum {lo}", f"set fps to at least {lo}")
