@@ -47,7 +47,8 @@ def test_one_process_reads_each_range_once_and_splits_to_every_target():
     assert "concat=a=0:n=2:v=1" in graph and "concat=a=1:n=2:v=0" in graph and "split=3" in graph and "asplit=3" in graph
     assert graph.count("format=yuv420p") == 3 and graph.count("fps=fps=30000/1001") == 3  # always constant rate
     assert graph.count("apad=whole_dur=") == 2  # short audio is padded per segment
-    assert argv.count("+faststart") == 2  # both MP4s, not the WebM
+    assert argv.count("+faststart") + argv.count("+faststart+negative_cts_offsets") == 2  # both MP4s, not the WebM
+    assert argv.count("+faststart+negative_cts_offsets") == 1 and argv.count("-use_editlist") == 1  # YouTube: no edit list
     for o in outs:
         assert str(o) in argv
     assert argv[argv.index("-progress") + 1] == "pipe:1"
