@@ -160,3 +160,35 @@ def test_chunked_encoding_matches_the_single_process_path(home, media, tmp_path)
         assert (b.audio.start_time - b.video.start_time) == pytest.approx(a.audio.start_time - a.video.start_time, abs=0.005)
         assert b.audio.duration == pytest.approx(a.audio.duration, abs=0.03)
         assert chunked["validation"]["status"] == "pass" and chunked["validation"]["loudness_lufs"] == pytest.approx(-16, abs=1)
+
+
+def test_brand_rules_and_no_worse_redelivery(home, media, tmp_path, monkeypatch):
+    brands = tmp_path / "brands.yaml"
+    brands.write_text("acme: {min_height: 720, forbidden_codecs: [vp9]}\n")
+    monkeypatch.setenv("VEXPORT_BRANDS", str(brands))
+    base = {"id": "brand", "owner": "acme", "source": str(media["av"]), "export_type": "single", "segments": [{"start": 0, "end": 1}]}
+    register(home, media, {**base, "targets": [{"format": "webm", "resolution": "320x180", "quality": "draft"}]})
+    with dg.instance_for_test() as instance:
+        bad = materialize(instance, "brand")
+        codes = {i["code"] for i in bad.output_for_node("validation_report")["renditions"][0]["issues"]}
+        assert {"brand_min_resolution", "brand_forbidden_codec"} <= codes
+        assert not (home.store / "brand").exists()  # blocked
+        # a good delivery first...
+        register(home, media, {**base, "targets": [{"preset": "web_720p", "quality": "draft"}]})
+        assert materialize(instance, "brand").success
+        first = (home.store / "brand" / "current").resolve()
+        # ...then a re-export whose file scores worse (a warning: black picture) must not replace it
+        monkeypatch.setenv("VEXPORT_BRANDS", "")
+        black = media["dir"] / "black.mp4"
+        if not black.exists():
+            import subprocess
+            from vexport_pipeline.core.settings import ffmpeg_exe
+            subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=black:s=640x360:r=25:d=2", "-f", "lavfi",
+                            "-i", "sine=d=2", "-c:v", "libx264", "-c:a", "aac", "-shortest", "-movflags", "+faststart", str(black)], check=True)
+        comp = parse_composition({**base, "source": str(black), "targets": [{"preset": "web_720p", "quality": "draft"}]})
+        registry.register(home, comp, black)
+        worse = materialize(instance, "brand")
+        assert not worse.success
+        failure = next(e for e in worse.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "must not replace a better delivered file" in str(failure.event_specific_data.error.cause or failure.event_specific_data.error)
+        assert (home.store / "brand" / "current").resolve() == first

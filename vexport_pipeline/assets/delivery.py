@@ -9,6 +9,18 @@ from ..partitions import exports
 from ..resources import VexportResource
 
 
+def worse_than_delivered(current, reports: list) -> list[str]:
+    """Renditions whose new validation score is lower than the one already delivered for them."""
+    import json
+
+    if current is None or not (current / "summary.json").exists():
+        return []
+    before = {(r["clip_id"], r["target"]): r["validation"]["score"] for r in json.loads((current / "summary.json").read_text())["renditions"]
+              if r.get("validation")}
+    return [f"{r['clip_id'] + '/' if r['clip_id'] else ''}{r['target']} would go from score {before[key]} to {r['score']}"
+            for r in reports if (key := (r["clip_id"], r["target"])) in before and r["score"] < before[key]]
+
+
 def delivered_name(r: dict) -> str:
     ext = r["path"].rsplit(".", 1)[-1]
     return f"{r['clip_id']}__{r['target']}.{ext}" if r["clip_id"] else f"{r['target']}.{ext}"
@@ -21,6 +33,10 @@ def delivery(context: dg.AssetExecutionContext, vexport: VexportResource, source
     if validation_report["status"] == "fail":  # the blocking check already stops this; never promote a failure
         raise ValidationFailed("a rendition failed validation; nothing was delivered", where=context.partition_key)
     comp = parse_composition(source["composition"])
+    worse = worse_than_delivered(vexport.store().current(comp.id), validation_report["renditions"])
+    if worse:
+        raise ValidationFailed("a re-export must not replace a better delivered file: " + "; ".join(worse) +
+                               "; the delivered version stays", where=context.partition_key)
     events, signer = vexport.events(), vexport.signer()
     files = {delivered_name(r): r["path"] for r in renditions}
     made: dict = {}

@@ -6,7 +6,7 @@ from ..core.manifest import parse_composition
 from ..core.presets import EncodeSettings
 from ..core.probe import MediaInfo
 from ..core.timeline import Timeline
-from ..core.validate import check_file
+from ..core.validate import check_file, load_brands
 from ..partitions import exports
 
 CHECK = "renditions_pass_validation"
@@ -23,11 +23,14 @@ def validation_report(context: dg.AssetExecutionContext, source: dict, segments:
     loudness = (comp.audio.target_lufs, comp.audio.true_peak) if comp.audio and comp.audio.normalize else None
     info = MediaInfo.from_dict(source["info"])
     clips = {c.clip_id: c for c in Timeline.from_dict(segments).clips}
+    brand = load_brands().get(comp.owner, {}) if comp.owner else {}
+    if brand.get("loudness_lufs") is not None:  # the brand requires a loudness target: check it even if not normalized
+        loudness = (float(brand["loudness_lufs"]), loudness[1] if loudness else -1.0)
     reports = []
     for r in renditions:
         report = check_file(Path(r["path"]), EncodeSettings.from_dict(r["settings"]), expected_duration=r["expected_duration"],
                             source_has_audio=r["source_has_audio"], source_av_offset_ms=source_offset, loudness_target=loudness,
-                            reference=(info, clips[r["clip_id"]]), quality=comp.validation.quality)
+                            reference=(info, clips[r["clip_id"]]), quality=comp.validation.quality, brand=brand)
         reports.append({"target": r["target"], "clip_id": r["clip_id"], **report.to_dict()})
     failed = [f"{x['clip_id'] + '/' if x['clip_id'] else ''}{x['target']}" for x in reports if x["status"] == "fail"]
     status = "fail" if failed else ("warn" if any(x["status"] == "warn" for x in reports) else "pass")

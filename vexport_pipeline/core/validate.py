@@ -62,6 +62,46 @@ class Report:
         return d
 
 
+def load_brands(path: Optional[str] = None) -> dict:
+    """Per-owner brand rules from the YAML file named by VEXPORT_BRANDS (owner -> rules)."""
+    import os
+
+    import yaml
+
+    path = path or os.environ.get("VEXPORT_BRANDS")
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read brand rules: {exc}", where=str(path), code="brands_invalid") from None
+    known = {"min_height", "min_width", "max_video_bitrate", "forbidden_codecs", "loudness_lufs", "containers"}
+    for owner, rules in data.items():
+        if not isinstance(rules, dict) or set(rules) - known:
+            raise InputError(f"{owner}: rules must be a mapping of {', '.join(sorted(known))}", where=str(path), code="brands_invalid")
+    return data
+
+
+def brand_issues(info: MediaInfo, rules: dict) -> list[Issue]:
+    out = []
+    v, a = info.video, info.audio
+    if v and (lo := rules.get("min_height")) and min(v.display_width, v.display_height) < lo:
+        out.append(Issue("error", "brand_min_resolution", f"{v.display_width}x{v.display_height} is under the brand's {lo}p minimum",
+                         f"export at {lo}p or more"))
+    if v and (lo := rules.get("min_width")) and v.display_width < lo:
+        out.append(Issue("error", "brand_min_resolution", f"{v.display_width} px wide, under the brand's {lo}", f"export at least {lo} px wide"))
+    if v and (cap := rules.get("max_video_bitrate")) and (v.bit_rate or 0) > cap:
+        out.append(Issue("error", "brand_max_bitrate", f"video at {v.bit_rate / 1e6:.1f} Mb/s, over the brand's {cap / 1e6:.1f}",
+                         "lower the quality tier or set video_bitrate"))
+    if v and v.codec in {c.replace("h265", "hevc") for c in rules.get("forbidden_codecs", [])}:
+        out.append(Issue("error", "brand_forbidden_codec", f"{v.codec} is forbidden by the brand rules", "pick another video_codec"))
+    if a and a.codec in rules.get("forbidden_codecs", []):
+        out.append(Issue("error", "brand_forbidden_codec", f"{a.codec} audio is forbidden by the brand rules", "pick another audio_codec"))
+    if (allowed := rules.get("containers")) and not set(info.format_name.split(",")) & set(allowed):
+        out.append(Issue("error", "brand_container", f"container {info.format_name} is not one of {', '.join(allowed)}", "pick an allowed format"))
+    return out
+
+
 def verdict(issues: list[Issue]) -> tuple[str, int]:
     errors = sum(i.severity == "error" for i in issues)
     warnings = sum(i.severity == "warning" for i in issues)
@@ -82,6 +122,7 @@ def check_file(
     sync: SyncLimits = SyncLimits(),
     reference: Optional[tuple[MediaInfo, "Clip"]] = None,
     quality: str = "sampled",
+    brand: Optional[dict] = None,
 ) -> Report:
     """Every check on one file; never raises for a bad file, it reports.
 
@@ -231,6 +272,8 @@ def check_file(
                 err("loudness_target", f"integrated loudness {lufs:.1f} LUFS, target {target_i} +-1 LU", "re-run two-pass loudnorm")
             if peak is not None and peak > target_tp + 0.1:
                 err("true_peak", f"true peak {peak:+.1f} dBTP over the {target_tp} dBTP limit", "lower the true-peak target or the gain")
+    for issue in brand_issues(info, brand or {}):
+        issues.append(issue)
     vmaf = None
     if reference is not None and quality != "off" and v is not None and not any(i.code in ("unreadable", "decode_error") for i in issues):
         source, clip = reference
