@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VEXPORT_HOME ?= $(CURDIR)/.vexport
 
-.PHONY: demo test dev bench schema clean
+.PHONY: demo test dev bench schema clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/vexport demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test chromium
 	$(PY) -m pytest -q
+
+# Debian's chromium for the real-client playback checks (Playwright drives it; it downloads no browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: playback tests will be skipped (CI fails them)"; }
 
 dev: $(VENV)/.installed
 	$(VENV)/bin/vexport dev

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from vexport_pipeline.core.probe import count_frames, probe
+from vexport_pipeline.core.playback import chromium
 from vexport_pipeline.core.settings import ffmpeg_exe
 
 from .conftest import vexport, write_manifest
@@ -19,6 +20,7 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
         "id": "teaser", "source": str(media["av"]), "export_type": "combined",
         "segments": [{"start": 0, "end": 1.5}, {"start": "00:00:02.000", "end": 3.5}], "transitions": {"crossfade": 0.5},
         "audio": {"normalize": True, "target_lufs": -16, "true_peak": -1.5},
+        "validation": {"playback": bool(chromium())},  # the optional real-client step, where Chromium is installed
         "targets": [{"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "720p", "quality": "draft"}]})
     out = tmp_path / "out.json"
     proc = vexport("export", manifest, "--json", out)

@@ -12,6 +12,20 @@ from ..partitions import exports
 CHECK = "renditions_pass_validation"
 
 
+def _playback(context, renditions: list, reports: list) -> None:
+    """The optional real-client step: each web rendition played in headless Chromium."""
+    from ..core.playback import WEB_CODECS, play, playback_issues
+    from ..core.validate import Issue, verdict
+
+    web = [(r, x) for r, x in zip(renditions, reports) if (r["container"], r["video_codec"]) in WEB_CODECS]
+    for (r, x), seen in zip(web, play([Path(r["path"]) for r, _ in web])):
+        found = playback_issues(seen, r["width"], r["height"], r["duration"], 1 / r["fps"])
+        x["issues"] += [vars(Issue("error", code, msg, "re-encode with the target's web-safe defaults")) for code, msg in found]
+        x["status"], x["score"] = verdict([Issue(**i) for i in x["issues"]])
+        x["measurements"]["playback"] = seen
+        context.log.info(f"playback {r['target']}: {'ok' if not found else found}")
+
+
 @dg.asset(partitions_def=exports, group_name="export",
           check_specs=[dg.AssetCheckSpec(CHECK, asset="validation_report", blocking=True,
                                          description="Every rendition passes validation; a failure blocks delivery.")],
@@ -32,6 +46,8 @@ def validation_report(context: dg.AssetExecutionContext, source: dict, segments:
                             source_has_audio=r["source_has_audio"], source_av_offset_ms=source_offset, loudness_target=loudness,
                             reference=(info, clips[r["clip_id"]]), quality=comp.validation.quality, brand=brand)
         reports.append({"target": r["target"], "clip_id": r["clip_id"], **report.to_dict()})
+    if comp.validation.playback:
+        _playback(context, renditions, reports)
     failed = [f"{x['clip_id'] + '/' if x['clip_id'] else ''}{x['target']}" for x in reports if x["status"] == "fail"]
     status = "fail" if failed else ("warn" if any(x["status"] == "warn" for x in reports) else "pass")
     rows = "\n".join(f"| {x['clip_id'] or '-'} | {x['target']} | {x['status']} | {x['score']} | "

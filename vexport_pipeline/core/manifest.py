@@ -118,6 +118,7 @@ class Delivery(_Strict):
 
 class Validation(_Strict):
     quality: Literal["sampled", "full", "off"] = Field(default="sampled", description="VMAF/PSNR/SSIM on every 10th frame, every frame, or not at all.")
+    playback: bool = Field(default=False, description="Also play every web rendition (H.264 MP4, VP8/VP9 WebM) in headless Chromium.")
 
 
 class Retention(_Strict):
