@@ -6,10 +6,33 @@ from ..core.manifest import parse_composition
 from ..core.presets import EncodeSettings
 from ..core.probe import MediaInfo
 from ..core.timeline import Timeline
+from ..core import report as findings
 from ..core.validate import check_file, load_brands
 from ..partitions import exports
 
 CHECK = "renditions_pass_validation"
+
+
+def _images(context, renditions: list, reports: list, export_id: str, source: dict) -> dict:
+    """Contact sheet and VMAF/bitrate plot per rendition, kept in the work area beside the renditions."""
+    folder = Path(source["work_source"]).parent / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for r, x in zip(renditions, reports):
+        name = f"{r['clip_id'] + '/' if r['clip_id'] else ''}{r['target']}"
+        stem = name.replace("/", "__")
+        try:
+            sheet = findings.contact_sheet(Path(r["path"]), folder / f"{stem}.sheet.png", r["duration"])
+            chart = findings.plot(Path(r["path"]), folder / f"{stem}.plot.png", x["measurements"].get("per_frame_vmaf"), name)
+            images[name] = (sheet, chart)
+        except Exception as exc:  # a file too broken to draw is already failed by the checks
+            context.log.warning(f"no pictures for {name}: {exc}")
+    return images
+
+
+def _table(df) -> str:
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns)
+    return head + "\n" + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False))
 
 
 def _playback(context, renditions: list, reports: list) -> None:
@@ -48,15 +71,19 @@ def validation_report(context: dg.AssetExecutionContext, source: dict, segments:
         reports.append({"target": r["target"], "clip_id": r["clip_id"], **report.to_dict()})
     if comp.validation.playback:
         _playback(context, renditions, reports)
+    images = _images(context, renditions, reports, comp.id, source)
+    checks = findings.checks_frame(reports)
     failed = [f"{x['clip_id'] + '/' if x['clip_id'] else ''}{x['target']}" for x in reports if x["status"] == "fail"]
     status = "fail" if failed else ("warn" if any(x["status"] == "warn" for x in reports) else "pass")
     rows = "\n".join(f"| {x['clip_id'] or '-'} | {x['target']} | {x['status']} | {x['score']} | "
                      f"{'; '.join(i['code'] + ': ' + i['message'] for i in x['issues']) or '-'} |" for x in reports)
-    yield dg.Output({"status": status, "renditions": reports}, metadata={
+    yield dg.Output({"status": status, "renditions": reports, "checks": checks.to_dict("records")}, metadata={
         "status": status,
         "failed": ", ".join(failed) or "none",
         "min_score": min((x["score"] for x in reports), default=100),
-        "report": dg.MetadataValue.md("| clip | target | status | score | issues |\n|---|---|---|---|---|\n" + rows),
+        "summary": dg.MetadataValue.md("| clip | target | status | score | issues |\n|---|---|---|---|---|\n" + rows),
+        "report": dg.MetadataValue.md(findings.markdown(reports, images)),
+        "checks": dg.MetadataValue.md(_table(checks)),
     })
     yield dg.AssetCheckResult(check_name=CHECK, passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
                               description=("failed: " + ", ".join(failed)) if failed else "all renditions pass",

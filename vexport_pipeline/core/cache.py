@@ -17,7 +17,18 @@ from .presets import EncodeSettings
 from .settings import ffmpeg_exe
 from .timeline import Clip
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+
+@functools.lru_cache(maxsize=1)
+def builder_version() -> str:
+    """A hash of the code that turns settings into FFmpeg commands: changing how files are made
+    invalidates every cached rendition, with no version to remember to bump."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("commands.py", "render.py", "loudness.py", "presets.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
 # Settings that only label or judge a rendition; they do not change its bytes.
 NOT_IN_KEY = {"label", "limits", "uncertain"}
 
@@ -37,6 +48,7 @@ def rendition_key(source_sha256: str, clip: Clip, settings: EncodeSettings, loud
         "settings": {k: v for k, v in settings.to_dict().items() if k not in NOT_IN_KEY},
         "loudness": list(loudness) if loudness else None,
         "ffmpeg": encoder_version(ffmpeg_exe()),
+        "builder": builder_version(),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

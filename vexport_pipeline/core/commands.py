@@ -115,9 +115,18 @@ def _source_input(source: Path, start: float, end: float):
     return ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
 
 
-def _segment_audio(inp, start: float, end: float, source_has_audio: bool):
+def _segment_video(inp, delay: float = 0.0):
+    """Each segment starts at zero (after input seeking FFmpeg may start it a frame in); a stream that
+    starts later than the cut in the source (a cut at the very start) keeps that gap, so sync holds."""
+    return inp.video.filter("setpts", f"PTS-STARTPTS+{_num(delay)}/TB" if delay > 0 else "PTS-STARTPTS")
+
+
+def _segment_audio(inp, start: float, end: float, source_has_audio: bool, delay: float = 0.0):
     if source_has_audio:  # audio shorter than its segment is padded with silence, so later segments stay in sync
-        return inp.audio.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start))
+        a = inp.audio.filter("asetpts", "PTS-STARTPTS")
+        if delay > 0:
+            a = a.filter("adelay", f"{delay * 1000:.0f}", all=1)
+        return a.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start))
     return ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio  # a required silent track
 
 
@@ -155,7 +164,7 @@ def _joined_video(vids: list, clip: Clip):
 
 def clip_video(source: Path, clip: Clip):
     """The clip's joined picture as the encode sees it, before fitting (the reference for quality scores)."""
-    return _joined_video([_source_input(source, a, b).video for a, b in clip.ranges], clip)
+    return _joined_video([_segment_video(_source_input(source, a, b)) for a, b in clip.ranges], clip)
 
 
 def frames_in(start: float, end: float, rate: Fraction) -> int:
@@ -214,6 +223,7 @@ def build_clip_command(
     passlogs: Optional[dict[int, str]] = None,
     first_pass: bool = False,
     source_size: Optional[tuple[int, int]] = None,
+    stream_starts: tuple[float, float] = (0.0, 0.0),
 ) -> list[str]:
     """argv for one FFmpeg process writing every target of one clip.
 
@@ -228,11 +238,12 @@ def build_clip_command(
         passlogs = {n: passlogs[i] for n, i in enumerate(keep)}
     want_audio = any(s.audio_encoder for s in settings)
     vids, auds = [], []
+    v0, a0 = stream_starts  # where video and audio begin in the source, relative to its earliest stream
     for start, end in clip.ranges:
         inp = _source_input(source, start, end)
-        vids.append(inp.video)
+        vids.append(_segment_video(inp, max(0.0, v0 - start)))
         if want_audio:
-            auds.append(_segment_audio(inp, start, end, source_has_audio))
+            auds.append(_segment_audio(inp, start, end, source_has_audio, max(0.0, a0 - start)))
 
     v = _joined_video(vids, clip)
     audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]

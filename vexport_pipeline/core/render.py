@@ -46,6 +46,14 @@ def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
     )
 
 
+def _starts(source: MediaInfo) -> tuple[float, float]:
+    """(video, audio) start in the source relative to its earliest stream: a gap that cuts at 0 keep."""
+    if not (source.video and source.audio):
+        return (0.0, 0.0)
+    base = min(source.video.start_time, source.audio.start_time)
+    return (source.video.start_time - base, source.audio.start_time - base)
+
+
 def _size(source: MediaInfo) -> Optional[tuple[int, int]]:
     return (source.video.display_width, source.video.display_height) if source.video else None
 
@@ -112,7 +120,7 @@ def render_clip(
                     if settings[i].video_bitrate and settings[i].video_codec in TWO_PASS}
         if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
             first = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-                                       source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True, source_size=_size(source))
+                                       source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True, source_size=_size(source), stream_starts=_starts(source))
             run_ffmpeg(first, duration=clip.duration, on_progress=on_progress, timeout=timeout, where=f"{where} (pass 1)")
             batch = [settings[i] for i in todo]
             for n, (k, prefix) in enumerate(sorted(passlogs.items())):  # pass 1 wrote -n.log; pass 2 reads -<stream index>.log
@@ -123,7 +131,7 @@ def render_clip(
                         os.replace(made, f"{prefix}-{index}{suffix}")
         argv = build_clip_command(
             ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-            source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs, source_size=_size(source),
+            source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs, source_size=_size(source), stream_starts=_starts(source),
         )
         try:
             run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
@@ -138,7 +146,7 @@ def render_clip(
             keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
             argv = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
                                       source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs,
-                                      source_size=_size(source))
+                                      source_size=_size(source), stream_starts=_starts(source))
             run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
             fell_back = True
         for i, part in zip(todo, partials):
