@@ -51,7 +51,7 @@ LADDER_4K = [Target(preset="youtube_4k"), Target(preset="youtube_1080p"), Target
 def source_command(path: Path, width: int, height: int, seconds: int, preset: str) -> list[str]:
     """A panned Mandelbrot still blended with testsrc2 (moving bars, text, a sweeping line), a
     Game-of-Life picture-in-picture drifting across it, light temporal grain; built at 1080p30 and
-    scaled to the requested size. With tone + pink noise as stereo AAC. About 18 Mb/s at 1080p."""
+    scaled to the requested size. With tone + pink noise as stereo AAC. About 19 Mb/s at 1080p."""
     video = (
         "mandelbrot=s=2880x1620:r=30:start_scale=1.5:maxiter=1024,trim=end_frame=1,loop=loop=-1:size=1,"
         "crop=1920:1080:x='(iw-ow)/2*(1+sin(t/3))':y='(ih-oh)/2*(1+cos(t/4))'[pan];"
@@ -66,13 +66,14 @@ def source_command(path: Path, width: int, height: int, seconds: int, preset: st
              "[tone][hiss]amix=inputs=2:normalize=0,aformat=sample_rates=48000:channel_layouts=stereo[a]")
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-filter_complex", f"{video};{audio}",
             "-map", "[v]", "-map", "[a]", "-t", str(seconds),
+            # crf 16 at veryfast; the quick 4K preset (ultrafast) gets 20 to keep the file size sane
             "-c:v", "libx264", "-preset", preset, "-crf", "16" if preset == "veryfast" else "20",
             "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",  # a keyframe exactly every 2 s
             "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(path)]
 
 
-def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> Path:
-    """The cached source of this size and length, generated on first use."""
+def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> MediaInfo:
+    """The probed source of this size and length, generated on first use and cached."""
     path = CACHE / f"src{SOURCE_RECIPE}_{width}x{height}_{seconds}s_{preset}.mp4"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> P
         print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
     info = probe(path)
     print(f"  source {path.name}: {info.duration:.1f} s, {info.bit_rate / 1e6:.1f} Mb/s", flush=True)
-    return path
+    return info
 
 
 # --- timing --------------------------------------------------------------------------------------
@@ -171,7 +172,8 @@ def separate_commands(info: MediaInfo, settings: list[EncodeSettings], outs: lis
 
 
 def describe(path: Path) -> tuple:
-    """What must match between contenders' outputs: codecs, size, frame count."""
+    """What must match between contenders' outputs: codecs, size, frame count (0 where the container,
+    like WebM, does not record it)."""
     info = probe(path)
     return (info.video.codec, info.video.width, info.video.height, info.video.frames, info.audio.codec if info.audio else None)
 
@@ -181,8 +183,7 @@ def describe(path: Path) -> tuple:
 def bench_ladder(quick: bool) -> dict:
     """B1: a 1080p30 source to four targets: vexport vs one hand-written FFmpeg vs four in sequence."""
     seconds = 6 if quick else 30
-    path = source(1920, 1080, seconds)
-    info = probe(path)
+    info = source(1920, 1080, seconds)
     book = PresetBook.load()
     settings = [book.resolve(t, info) for t in LADDER]
     out = CACHE / "out" / "B1"
@@ -205,11 +206,11 @@ def bench_ladder(quick: bool) -> dict:
     for c in separate:
         print("  (b) argv:    ", shlex.join(c))
     shapes = {name: [describe(p) for p in paths] for name, paths in outs.items()}
-    (v, v_cpu), (a, a_cpu), (b, _) = ((t["median_s"], t["median_cpu_s"]) for t in times.values())
+    (v, v_cpu), (a, a_cpu), (b, b_cpu) = ((t["median_s"], t["median_cpu_s"]) for t in times.values())
     return {
         "source_s": info.duration, "targets": [s.label for s in settings], "times": times,
         "ratios": {"vexport/(a)": ratio(v, a), "(b)/(a)": ratio(b, a), "(b)/vexport": ratio(b, v),
-                   "vexport/(a) CPU time": ratio(v_cpu, a_cpu)},
+                   "vexport/(a) CPU time": ratio(v_cpu, a_cpu), "(b)/(a) CPU time": ratio(b_cpu, a_cpu)},
         "realtime_factor": ratio(info.duration, v),
         "outputs_match": shapes["vexport"] == shapes["a"] == shapes["b"], "outputs": shapes["vexport"],
         "goals": {"vexport/(a) <= 1.05": ratio(v, a) <= 1.05},
@@ -221,12 +222,11 @@ def bench_fast_cut(quick: bool) -> dict:
     """B2: three keyframe-aligned segments joined into a target equal to the source:
     vexport (stream copy when it can) vs vexport forced to re-encode (an explicit crf)."""
     seconds, segments = (20, [(2, 4), (8, 10), (14, 18)]) if quick else (60, [(4, 10), (20, 26), (40, 48)])
-    path = source(1920, 1080, seconds)
-    info = probe(path)
-    comp = parse_composition({"source": str(path), "export_type": "combined",
+    info = source(1920, 1080, seconds)
+    comp = parse_composition({"source": info.path, "export_type": "combined",
                               "segments": [{"start": s, "end": e} for s, e in segments],
                               "targets": [{"format": "mp4", "video_codec": "h264", "resolution": "source", "fps": "source", "quality": "medium"}]})
-    clip = build_timeline(comp, info, keyframe_times(path)).clips[0]
+    clip = build_timeline(comp, info, keyframe_times(info.path)).clips[0]
     book = PresetBook.load()
     target = comp.targets[0]
     plain = book.resolve(target, info)
@@ -300,8 +300,7 @@ class RssMonitor:
 def bench_memory(quick: bool) -> dict:
     """B3: peak RSS of this Python process (and of FFmpeg) while vexport renders a 4K ladder."""
     seconds = 10 if quick else 60
-    path = source(3840, 2160, seconds, preset="ultrafast")  # 4K at veryfast takes too long to generate on 2 cores
-    info = probe(path)
+    info = source(3840, 2160, seconds, preset="ultrafast")  # 4K at veryfast takes too long to generate on 2 cores
     book = PresetBook.load()
     settings = [book.resolve(t, info) for t in LADDER_4K]
     out = CACHE / "out" / "B3"
@@ -319,7 +318,37 @@ def bench_memory(quick: bool) -> dict:
     }
 
 
-BENCHMARKS = {"B1": ("ladder", bench_ladder), "B2": ("fast cut", bench_fast_cut), "B3": ("memory", bench_memory)}
+def bench_validation(quick: bool) -> dict:
+    """B4: validating the B1 ladder with default settings (full decode, loudness, black/silence, sampled
+    VMAF/PSNR/SSIM against the source) vs encoding it; goal: validation <= half the encode."""
+    from vexport_pipeline.core.validate import check_file
+
+    seconds = 6 if quick else 30
+    info = source(1920, 1080, seconds)
+    book = PresetBook.load()
+    settings = [book.resolve(t, info) for t in LADDER]
+    out = CACHE / "out" / "B4"
+    outs = [out / f"{s.label}.{s.ext}" for s in settings]
+    out.mkdir(parents=True, exist_ok=True)
+    clip = Clip(None, [(0.0, info.duration)])
+    reports = {}
+
+    def validate() -> None:
+        reports["last"] = [check_file(p, s, expected_duration=clip.duration, source_has_audio=info.has_audio, reference=(info, clip))
+                           for p, s in zip(outs, settings)]
+
+    times = alternate({"encode": lambda: render_clip(info, clip, settings, outs), "validate": validate}, RUNS)
+    e, v = times["encode"]["median_s"], times["validate"]["median_s"]
+    return {
+        "source_s": info.duration, "targets": [s.label for s in settings], "times": times,
+        "ratios": {"validate/encode": ratio(v, e)},
+        "statuses": [r.status for r in reports["last"]], "vmaf": [r.vmaf for r in reports["last"]],
+        "goals": {"validate/encode <= 0.5": ratio(v, e) <= 0.5},
+    }
+
+
+BENCHMARKS = {"B1": ("ladder", bench_ladder), "B2": ("fast cut", bench_fast_cut), "B3": ("memory", bench_memory),
+              "B4": ("validation", bench_validation)}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -337,8 +366,10 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
         rows += [("stream copy used", str(r["stream_copy"])),
                  ("duration", f"{c['probed_s']:.3f} s (expected {c['expected_s']:.3f})"),
                  ("frames", f"{c['decoded_frames']} (expected {c['expected_frames']})")]
+    if name == "B4":
+        rows += [("statuses", ", ".join(r["statuses"])), ("VMAF", ", ".join(str(x) for x in r["vmaf"]))]
     if name == "B3":
-        rows += [("wall", f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU"), ("python RSS before", f"{r['python_rss_before_mb']} MB"),
+        rows += [("render", f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU"), ("python RSS before", f"{r['python_rss_before_mb']} MB"),
                  ("python peak RSS", f"{r['python_peak_rss_mb']} MB"), ("ffmpeg peak RSS", f"{r['ffmpeg_peak_rss_mb']} MB")]
     rows += [(f"goal: {g}", "met" if ok else "MISSED") for g, ok in r["goals"].items()]
     return rows

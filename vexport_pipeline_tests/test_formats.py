@@ -120,3 +120,25 @@ def test_custom_crf_and_bitrate(media, tmp_path):
     assert paths[0].stat().st_size < paths[1].stat().st_size
     kbps = outs[2].video.bit_rate / 1000
     assert 250 < kbps < 560, kbps  # lands near the 400k asked for
+
+
+def test_every_preset_encodes_to_its_spec(media, tmp_path):
+    """All built-in presets from one decode of a short clip: codec, size, pix_fmt, faststart, edit list, validation."""
+    book = PresetBook.load()
+    info = probe(media["av"])
+    names = book.names()
+    ss = [book.resolve(Target(preset=n, quality="draft") if n != "prores_master" else Target(preset=n), info) for n in names]
+    outs = [tmp_path / f"{n}.{s.ext}" for n, s in zip(names, ss)]
+    clip = Clip(None, [(0.0, 0.4)])
+    render_clip(info, clip, ss, outs)
+    for n, s, p in zip(names, ss, outs):
+        got = probe(p)
+        assert got.video.codec == {"h264": "h264", "prores": "prores"}[s.video_codec], n
+        assert (got.video.width, got.video.height) == (s.width, s.height), n
+        if s.container == "mp4":
+            assert got.faststart and got.video.pix_fmt == "yuv420p", n
+            assert got.extra["edit_list"] is (not s.limits.get("no_edit_list")), n
+        report = check_file(p, s, expected_duration=0.4, source_has_audio=True, quality="off")
+        assert not [i for i in report.issues if i.severity == "error" and i.code not in ("too_short",)], (n, report.issues)
+    assert {"youtube_1080p", "youtube_4k", "youtube_shorts", "tiktok", "instagram_reels", "instagram_story", "instagram_feed_square",
+            "instagram_feed_portrait", "facebook_feed", "facebook_reels", "linkedin", "x", "vimeo", "web_720p", "prores_master"} <= set(names)

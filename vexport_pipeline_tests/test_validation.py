@@ -140,3 +140,9 @@ def test_youtube_preset_output_has_no_edit_list_and_starts_at_zero(media, tmp_pa
     assert got.extra["edit_list"] is False and got.video.start_time == 0.0 and got.faststart
     report = check_file(out, s, expected_duration=1.0, source_has_audio=True)
     assert report.status == "pass", report.issues
+
+
+def test_h264_level_above_the_target_is_caught(files, target, tmp_path):
+    assert probe(files["good"]).video.level is not None
+    strict = replace(target, level="1.0")  # 320x180@25 needs more than level 1.0 allows
+    assert "level_too_high" in codes(check_file(files["good"], strict, decode=False, source_has_audio=True), "error")

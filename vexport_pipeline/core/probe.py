@@ -39,6 +39,7 @@ class VideoInfo:
     bit_rate: Optional[int]
     vfr: bool = False  # variable frame rate: the average differs from the stream's base rate
     base_fps: str = ""  # r_frame_rate, the finest rate timestamps are on
+    level: Optional[int] = None  # codec level as coded (H.264: 31 = 3.1)
 
     @property
     def rate(self) -> Fraction:
@@ -198,6 +199,7 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
                 bit_rate=cc.bit_rate or None,
                 vfr=vfr,
                 base_fps=str(base),
+                level=cc.level if (cc.level or 0) > 0 else None,
             )
         if astreams:
             a = astreams[0]

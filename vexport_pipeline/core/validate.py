@@ -237,6 +237,9 @@ def check_file(
     if v is not None:
         if s.video_codec == "h264" and s.pix_fmt == "yuv420p" and v.profile not in ("High", "Main", "Constrained Baseline"):
             err("profile", f"H.264 profile is {v.profile}; players expect High (8-bit 4:2:0)", "re-encode with -profile:v high -pix_fmt yuv420p")
+        if s.video_codec == "h264" and s.level and v.level and v.level > round(float(s.level) * 10):
+            err("level_too_high", f"H.264 level {v.level / 10:.1f} is above the {s.level} this size and rate need; some devices refuse it",
+                f"re-encode with -level:v {s.level}")
         if len(frame_intervals(path)) > 1 and s.container != "webm":  # WebM timestamps are in ms: rounding jitter is normal
             err("variable_frame_rate", "frame timestamps are not evenly spaced (variable frame rate)", f"re-encode with fps={s.fps}")
     expected_streams = 1 + bool(s.audio_codec and (source_has_audio or s.silent_audio))
