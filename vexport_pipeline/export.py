@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .config import ensure_dagster_home
 from .core import registry, summary
-from .core.errors import InputError, VexportError
+from .core.errors import VexportError
 from .core.manifest import load_composition, resolve_source, slug
 from .core.probe import probe, require_video
 from .core.settings import Home, MediaPolicy

@@ -1,5 +1,4 @@
 """Real FFmpeg encodes through the media core, checked the way a user would: probe and decode."""
-from pathlib import Path
 
 import pytest
 

@@ -3,6 +3,7 @@ as separate steps in the `gpu` pool, so one export can use many workers; then as
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -89,7 +90,7 @@ def encode(context: dg.OpExecutionContext, vexport: VexportResource, source: dic
     context.log.info(f"{job.key}: {len(finals) - sum(done.cached)} encoded in {done.wall_s:.1f} s, {sum(done.cached)} from the cache")
     return {"job": task["job"], "paths": [str(p) for p in finals], "cached": done.cached, "copied": done.copied,
             "encoders": done.encoders, "settings": [s.to_dict() for s in done.settings], "wall_s": done.wall_s,
-            "loudness": done.loudness, "hardware": task["hardware"]}
+            "loudness": done.loudness, "hardware": task["hardware"], "plan": {"settings": task["settings"], "labels": task["labels"]}}
 
 
 @dg.op(description="Join chunks without re-encoding, probe every rendition and describe it.")
@@ -109,29 +110,31 @@ def assemble(context: dg.OpExecutionContext, vexport: VexportResource, source: d
                 by_target[(job.clip_index, i)] = item
             else:
                 chunks.setdefault((job.clip_index, i), []).append(item)
-    plan = _plan_of(source, comp, info)
+    # the targets exactly as plan_encodes resolved them (hardware encoder included): every job carries the plan
+    plan = results[0]["plan"]
+    labels, planned = plan["labels"], [EncodeSettings.from_dict(d) for d in plan["settings"]]
+    level = _loudness(comp)
+    measured: dict = {}  # loudness pass 1, once per clip whatever the number of chunked targets
     for (ci, i), items in chunks.items():  # chunked targets: join their pieces, audio from the source once
-        clip = timeline.clips[ci]
-        s = plan["settings"][i]
-        final = _final(out_dir, clip.clip_id, plan["labels"][i], s)
-        level = _loudness(comp)
-        measured = loud.measure(clip_audio(Path(info.path), clip), *level) if level and info.has_audio else None
-        run = join_pieces(info, clip, s, [Path(x["paths"]) for x in items], final, measured, vexport.encode_timeout_s)
+        clip, s = timeline.clips[ci], planned[i]
+        if level and info.has_audio and ci not in measured:
+            measured[ci] = loud.measure(clip_audio(Path(info.path), clip), *level)
+        final = _final(out_dir, clip.clip_id, labels[i], s)
+        run = join_pieces(info, clip, s, [Path(x["paths"]) for x in items], final, measured.get(ci), vexport.encode_timeout_s)
         by_target[(ci, i)] = {"paths": str(final), "cached": False, "copied": False, "encoders": items[0]["encoders"],
-                              "settings": items[0]["settings"] | {"audio_codec": s.audio_codec, "audio_encoder": s.audio_encoder,
-                                                                  "limits": s.limits, "silent_audio": s.silent_audio},
-                              "wall_s": sum(x["wall_s"] for x in items) + run.wall_s, "loudness": measured.to_dict() if measured else None,
-                              "chunks": len(items)}
+                              "settings": replace(s, encoder=items[0]["encoders"]).to_dict(),
+                              "wall_s": sum(x["wall_s"] for x in items) + run.wall_s,
+                              "loudness": measured[ci].to_dict() if ci in measured else None, "chunks": len(items)}
     shutil.rmtree(out_dir / ".chunks", ignore_errors=True)
-    rows, out = [], []
+    out = []
     for ci, clip in enumerate(timeline.clips):
-        for i in range(len(plan["settings"])):
+        for i in range(len(planned)):
             item = by_target[(ci, i)]
             s = EncodeSettings.from_dict(item["settings"])
             path = Path(item["paths"])
             got = probe(path, where=str(path))
             out.append({
-                "target": plan["labels"][i], "clip_id": clip.clip_id, "path": str(path), "container": s.container,
+                "target": labels[i], "clip_id": clip.clip_id, "path": str(path), "container": s.container,
                 "video_codec": s.video_codec, "audio_codec": s.audio_codec if got.audio else None,
                 "width": got.video.display_width, "height": got.video.display_height, "fps": got.video.fps,
                 "duration": got.duration, "size_bytes": got.size_bytes, "sha256": sha256_file(path),
@@ -156,12 +159,6 @@ def assemble(context: dg.OpExecutionContext, vexport: VexportResource, source: d
         "table": dg.MetadataValue.md("| clip | target | container | codecs | size | fps | duration | bytes | encoder | chunks/cache |\n"
                                      "|---|---|---|---|---|---|---|---|---|---|\n" + table),
     })
-
-
-def _plan_of(source: dict, comp, info: MediaInfo) -> dict:
-    """The resolved targets as plan_encodes saw them (re-resolved here: cheap, deterministic)."""
-    settings = [PresetBook.load().resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets)]
-    return {"settings": settings, "labels": unique_labels(settings)}
 
 
 @dg.graph_asset(partitions_def=exports, group_name="export", kinds={"ffmpeg"},

@@ -5,7 +5,6 @@ Plus a demux-only look at the video timestamps (constant frame rate or not)."""
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,7 @@ from typing import Optional
 import av
 
 from .probe import SAFE_OPTIONS
+from .runner import capture
 from .settings import ffmpeg_exe
 
 BLACK = "blackdetect=d=0.5:pix_th=0.10"
@@ -47,7 +47,7 @@ def analyze(path: Path, *, has_video: bool = True, has_audio: bool = True, timeo
     if has_audio:
         argv += ["-map", "0:a:0", "-af", f"ebur128=peak=true,{SILENCE}"]
     argv += ["-f", "null", "-"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = capture(argv, timeout=timeout)
     out = Analysis()
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
     out.frames = int(frames[-1]) if frames else 0

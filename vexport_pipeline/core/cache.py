@@ -8,12 +8,12 @@ import functools
 import hashlib
 import json
 import os
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Optional
 
 from .presets import EncodeSettings
+from .runner import capture
 from .settings import ffmpeg_exe
 from .timeline import Clip
 
@@ -35,7 +35,7 @@ NOT_IN_KEY = {"label", "limits", "uncertain"}
 
 @functools.lru_cache(maxsize=4)
 def encoder_version(exe: str) -> str:
-    out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30).stdout
+    out = capture([exe, "-hide_banner", "-version"], timeout=30).stdout
     return out.splitlines()[0] if out else exe
 
 

@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass
 
 from .presets import EncodeSettings
+from .runner import capture
 from .settings import ffmpeg_exe
 
 CANDIDATES = {
@@ -30,7 +31,7 @@ def try_encoder(encoder: str, exe: str | None = None) -> Trial:
     argv = [exe or ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s=256x144:r=25:d=0.2",
             "-frames:v", "4", "-pix_fmt", "yuv420p", "-c:v", encoder, "-f", "null", "-"]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        proc = capture(argv, timeout=60)
     except subprocess.TimeoutExpired:
         return Trial(encoder, False, "timed out")
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

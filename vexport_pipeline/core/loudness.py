@@ -7,13 +7,12 @@ true-peak target, so we predict which mode applies and record it with the measur
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import ffmpeg
 
 from .errors import EncodeError
+from .runner import capture
 from .settings import ffmpeg_exe
 
 TARGET_LRA = 11.0
@@ -59,7 +58,7 @@ def measure(audio_stream, target_i: float, target_tp: float) -> LoudnessPlan:
     graph = ffmpeg.output(audio_stream.filter("loudnorm", i=target_i, tp=target_tp, lra=TARGET_LRA, print_format="json"),
                           "-", f="null").global_args("-hide_banner", "-nostdin", "-nostats")
     argv = graph.compile(cmd=ffmpeg_exe())
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=6 * 3600)
+    proc = capture(argv)
     if proc.returncode != 0:
         raise EncodeError(f"loudness measurement failed: {proc.stderr.strip()[-1000:]}", where="loudness pass 1")
     m = parse_loudnorm_json(proc.stderr)

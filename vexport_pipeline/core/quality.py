@@ -9,7 +9,6 @@ comparable frame to frame and are skipped with that reason."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +19,7 @@ import ffmpeg
 from .commands import clip_video
 from .presets import EncodeSettings
 from .probe import MediaInfo
+from .runner import capture
 from .settings import ffmpeg_exe
 from .timeline import Clip
 
@@ -60,7 +60,7 @@ def score(rendition: Path, source: MediaInfo, clip: Clip, s: EncodeSettings, *, 
                                log_fmt="json", log_path=str(log))
         argv = ffmpeg.output(scored, "-", f="null").global_args("-hide_banner", "-nostdin", "-loglevel", "error") \
             .compile(cmd=ffmpeg_exe())
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = capture(argv, timeout=timeout)
         if proc.returncode != 0 or not log.exists():
             raise RuntimeError(f"libvmaf failed: {proc.stderr.strip()[-500:]}")
         data = json.loads(log.read_text())

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -68,17 +68,13 @@ class ClipRender:
     clip: Clip
     paths: list[Path]
     argv: list[str]  # empty when every target came from the cache
-    run: Optional[RunResult]
+    wall_s: float  # every FFmpeg run of this clip: copies, analysis pass, encode (0 when all came from the cache)
     cached: list[bool]
-    copied: list[bool] = None  # type: ignore[assignment]
+    copied: list[bool] = field(default_factory=list)
     loudness: Optional[dict] = None  # pass-1 measurement and the mode pass 2 used
-    encoders: list[str] = None  # type: ignore[assignment]  # what each target was encoded with
+    encoders: list[str] = field(default_factory=list)  # what each target was encoded with
     fell_back: bool = False  # a hardware encoder failed and the CPU took over
-    settings: list = None  # type: ignore[assignment]  # as encoded (a size cap may have set a bitrate)
-
-    @property
-    def wall_s(self) -> float:
-        return self.run.wall_s if self.run else 0.0
+    settings: list[EncodeSettings] = field(default_factory=list)  # as encoded (a size cap may have set a bitrate)
 
 
 def render_clip(
@@ -106,11 +102,11 @@ def render_clip(
     copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
     argv: list[str] = []
-    run = None
+    wall = 0.0
     fell_back = False
     for i in copies:
         run = _copy(source, clip, settings[i], finals[i], plan, timeout)
-        argv = argv or run.argv
+        argv, wall = argv or run.argv, wall + run.wall_s
         if keys[i]:
             cache.store(keys[i], settings[i].ext, finals[i])
     if todo:
@@ -118,47 +114,54 @@ def render_clip(
         where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
         passlogs = {n: str(partial_path(finals[i]).with_suffix(".pass")) for n, i in enumerate(todo)
                     if settings[i].video_bitrate and settings[i].video_codec in TWO_PASS}
-        if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
-            first = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-                                       source_has_audio=source.has_audio, passlogs=passlogs, first_pass=True, source_size=_size(source), stream_starts=_starts(source))
-            run_ffmpeg(first, duration=clip.duration, on_progress=on_progress, timeout=timeout, where=f"{where} (pass 1)")
-            batch = [settings[i] for i in todo]
-            for n, (k, prefix) in enumerate(sorted(passlogs.items())):  # pass 1 wrote -n.log; pass 2 reads -<stream index>.log
-                index = pass_log_index(batch, k, source.has_audio)
-                for suffix in (".log", ".log.mbtree"):
-                    made = Path(f"{prefix}-{n}{suffix}")
-                    if made.exists() and n != index:
-                        os.replace(made, f"{prefix}-{index}{suffix}")
-        argv = build_clip_command(
-            ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-            source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs, source_size=_size(source), stream_starts=_starts(source),
-        )
+
+        def command(**extra) -> list[str]:
+            return build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
+                                      source_has_audio=source.has_audio, passlogs=passlogs, source_size=_size(source),
+                                      stream_starts=_starts(source), **extra)
+
+        def encode() -> RunResult:
+            return run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
+
         try:
-            run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
-        except EncodeError as exc:
-            if not any(s.encoder != CPU_ENCODERS[s.video_codec] for s in settings):
-                raise
-            # a hardware encoder failed mid-job: the same clip again on the CPU encoders
-            fallback = [replace(s, encoder=CPU_ENCODERS[s.video_codec]) if s.encoder != CPU_ENCODERS[s.video_codec] else s
-                        for s in settings]
-            log.warning("%s: hardware encode failed (%s); falling back to the CPU", where, exc)
-            settings = fallback
-            keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
-            argv = build_clip_command(ffmpeg_exe(), Path(source.path), clip, [settings[i] for i in todo], partials,
-                                      source_has_audio=source.has_audio, loudness=plan, passlogs=passlogs,
-                                      source_size=_size(source), stream_starts=_starts(source))
-            run = run_ffmpeg(argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where)
-            fell_back = True
+            if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
+                wall += run_ffmpeg(command(first_pass=True), duration=clip.duration, on_progress=on_progress, timeout=timeout,
+                                   where=f"{where} (pass 1)").wall_s
+                _name_pass_logs(passlogs, [settings[i] for i in todo], source.has_audio)
+            argv = command(loudness=plan)
+            try:
+                run = encode()
+            except EncodeError as exc:
+                if all(s.encoder == CPU_ENCODERS[s.video_codec] for s in settings):
+                    raise
+                # a hardware encoder failed mid-job: the same clip again on the CPU encoders
+                log.warning("%s: hardware encode failed (%s); falling back to the CPU", where, exc)
+                settings = [replace(s, encoder=CPU_ENCODERS[s.video_codec]) for s in settings]
+                keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
+                argv = command(loudness=plan)
+                run, fell_back = encode(), True
+            wall += run.wall_s
+        finally:
+            for prefix in passlogs.values():
+                for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
+                    leftover.unlink(missing_ok=True)
         for i, part in zip(todo, partials):
             os.replace(part, finals[i])
             if keys[i]:
                 cache.store(keys[i], settings[i].ext, finals[i])
-        for prefix in passlogs.values():
-            for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
-                leftover.unlink(missing_ok=True)
-    return ClipRender(clip, finals, argv, run, cached, copied=[i in copies for i in range(len(settings))],
+    return ClipRender(clip, finals, argv, wall, cached, copied=[i in copies for i in range(len(settings))],
                       loudness=plan.to_dict() if plan else None, encoders=[s.encoder for s in settings], fell_back=fell_back,
                       settings=settings)
+
+
+def _name_pass_logs(passlogs: dict[int, str], batch: list[EncodeSettings], source_has_audio: bool) -> None:
+    """Pass 1 (video only) wrote `prefix-n.log`; pass 2 reads `prefix-<stream index among all outputs>.log`."""
+    for n, (k, prefix) in enumerate(sorted(passlogs.items())):
+        index = pass_log_index(batch, k, source_has_audio)
+        for suffix in (".log", ".log.mbtree"):
+            made = Path(f"{prefix}-{n}{suffix}")
+            if made.exists() and n != index:
+                os.replace(made, f"{prefix}-{index}{suffix}")
 
 
 def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudness, timeout) -> RunResult:

@@ -4,7 +4,6 @@ per-second bitrate plot (PNG), the issues with their fixes; and one pandas table
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +11,7 @@ import av
 import pandas as pd
 
 from .probe import SAFE_OPTIONS
+from .runner import capture
 from .settings import ffmpeg_exe
 
 SHEET_TILES = 6
@@ -20,9 +20,11 @@ SHEET_TILES = 6
 def contact_sheet(video: Path, out: Path, duration: float, width: int = 160) -> Path:
     """Six evenly spaced thumbnails in one row."""
     rate = SHEET_TILES / max(duration, 0.1)
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-protocol_whitelist", "file",
+    proc = capture([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-protocol_whitelist", "file",
                     "-i", f"file:{video}", "-vf", f"fps={rate:.6f},scale={width}:-2,tile={SHEET_TILES}x1:padding=2",
-                    "-frames:v", "1", str(out)], check=True, timeout=600)
+                    "-frames:v", "1", str(out)], timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"contact sheet failed: {proc.stderr.strip()[-300:]}")
     return out
 
 

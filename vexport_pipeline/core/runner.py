@@ -147,3 +147,10 @@ def run_ffmpeg(
                     pass
         if not ok:
             _remove(outputs)
+
+
+def capture(argv: list[str], *, timeout: float = 6 * 3600) -> subprocess.CompletedProcess:
+    """Run a short FFmpeg job whose printed output is the result (measurements, trials, thumbnails).
+    Logged like every command; `subprocess.run` kills the child if we are interrupted."""
+    log.info("running: %s", shlex.join(argv))
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import InputError
 from .presets import EncodeSettings
@@ -21,6 +21,9 @@ from .analyze import analyze, frame_intervals
 from .probe import MediaInfo, probe
 from .quality import TIER_MIN_VMAF, comparable
 from .quality import score as score_quality
+
+if TYPE_CHECKING:
+    from .timeline import Clip
 
 CODEC_NAMES = {"h264": {"h264"}, "h265": {"hevc"}, "vp8": {"vp8"}, "vp9": {"vp9"}, "av1": {"av1"}, "prores": {"prores"}}
 AUDIO_NAMES = {"aac": {"aac"}, "opus": {"opus"}, "pcm": {"pcm_s24le", "pcm_s16le"}}
