@@ -20,19 +20,19 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
-from vexport_pipeline.core.commands import audio_args, container_args, video_args
-from vexport_pipeline.core.manifest import Target, parse_composition
-from vexport_pipeline.core.presets import EncodeSettings, PresetBook
-from vexport_pipeline.core.probe import MediaInfo, count_frames, keyframe_times, probe
-from vexport_pipeline.core.render import render_clip
+from vexport_pipeline.core.media.commands import audio_args, container_args, video_args
+from vexport_pipeline.core.media.probe import MediaInfo, count_frames, keyframe_times, probe
+from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.timeline import Clip, build_timeline
 from vexport_pipeline.core.settings import ffmpeg_exe
-from vexport_pipeline.core.timeline import Clip, build_timeline
+from vexport_pipeline.core.spec.composition import Target, parse_composition
+from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook
 
 BENCH = Path(__file__).resolve().parent
 CACHE = BENCH / ".cache"
@@ -41,12 +41,22 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 FFMPEG = ffmpeg_exe()
 SOURCE_RECIPE = 1  # bump when source_command changes: cached sources are named after it
 
-LADDER = [Target(preset="youtube_1080p"), Target(preset="web_720p"), Target(preset="tiktok"),
-          Target(format="webm", video_codec="vp9", resolution="720p")]
-LADDER_4K = [Target(preset="youtube_4k"), Target(preset="youtube_1080p"), Target(preset="web_720p"), Target(preset="tiktok")]
+LADDER = [
+    Target(preset="youtube_1080p"),
+    Target(preset="web_720p"),
+    Target(preset="tiktok"),
+    Target(format="webm", video_codec="vp9", resolution="720p"),
+]
+LADDER_4K = [
+    Target(preset="youtube_4k"),
+    Target(preset="youtube_1080p"),
+    Target(preset="web_720p"),
+    Target(preset="tiktok"),
+]
 
 
 # --- sources -------------------------------------------------------------------------------------
+
 
 def source_command(path: Path, width: int, height: int, seconds: int, preset: str) -> list[str]:
     """A panned Mandelbrot still blended with testsrc2 (moving bars, text, a sweeping line), a
@@ -62,14 +72,46 @@ def source_command(path: Path, width: int, height: int, seconds: int, preset: st
         "[bg][pip]overlay=x='(W-w)/2*(1+sin(t*0.7))':y='(H-h)/2*(1+cos(t*0.5))',"
         f"scale={width}:{height},noise=alls=2:allf=t,format=yuv420p[v]"
     )
-    audio = ("sine=frequency=220:sample_rate=48000[tone];anoisesrc=color=pink:amplitude=0.05:sample_rate=48000[hiss];"
-             "[tone][hiss]amix=inputs=2:normalize=0,aformat=sample_rates=48000:channel_layouts=stereo[a]")
-    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-filter_complex", f"{video};{audio}",
-            "-map", "[v]", "-map", "[a]", "-t", str(seconds),
-            # crf 16 at veryfast; the quick 4K preset (ultrafast) gets 20 to keep the file size sane
-            "-c:v", "libx264", "-preset", preset, "-crf", "16" if preset == "veryfast" else "20",
-            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",  # a keyframe exactly every 2 s
-            "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(path)]
+    audio = (
+        "sine=frequency=220:sample_rate=48000[tone];anoisesrc=color=pink:amplitude=0.05:sample_rate=48000[hiss];"
+        "[tone][hiss]amix=inputs=2:normalize=0,aformat=sample_rates=48000:channel_layouts=stereo[a]"
+    )
+    return [
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-filter_complex",
+        f"{video};{audio}",
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-t",
+        str(seconds),
+        # crf 16 at veryfast; the quick 4K preset (ultrafast) gets 20 to keep the file size sane
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        "16" if preset == "veryfast" else "20",
+        "-g",
+        "60",
+        "-keyint_min",
+        "60",
+        "-sc_threshold",
+        "0",  # a keyframe exactly every 2 s
+        "-c:a",
+        "aac",
+        "-b:a",
+        "192k",
+        "-movflags",
+        "+faststart",
+        str(path),
+    ]
 
 
 def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> MediaInfo:
@@ -89,6 +131,7 @@ def source(width: int, height: int, seconds: int, preset: str = "veryfast") -> M
 
 
 # --- timing --------------------------------------------------------------------------------------
+
 
 def cpu_seconds() -> float:
     """CPU time used so far by this process and its finished children (FFmpeg)."""
@@ -113,8 +156,14 @@ def alternate(contenders: dict[str, Callable[[], object]], runs: int) -> dict[st
             walls[name].append(wall)
             cpus[name].append(cpu)
             print(f"  run {i + 1}/{runs} {name}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
-    return {name: {"median_s": round(statistics.median(walls[name]), 3), "runs_s": [round(x, 3) for x in walls[name]],
-                   "median_cpu_s": round(statistics.median(cpus[name]), 3)} for name in contenders}
+    return {
+        name: {
+            "median_s": round(statistics.median(walls[name]), 3),
+            "runs_s": [round(x, 3) for x in walls[name]],
+            "median_cpu_s": round(statistics.median(cpus[name]), 3),
+        }
+        for name in contenders
+    }
 
 
 def ratio(a: float, b: float) -> float:
@@ -126,6 +175,7 @@ def run_quiet(argv: list[str]) -> None:
 
 
 # --- hand-written competitors --------------------------------------------------------------------
+
 
 def options(s: EncodeSettings) -> list[str]:
     """vexport's own encoder, audio and container options for a target, as argv."""
@@ -149,7 +199,10 @@ def hand_filter(s: EncodeSettings, info: MediaInfo) -> str:
 def one_command(info: MediaInfo, settings: list[EncodeSettings], outs: list[Path]) -> list[str]:
     """(a): one FFmpeg, the source decoded once, split/asplit to every target."""
     n = len(settings)
-    graph = [f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)), f"[0:a]asplit={n}" + "".join(f"[a{i}]" for i in range(n))]
+    graph = [
+        f"[0:v]split={n}" + "".join(f"[v{i}]" for i in range(n)),
+        f"[0:a]asplit={n}" + "".join(f"[a{i}]" for i in range(n)),
+    ]
     argv = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", info.path]
     maps = []
     for i, s in enumerate(settings):
@@ -166,8 +219,25 @@ def separate_commands(info: MediaInfo, settings: list[EncodeSettings], outs: lis
     cmds = []
     for s, out in zip(settings, outs):
         chain = hand_filter(s, info)
-        cmds.append([FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", info.path,
-                     *(["-vf", chain] if chain else []), "-map", "0:v:0", "-map", "0:a:0", *options(s), str(out)])
+        cmds.append(
+            [
+                FFMPEG,
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                info.path,
+                *(["-vf", chain] if chain else []),
+                "-map",
+                "0:v:0",
+                "-map",
+                "0:a:0",
+                *options(s),
+                str(out),
+            ]
+        )
     return cmds
 
 
@@ -175,10 +245,17 @@ def describe(path: Path) -> tuple:
     """What must match between contenders' outputs: codecs, size, frame count (0 where the container,
     like WebM, does not record it)."""
     info = probe(path)
-    return (info.video.codec, info.video.width, info.video.height, info.video.frames, info.audio.codec if info.audio else None)
+    return (
+        info.video.codec,
+        info.video.width,
+        info.video.height,
+        info.video.frames,
+        info.audio.codec if info.audio else None,
+    )
 
 
 # --- benchmarks ----------------------------------------------------------------------------------
+
 
 def bench_ladder(quick: bool) -> dict:
     """B1: a 1080p30 source to four targets: vexport vs one hand-written FFmpeg vs four in sequence."""
@@ -199,8 +276,14 @@ def bench_ladder(quick: bool) -> dict:
 
     one = one_command(info, settings, outs["a"])
     separate = separate_commands(info, settings, outs["b"])
-    times = alternate({"vexport": vexport, "(a) one ffmpeg": lambda: run_quiet(one),
-                       "(b) 4 ffmpeg in turn": lambda: [run_quiet(c) for c in separate]}, RUNS)
+    times = alternate(
+        {
+            "vexport": vexport,
+            "(a) one ffmpeg": lambda: run_quiet(one),
+            "(b) 4 ffmpeg in turn": lambda: [run_quiet(c) for c in separate],
+        },
+        RUNS,
+    )
     print("  vexport argv:", shlex.join(argv["vexport"]))
     print("  (a) argv:    ", shlex.join(one))
     for c in separate:
@@ -208,11 +291,19 @@ def bench_ladder(quick: bool) -> dict:
     shapes = {name: [describe(p) for p in paths] for name, paths in outs.items()}
     (v, v_cpu), (a, a_cpu), (b, b_cpu) = ((t["median_s"], t["median_cpu_s"]) for t in times.values())
     return {
-        "source_s": info.duration, "targets": [s.label for s in settings], "times": times,
-        "ratios": {"vexport/(a)": ratio(v, a), "(b)/(a)": ratio(b, a), "(b)/vexport": ratio(b, v),
-                   "vexport/(a) CPU time": ratio(v_cpu, a_cpu), "(b)/(a) CPU time": ratio(b_cpu, a_cpu)},
+        "source_s": info.duration,
+        "targets": [s.label for s in settings],
+        "times": times,
+        "ratios": {
+            "vexport/(a)": ratio(v, a),
+            "(b)/(a)": ratio(b, a),
+            "(b)/vexport": ratio(b, v),
+            "vexport/(a) CPU time": ratio(v_cpu, a_cpu),
+            "(b)/(a) CPU time": ratio(b_cpu, a_cpu),
+        },
         "realtime_factor": ratio(info.duration, v),
-        "outputs_match": shapes["vexport"] == shapes["a"] == shapes["b"], "outputs": shapes["vexport"],
+        "outputs_match": shapes["vexport"] == shapes["a"] == shapes["b"],
+        "outputs": shapes["vexport"],
         "goals": {"vexport/(a) <= 1.05": ratio(v, a) <= 1.05},
         "argv": {"vexport": argv["vexport"], "(a)": one, "(b)": separate},
     }
@@ -223,9 +314,16 @@ def bench_fast_cut(quick: bool) -> dict:
     vexport (stream copy when it can) vs vexport forced to re-encode (an explicit crf)."""
     seconds, segments = (20, [(2, 4), (8, 10), (14, 18)]) if quick else (60, [(4, 10), (20, 26), (40, 48)])
     info = source(1920, 1080, seconds)
-    comp = parse_composition({"source": info.path, "export_type": "combined",
-                              "segments": [{"start": s, "end": e} for s, e in segments],
-                              "targets": [{"format": "mp4", "video_codec": "h264", "resolution": "source", "fps": "source", "quality": "medium"}]})
+    comp = parse_composition(
+        {
+            "source": info.path,
+            "export_type": "combined",
+            "segments": [{"start": s, "end": e} for s, e in segments],
+            "targets": [
+                {"format": "mp4", "video_codec": "h264", "resolution": "source", "fps": "source", "quality": "medium"}
+            ],
+        }
+    )
     clip = build_timeline(comp, info, keyframe_times(info.path)).clips[0]
     book = PresetBook.load()
     target = comp.targets[0]
@@ -238,8 +336,10 @@ def bench_fast_cut(quick: bool) -> dict:
     def run(name: str, s: EncodeSettings, dest: Path) -> None:
         renders[name] = render_clip(info, clip, [s], [dest])
 
-    times = alternate({"vexport": lambda: run("vexport", plain, fast_out),
-                       "re-encode": lambda: run("re-encode", forced, encode_out)}, RUNS)
+    times = alternate(
+        {"vexport": lambda: run("vexport", plain, fast_out), "re-encode": lambda: run("re-encode", forced, encode_out)},
+        RUNS,
+    )
     copied = bool(renders["vexport"].copied and renders["vexport"].copied[0])
     if renders["re-encode"].copied and renders["re-encode"].copied[0]:
         raise SystemExit("B2: an explicit crf no longer forces a re-encode; the reference is not an encode")
@@ -254,16 +354,26 @@ def bench_fast_cut(quick: bool) -> dict:
     frames, samples, errors = count_frames(fast_out)
     v, r = times["vexport"]["median_s"], times["re-encode"]["median_s"]
     checks = {
-        "expected_s": expected_s, "probed_s": got.duration, "video_stream_s": got.video.duration,
-        "expected_frames": expected_frames, "decoded_frames": frames,
-        "audio_s": round(samples / got.audio.sample_rate, 4) if got.audio else None, "decode_errors": errors,
+        "expected_s": expected_s,
+        "probed_s": got.duration,
+        "video_stream_s": got.video.duration,
+        "expected_frames": expected_frames,
+        "decoded_frames": frames,
+        "audio_s": round(samples / got.audio.sample_rate, 4) if got.audio else None,
+        "decode_errors": errors,
     }
     return {
-        "source_s": info.duration, "segments": segments, "stream_copy": copied, "times": times,
-        "ratios": {"re-encode/vexport": ratio(r, v)}, "checks": checks,
-        "goals": {"re-encode/vexport >= 20": ratio(r, v) >= 20,
-                  "duration within 1 frame": abs(got.duration - expected_s) <= 1 / fps,
-                  "frame count exact": frames == expected_frames and not errors},
+        "source_s": info.duration,
+        "segments": segments,
+        "stream_copy": copied,
+        "times": times,
+        "ratios": {"re-encode/vexport": ratio(r, v)},
+        "checks": checks,
+        "goals": {
+            "re-encode/vexport >= 20": ratio(r, v) >= 20,
+            "duration within 1 frame": abs(got.duration - expected_s) <= 1 / fps,
+            "frame count exact": frames == expected_frames and not errors,
+        },
         "argv": {"vexport": renders["vexport"].argv, "re-encode": renders["re-encode"].argv},
     }
 
@@ -288,7 +398,7 @@ class RssMonitor:
                     pass
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "RssMonitor":
+    def __enter__(self) -> RssMonitor:
         self._thread.start()
         return self
 
@@ -307,13 +417,22 @@ def bench_memory(quick: bool) -> dict:
     baseline = psutil.Process().memory_info().rss
     print(f"  rendering {len(settings)} targets once (no repeats: this one measures memory)...", flush=True)
     with RssMonitor() as mon:
-        wall, cpu = timed(lambda: render_clip(info, Clip(None, [(0.0, info.duration)]), settings, [out / f"{s.label}.{s.ext}" for s in settings]))
+        wall, cpu = timed(
+            lambda: render_clip(
+                info, Clip(None, [(0.0, info.duration)]), settings, [out / f"{s.label}.{s.ext}" for s in settings]
+            )
+        )
     mb = 1 / (1 << 20)
     python_mb, ffmpeg_mb = round(mon.python_peak * mb, 1), round(mon.child_peak * mb, 1)
     return {
-        "source_s": info.duration, "targets": [s.label for s in settings], "wall_s": round(wall, 3), "cpu_s": round(cpu, 1),
+        "source_s": info.duration,
+        "targets": [s.label for s in settings],
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 1),
         "realtime_factor": ratio(info.duration, wall),
-        "python_rss_before_mb": round(baseline * mb, 1), "python_peak_rss_mb": python_mb, "ffmpeg_peak_rss_mb": ffmpeg_mb,
+        "python_rss_before_mb": round(baseline * mb, 1),
+        "python_peak_rss_mb": python_mb,
+        "ffmpeg_peak_rss_mb": ffmpeg_mb,
         "goals": {"python peak RSS <= 300 MB": python_mb <= 300},
     }
 
@@ -321,7 +440,7 @@ def bench_memory(quick: bool) -> dict:
 def bench_validation(quick: bool) -> dict:
     """B4: validating the B1 ladder with default settings (full decode, loudness, black/silence, sampled
     VMAF/PSNR/SSIM against the source) vs encoding it; goal: validation <= half the encode."""
-    from vexport_pipeline.core.validate import check_file
+    from vexport_pipeline.core.validation.checks import check_file
 
     seconds = 6 if quick else 30
     info = source(1920, 1080, seconds)
@@ -334,28 +453,43 @@ def bench_validation(quick: bool) -> dict:
     reports = {}
 
     def validate() -> None:
-        reports["last"] = [check_file(p, s, expected_duration=clip.duration, source_has_audio=info.has_audio, reference=(info, clip))
-                           for p, s in zip(outs, settings)]
+        reports["last"] = [
+            check_file(p, s, expected_duration=clip.duration, source_has_audio=info.has_audio, reference=(info, clip))
+            for p, s in zip(outs, settings)
+        ]
 
     times = alternate({"encode": lambda: render_clip(info, clip, settings, outs), "validate": validate}, RUNS)
     e, v = times["encode"]["median_s"], times["validate"]["median_s"]
     return {
-        "source_s": info.duration, "targets": [s.label for s in settings], "times": times,
+        "source_s": info.duration,
+        "targets": [s.label for s in settings],
+        "times": times,
         "ratios": {"validate/encode": ratio(v, e)},
-        "statuses": [r.status for r in reports["last"]], "vmaf": [r.vmaf for r in reports["last"]],
+        "statuses": [r.status for r in reports["last"]],
+        "vmaf": [r.vmaf for r in reports["last"]],
         "goals": {"validate/encode <= 0.5": ratio(v, e) <= 0.5},
     }
 
 
-BENCHMARKS = {"B1": ("ladder", bench_ladder), "B2": ("fast cut", bench_fast_cut), "B3": ("memory", bench_memory),
-              "B4": ("validation", bench_validation)}
+BENCHMARKS = {
+    "B1": ("ladder", bench_ladder),
+    "B2": ("fast cut", bench_fast_cut),
+    "B3": ("memory", bench_memory),
+    "B4": ("validation", bench_validation),
+}
 
 
 # --- report --------------------------------------------------------------------------------------
 
+
 def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
-    rows = [(f"{k} median", f"{t['median_s']:.1f} s wall, {t['median_cpu_s']:.1f} s CPU  (wall runs: {', '.join(f'{x:.1f}' for x in t['runs_s'])})")
-            for k, t in r.get("times", {}).items()]
+    rows = [
+        (
+            f"{k} median",
+            f"{t['median_s']:.1f} s wall, {t['median_cpu_s']:.1f} s CPU  (wall runs: {', '.join(f'{x:.1f}' for x in t['runs_s'])})",
+        )
+        for k, t in r.get("times", {}).items()
+    ]
     rows += [(k, f"{v:.2f}") for k, v in r.get("ratios", {}).items()]
     if "realtime_factor" in r:
         rows.append(("real-time factor", f"{r['realtime_factor']:.2f}x"))
@@ -363,14 +497,20 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
         rows.append(("outputs match", str(r["outputs_match"])))
     if name == "B2":
         c = r["checks"]
-        rows += [("stream copy used", str(r["stream_copy"])),
-                 ("duration", f"{c['probed_s']:.3f} s (expected {c['expected_s']:.3f})"),
-                 ("frames", f"{c['decoded_frames']} (expected {c['expected_frames']})")]
+        rows += [
+            ("stream copy used", str(r["stream_copy"])),
+            ("duration", f"{c['probed_s']:.3f} s (expected {c['expected_s']:.3f})"),
+            ("frames", f"{c['decoded_frames']} (expected {c['expected_frames']})"),
+        ]
     if name == "B4":
         rows += [("statuses", ", ".join(r["statuses"])), ("VMAF", ", ".join(str(x) for x in r["vmaf"]))]
     if name == "B3":
-        rows += [("render", f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU"), ("python RSS before", f"{r['python_rss_before_mb']} MB"),
-                 ("python peak RSS", f"{r['python_peak_rss_mb']} MB"), ("ffmpeg peak RSS", f"{r['ffmpeg_peak_rss_mb']} MB")]
+        rows += [
+            ("render", f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU"),
+            ("python RSS before", f"{r['python_rss_before_mb']} MB"),
+            ("python peak RSS", f"{r['python_peak_rss_mb']} MB"),
+            ("ffmpeg peak RSS", f"{r['ffmpeg_peak_rss_mb']} MB"),
+        ]
     rows += [(f"goal: {g}", "met" if ok else "MISSED") for g, ok in r["goals"].items()]
     return rows
 
@@ -404,11 +544,25 @@ def main() -> int:
     print_table(results)
     total = time.perf_counter() - started
     print(f"total {total / 60:.1f} min; results in {RESULTS.relative_to(BENCH.parent)}")
-    RESULTS.write_text(json.dumps({
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "ffmpeg": version,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "runs": RUNS, "quick": args.quick, "total_s": round(total, 1), "benchmarks": results,
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "ffmpeg": version,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                },
+                "runs": RUNS,
+                "quick": args.quick,
+                "total_s": round(total, 1),
+                "benchmarks": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

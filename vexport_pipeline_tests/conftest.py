@@ -12,11 +12,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_clip(path: Path, *, seconds=4, size="640x360", rate=25, audio=True, gop=25, extra_v=()):
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={seconds}"]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s={size}:r={rate}:d={seconds}",
+    ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=f=440:d={seconds}:r=48000"]
-    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p", "-movflags", "+faststart", *extra_v]
+    cmd += [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(gop),
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+        *extra_v,
+    ]
     if audio:
         cmd += ["-c:a", "aac", "-shortest"]
     subprocess.run(cmd + [str(path)], check=True)
@@ -36,17 +57,100 @@ def media(tmp_path_factory):
 
 AWKWARD = {
     # name: (ffmpeg arguments after the inputs, output name)
-    "vfr": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=30:d=3", "-vf", r"select='not(eq(mod(n\,4)\,3))'", "-fps_mode", "passthrough",
-            "-c:v", "libx264", "-preset", "ultrafast"],
-    "odd444": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-vf", "scale=641:361,setsar=1,format=yuv444p", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"],
-    "hevc10": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
-               "-x265-params", "log-level=error"],
-    "surround": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-f", "lavfi", "-i", "sine=f=440:d=2",
-                 "-af", "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
-    "shortaudio": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=3", "-f", "lavfi", "-i", "sine=d=1.5",
-                   "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
-    "offset": ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2", "-f", "lavfi", "-i", "sine=d=2",
-               "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-output_ts_offset", "5"],
+    "vfr": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=30:d=3",
+        "-vf",
+        r"select='not(eq(mod(n\,4)\,3))'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+    ],
+    "odd444": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=2",
+        "-vf",
+        "scale=641:361,setsar=1,format=yuv444p",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv444p",
+    ],
+    "hevc10": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=2",
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p10le",
+        "-x265-params",
+        "log-level=error",
+    ],
+    "surround": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:d=2",
+        "-af",
+        "pan=5.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+    ],
+    "shortaudio": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=1.5",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+    ],
+    "offset": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-output_ts_offset",
+        "5",
+    ],
 }
 
 
@@ -59,8 +163,23 @@ def awkward(tmp_path_factory, media):
         out[name] = d / f"{name}.mp4"
         subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(out[name])], check=True)
     out["rotated"] = d / "rotated.mp4"
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-display_rotation", "90", "-i", str(media["av"]),
-                    "-c", "copy", str(out["rotated"])], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-display_rotation",
+            "90",
+            "-i",
+            str(media["av"]),
+            "-c",
+            "copy",
+            str(out["rotated"]),
+        ],
+        check=True,
+    )
     return out
 
 

@@ -21,7 +21,7 @@ class Home:
     root: Path
 
     @classmethod
-    def from_env(cls) -> "Home":
+    def from_env(cls) -> Home:
         return cls(_env_path("VEXPORT_HOME", Path.cwd() / ".vexport"))
 
     @property
@@ -56,7 +56,7 @@ class Home:
     def events_db(self) -> Path:
         return self.root / "events.sqlite"
 
-    def ensure(self) -> "Home":
+    def ensure(self) -> Home:
         for p in (self.root, self.inbox, self.registry, self.media, self.work, self.store):
             p.mkdir(parents=True, exist_ok=True)
         return self
@@ -81,9 +81,11 @@ class MediaPolicy:
     roots: tuple[Path, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_env(cls, home: Home | None = None) -> "MediaPolicy":
+    def from_env(cls, home: Home | None = None) -> MediaPolicy:
         home = home or Home.from_env()
-        extra = [Path(p).expanduser().resolve() for p in os.environ.get("VEXPORT_MEDIA_ROOTS", "").split(os.pathsep) if p]
+        extra = [
+            Path(p).expanduser().resolve() for p in os.environ.get("VEXPORT_MEDIA_ROOTS", "").split(os.pathsep) if p
+        ]
         return cls(tuple([home.media.resolve(), *extra]))
 
 

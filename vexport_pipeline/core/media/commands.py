@@ -1,0 +1,305 @@
+"""FFmpeg command building: plain data in, argv out. Pure: nothing here runs FFmpeg.
+
+One process per clip: each source range is read once (input seeking), the ranges are joined
+(concat, or xfade/acrossfade), and the joined picture is split to every target of the clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from vexport_pipeline.core.spec.presets import PRORES_PROFILES, EncodeSettings
+
+from .loudness import LoudnessPlan
+from .timeline import Clip
+
+GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
+
+
+def _num(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def _fit(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
+    w, h = s.width, s.height
+    if source_size and abs(source_size[0] * h - source_size[1] * w) <= max(source_size):
+        return stream.filter("scale", w, h)  # same aspect (within a pixel): no bars, nothing to crop
+    if s.fit == "crop":
+        return stream.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h)
+    if s.fit == "blur":
+        parts = stream.filter_multi_output("split", 2)
+        bg, fg = parts[0], parts[1]
+        radius = max(2, min(w, h) // 24)  # scales with the frame; stays inside boxblur's chroma limit
+        bg = (
+            bg.filter("scale", w, h, force_original_aspect_ratio="increase")
+            .filter("crop", w, h)
+            .filter("boxblur", luma_radius=radius, luma_power=2)
+        )
+        fg = fg.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2)
+        return ffmpeg.overlay(bg, fg, x="(W-w)/2", y="(H-h)/2")
+    return stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2).filter(
+        "pad", w, h, "(ow-iw)/2", "(oh-ih)/2"
+    )
+
+
+def video_chain(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
+    """Constant frame rate (always: a VFR source comes out constant), scale/fit, square pixels, pixel format."""
+    return _fit(stream.filter("fps", fps=s.fps), s, source_size).filter("setsar", "1").filter("format", s.pix_fmt)
+
+
+def video_args(s: EncodeSettings) -> dict:
+    a: dict = {"c:v": s.encoder, "pix_fmt": s.pix_fmt}
+    if s.video_codec == "prores":
+        a.update({"profile:v": str(PRORES_PROFILES[s.profile or "hq"]), "vendor": "apl0"})
+        return a
+    a["g"] = s.gop
+    if s.encoder.endswith(("_nvenc", "_qsv")):
+        from .hardware import hardware_args
+
+        a.update(hardware_args(s))
+        if s.video_codec == "h265":
+            a["tag:v"] = "hvc1"
+        return a
+    if s.video_codec in ("h264", "h265"):
+        a["preset"] = s.speed
+        if s.video_codec == "h264":
+            a["profile:v"] = "high"
+            a["level:v"] = s.level
+            a["bf"] = 2
+        else:
+            a["tag:v"] = "hvc1"
+            a["x265-params"] = "log-level=error"
+        if s.video_bitrate:
+            a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
+        else:
+            a.update({"crf": s.crf, "maxrate": s.maxrate, "bufsize": s.bufsize})
+    elif s.video_codec in ("vp8", "vp9"):
+        fast = s.quality in ("draft", "low")
+        a.update(
+            {
+                "deadline": "realtime" if fast else "good",
+                "cpu-used": 8 if fast else 4,
+                "auto-alt-ref": 1,
+                "lag-in-frames": 16,
+            }
+        )
+        if s.video_codec == "vp9":
+            a["row-mt"] = 1
+        if s.video_bitrate:
+            a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
+        else:  # constrained quality: CRF with the tier's cap as the target rate
+            a.update({"crf": s.crf, "b:v": s.maxrate})
+    elif s.video_codec == "av1":
+        a.update({"preset": 10 if s.quality in ("draft", "low") else 8})
+        if s.video_bitrate:
+            a["b:v"] = s.video_bitrate
+        else:
+            a.update({"crf": s.crf})
+    return a
+
+
+def audio_args(s: EncodeSettings) -> dict:
+    if not s.audio_encoder:
+        return {}
+    a: dict = {"c:a": s.audio_encoder, "ar": s.sample_rate, "ac": s.channels}
+    if s.audio_bitrate:
+        a["b:a"] = s.audio_bitrate
+    return a
+
+
+def container_args(s: EncodeSettings) -> dict:
+    a: dict = {"map_metadata": -1, "map_chapters": -1}
+    if s.container in ("mp4", "mov"):
+        a["movflags"] = "+faststart"
+        if s.limits.get("no_edit_list"):  # the platform forbids edit lists: negative CTS offsets keep the start at zero
+            a.update({"movflags": "+faststart+negative_cts_offsets", "use_editlist": 0})
+    return a
+
+
+def _source_input(source: Path, start: float, end: float):
+    # file: prefix and a file-only protocol list: a source name can never become a URL.
+    return ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
+
+
+def _segment_video(inp, delay: float = 0.0):
+    """Each segment starts at zero (after input seeking FFmpeg may start it a frame in); a stream that
+    starts later than the cut in the source (a cut at the very start) keeps that gap, so sync holds."""
+    return inp.video.filter("setpts", f"PTS-STARTPTS+{_num(delay)}/TB" if delay > 0 else "PTS-STARTPTS")
+
+
+def _segment_audio(inp, start: float, end: float, source_has_audio: bool, delay: float = 0.0):
+    if source_has_audio:  # audio shorter than its segment is padded with silence, so later segments stay in sync
+        a = inp.audio.filter("asetpts", "PTS-STARTPTS")
+        if delay > 0:
+            a = a.filter("adelay", f"{delay * 1000:.0f}", all=1)
+        return a.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start))
+    return ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio  # a required silent track
+
+
+def _joined_audio(auds: list, crossfade: float, loudness: LoudnessPlan | None = None):
+    if len(auds) == 1:
+        a = auds[0]
+    elif crossfade > 0:
+        a = auds[0]
+        for nxt in auds[1:]:
+            a = ffmpeg.filter([a, nxt], "acrossfade", d=_num(crossfade))
+    else:
+        a = ffmpeg.concat(*auds, v=0, a=1)
+    if loudness is not None:  # pass 2 of loudnorm; it resamples internally, so -ar is set per output
+        a = a.filter("loudnorm", **loudness.filter_args())
+    return a
+
+
+def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True):
+    """The clip's joined audio alone, as FFmpeg will hear it in the encode (for loudness pass 1)."""
+    auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
+    return _joined_audio(auds, clip.crossfade)
+
+
+def _joined_video(vids: list, clip: Clip):
+    if len(vids) == 1:
+        return vids[0]
+    if clip.crossfade > 0:
+        v, length = vids[0], clip.ranges[0][1] - clip.ranges[0][0]
+        for k in range(1, len(vids)):
+            v = ffmpeg.filter(
+                [v, vids[k]],
+                "xfade",
+                transition="fade",
+                duration=_num(clip.crossfade),
+                offset=_num(length - clip.crossfade),
+            )
+            length += (clip.ranges[k][1] - clip.ranges[k][0]) - clip.crossfade
+        return v
+    return ffmpeg.concat(*vids, v=1, a=0)
+
+
+def clip_video(source: Path, clip: Clip):
+    """The clip's joined picture as the encode sees it, before fitting (the reference for quality scores)."""
+    return _joined_video([_segment_video(_source_input(source, a, b)) for a, b in clip.ranges], clip)
+
+
+def frames_in(start: float, end: float, rate: Fraction) -> int:
+    return round((end - start) * rate)
+
+
+def build_cut_command(ffmpeg_exe: str, source: Path, clip: Clip, rate: Fraction, pieces: list[Path]) -> list[str]:
+    """Copy each range's video with an exact frame count (not by timestamps, which let a B-frame or the
+    next keyframe leak in): the first half of the stream-copy fast path."""
+    outs = []
+    for (start, end), piece in zip(clip.ranges, pieces):
+        v = _source_input(source, start, end).video
+        outs.append(
+            ffmpeg.output(v, str(piece), **{"c:v": "copy", "frames:v": frames_in(start, end, rate), "f": "mp4"})
+        )
+    return ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
+
+
+def build_join_command(
+    ffmpeg_exe: str,
+    source: Path,
+    clip: Clip,
+    s: EncodeSettings,
+    list_file: Path,
+    output: Path,
+    *,
+    source_has_audio: bool,
+    loudness: LoudnessPlan | None = None,
+) -> list[str]:
+    """Join video pieces (stream copies or encoded chunks, listed in `list_file`) without re-encoding,
+    restart their timestamps at zero, and encode the audio once from the same exact ranges of the source."""
+    joined = ffmpeg.input(f"file:{list_file}", f="concat", safe=0, protocol_whitelist="file")
+    streams = [joined.video]
+    audio = {}
+    if s.audio_encoder:
+        auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
+        streams.append(_joined_audio(auds, 0.0, loudness))
+        audio = audio_args(s)
+    kwargs = {
+        "c:v": "copy",
+        "bsf:v": "setts=pts=PTS-STARTPTS:dts=DTS-STARTPTS",
+        **audio,
+        **container_args(s),
+        "t": _num(clip.duration),
+    }
+    return (
+        ffmpeg.output(*streams, str(output), **kwargs)
+        .global_args(*GLOBAL_ARGS)
+        .compile(cmd=ffmpeg_exe, overwrite_output=True)
+    )
+
+
+TWO_PASS = {"h264", "h265", "vp8", "vp9"}  # encoders whose two-pass mode FFmpeg drives
+
+
+def pass_args(s: EncodeSettings, pass_no: int, prefix: str) -> dict:
+    if s.video_codec == "h265":
+        return {"x265-params": f"log-level=error:pass={pass_no}:stats={prefix}.log"}
+    return {"pass": pass_no, "passlogfile": prefix}
+
+
+def pass_log_index(settings: list[EncodeSettings], i: int, source_has_audio: bool) -> int:
+    """FFmpeg names a pass log by the stream's index across all outputs of the command
+    (`prefix-N.log`): the count of streams written by the outputs before target i."""
+    return sum(1 + bool(s.audio_encoder and (source_has_audio or s.silent_audio)) for s in settings[:i])
+
+
+def build_clip_command(
+    ffmpeg_exe: str,
+    source: Path,
+    clip: Clip,
+    settings: list[EncodeSettings],
+    outputs: list[Path],
+    *,
+    source_has_audio: bool,
+    loudness: LoudnessPlan | None = None,
+    passlogs: dict[int, str] | None = None,
+    first_pass: bool = False,
+    source_size: tuple[int, int] | None = None,
+    stream_starts: tuple[float, float] = (0.0, 0.0),
+) -> list[str]:
+    """argv for one FFmpeg process writing every target of one clip.
+
+    `passlogs` (target index -> log prefix) makes those targets two-pass: with `first_pass` the
+    command only analyses them (no audio, no files), otherwise it is their second pass."""
+    assert len(settings) == len(outputs) and settings
+    passlogs = passlogs or {}
+    if first_pass:
+        keep = sorted(passlogs)
+        settings = [replace(settings[i], audio_encoder=None, silent_audio=False) for i in keep]
+        outputs = [Path("-")] * len(keep)
+        passlogs = {n: passlogs[i] for n, i in enumerate(keep)}
+    want_audio = any(s.audio_encoder for s in settings)
+    vids, auds = [], []
+    v0, a0 = stream_starts  # where video and audio begin in the source, relative to its earliest stream
+    for start, end in clip.ranges:
+        inp = _source_input(source, start, end)
+        vids.append(_segment_video(inp, max(0.0, v0 - start)))
+        if want_audio:
+            auds.append(_segment_audio(inp, start, end, source_has_audio, max(0.0, a0 - start)))
+
+    v = _joined_video(vids, clip)
+    audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
+    a = _joined_audio(auds, clip.crossfade, loudness) if audio_users else None
+    n = len(settings)
+    vsplit = v.filter_multi_output("split", n) if n > 1 else None
+    asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
+    outs = []
+    for i, (s, path) in enumerate(zip(settings, outputs)):
+        vs = video_chain(vsplit[i] if vsplit is not None else v, s, source_size)
+        streams, audio = [vs], {}
+        if i in audio_users:
+            streams.append(asplit[audio_users.index(i)] if asplit is not None else a)
+            audio = audio_args(s)
+        kwargs = {**video_args(s), **audio, **container_args(s), "t": _num(clip.duration)}
+        if i in passlogs:
+            kwargs.update(pass_args(s, 1 if first_pass else 2, passlogs[i]))
+        if first_pass:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("movflags",)} | {"f": "null"}
+        outs.append(ffmpeg.output(*streams, str(path), **kwargs))
+    graph = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS)
+    return graph.compile(cmd=ffmpeg_exe, overwrite_output=True)

@@ -1,0 +1,317 @@
+"""Probe media with PyAV: streams, codecs, display size (rotation applied), fps, duration, start times."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from vexport_pipeline.core.errors import InputError
+
+# Demuxers a source may use. Playlists and concat lists (hls, concat, dash...) can reference
+# other files or URLs, so they are refused outright.
+ALLOWED_FORMATS = {
+    "mov",
+    "mp4",
+    "m4a",
+    "3gp",
+    "3g2",
+    "mj2",
+    "matroska",
+    "webm",
+    "avi",
+    "mpegts",
+    "mxf",
+    "flv",
+    "mpeg",
+    "ogg",
+    "asf",
+    "h264",
+    "hevc",
+    "mpegvideo",
+    "m4v",
+    "wav",
+    "gif",
+    "ivf",
+    "yuv4mpegpipe",
+    "nut",
+}
+SAFE_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(sorted(ALLOWED_FORMATS))}
+
+
+@dataclass
+class VideoInfo:
+    codec: str
+    profile: str | None
+    pix_fmt: str | None
+    width: int  # coded size
+    height: int
+    display_width: int  # what a viewer sees: rotation and pixel aspect applied
+    display_height: int
+    rotation: int
+    sar: str
+    fps: float
+    fps_exact: str  # "30000/1001": the average rate
+    frames: int
+    duration: float | None
+    start_time: float
+    bit_rate: int | None
+    vfr: bool = False  # variable frame rate: the average differs from the stream's base rate
+    base_fps: str = ""  # r_frame_rate, the finest rate timestamps are on
+    level: int | None = None  # codec level as coded (H.264: 31 = 3.1)
+
+    @property
+    def rate(self) -> Fraction:
+        return Fraction(self.fps_exact)
+
+
+@dataclass
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    duration: float | None
+    start_time: float
+    bit_rate: int | None
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    format_name: str
+    duration: float
+    size_bytes: int
+    bit_rate: int | None
+    start_time: float
+    video: VideoInfo | None
+    audio: AudioInfo | None
+    stream_count: int
+    audio_streams: int = 0
+    faststart: bool | None = None  # MP4/MOV: moov before mdat
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MediaInfo:
+        d = dict(d)
+        d["video"] = VideoInfo(**d["video"]) if d.get("video") else None
+        d["audio"] = AudioInfo(**d["audio"]) if d.get("audio") else None
+        return cls(**d)
+
+
+def _seconds(value, time_base) -> float | None:
+    return float(value * time_base) if value is not None and time_base is not None else None
+
+
+def mp4_faststart(path: Path) -> bool | None:
+    """True when the top-level 'moov' atom comes before 'mdat' (progressive download works)."""
+    try:
+        with open(path, "rb") as f:
+            offset, size_total = 0, path.stat().st_size
+            while offset < size_total:
+                f.seek(offset)
+                header = f.read(16)
+                if len(header) < 8:
+                    return None
+                size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if size == 1:
+                    size = int.from_bytes(header[8:16], "big")
+                elif size == 0:
+                    size = size_total - offset
+                if kind == b"moov":
+                    return True
+                if kind == b"mdat":
+                    return False
+                if size < 8:
+                    return None
+                offset += size
+    except OSError:
+        return None
+    return None
+
+
+def _boxes(data: bytes, start: int, end: int):
+    while start + 8 <= end:
+        size, kind = int.from_bytes(data[start : start + 4], "big"), data[start + 4 : start + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8 : start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def mp4_edit_lists(path: Path) -> bool | None:
+    """True when any track of an MP4/MOV carries an edit list (moov/trak/edts)."""
+    try:
+        data = Path(path).read_bytes() if Path(path).stat().st_size < 64 << 20 else None
+        if data is None:  # big file: read only the moov box
+            with open(path, "rb") as f:
+                head = f.read(16)
+                data = head + f.read()
+    except OSError:
+        return None
+    for kind, a, b in _boxes(data, 0, len(data)):
+        if kind == b"moov":
+            return any(
+                k == b"edts" for tk, ta, tb in _boxes(data, a, b) if tk == b"trak" for k, _, _ in _boxes(data, ta, tb)
+            )
+    return None
+
+
+def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
+    """Read a file's container and first video/audio stream; refuse what is not readable video."""
+    path = Path(path)
+    try:
+        container = av.open(str(path), options=SAFE_OPTIONS)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{path.name} is not a readable media file ({exc})", where=where, code="media_unreadable"
+        ) from None
+    with container:
+        names = set(container.format.name.split(","))
+        if not names & ALLOWED_FORMATS:
+            raise InputError(
+                f"{path.name}: container format {container.format.name!r} is not allowed",
+                where=where,
+                code="media_format_refused",
+            )
+        vstreams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+        astreams = list(container.streams.audio)
+        video = audio = None
+        if vstreams:
+            s = vstreams[0]
+            cc = s.codec_context
+            rotation = 0
+            try:
+                first = next(container.decode(s))
+                rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
+            except (StopIteration, av.error.FFmpegError):
+                raise InputError(
+                    f"{path.name}: the video stream has no decodable frame", where=where, code="media_corrupt"
+                ) from None
+            sar = s.sample_aspect_ratio or Fraction(1)
+            if not sar or sar <= 0:
+                sar = Fraction(1)
+            disp_w, disp_h = cc.width * float(sar), cc.height
+            if rotation in (90, 270):
+                disp_w, disp_h = disp_h, disp_w
+            rate = s.average_rate or s.guessed_rate or s.base_rate or Fraction(25)
+            rate = Fraction(rate).limit_denominator(1001)
+            base = Fraction(s.base_rate or s.guessed_rate or rate).limit_denominator(1001)
+            vfr = abs(float(base) - float(rate)) > 0.01 * float(rate)
+            video = VideoInfo(
+                codec=cc.codec.canonical_name,
+                profile=cc.profile,
+                pix_fmt=cc.pix_fmt,
+                width=cc.width,
+                height=cc.height,
+                display_width=int(round(disp_w)),
+                display_height=int(round(disp_h)),
+                rotation=rotation,
+                sar=str(sar),
+                fps=round(float(rate), 3),
+                fps_exact=str(rate),
+                frames=int(s.frames or 0),
+                duration=_seconds(s.duration, s.time_base),
+                start_time=_seconds(s.start_time, s.time_base) or 0.0,
+                bit_rate=cc.bit_rate or None,
+                vfr=vfr,
+                base_fps=str(base),
+                level=cc.level if (cc.level or 0) > 0 else None,
+            )
+        if astreams:
+            a = astreams[0]
+            ac = a.codec_context
+            audio = AudioInfo(
+                codec=ac.codec.canonical_name,
+                sample_rate=int(ac.sample_rate or 0),
+                channels=int(ac.channels or 0),
+                layout=getattr(ac.layout, "name", "") or "",
+                duration=_seconds(a.duration, a.time_base),
+                start_time=_seconds(a.start_time, a.time_base) or 0.0,
+                bit_rate=ac.bit_rate or None,
+            )
+        duration = container.duration / av.time_base if container.duration else None
+        if duration is None and video and video.duration:
+            duration = video.duration
+        info = MediaInfo(
+            path=str(path),
+            format_name=container.format.name,
+            duration=round(duration or 0.0, 6),
+            size_bytes=path.stat().st_size,
+            bit_rate=container.bit_rate or None,
+            start_time=(container.start_time or 0) / av.time_base,
+            video=video,
+            audio=audio,
+            stream_count=len(container.streams),
+            audio_streams=len(astreams),
+        )
+    if names & {"mov", "mp4"}:
+        info.faststart = mp4_faststart(path)
+        info.extra["edit_list"] = mp4_edit_lists(path)
+    return info
+
+
+def require_video(info: MediaInfo, *, where: str = "source") -> MediaInfo:
+    name = Path(info.path).name
+    if info.video is None:
+        raise InputError(f"{name} has no video stream", where=where, code="media_no_video")
+    if not info.duration or info.duration <= 0:
+        raise InputError(f"{name} has no measurable duration", where=where, code="media_corrupt")
+    return info
+
+
+def keyframe_times(path: Path | str, limit: int = 100_000) -> list[float]:
+    """Presentation times of the video keyframes, by demuxing only (no decode)."""
+    out: list[float] = []
+    with av.open(str(path), options=SAFE_OPTIONS) as container:
+        if not container.streams.video:
+            return out
+        stream = container.streams.video[0]
+        start = stream.start_time or 0
+        for packet in container.demux(stream):
+            if packet.is_keyframe and packet.pts is not None:
+                out.append(round(float((packet.pts - start) * stream.time_base), 6))
+                if len(out) >= limit:
+                    break
+    return sorted(out)
+
+
+def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
+    """Decode every video and audio frame; return (video frames, audio samples, errors)."""
+    errors: list[str] = []
+    frames = samples = 0
+    try:
+        with av.open(str(path), options=SAFE_OPTIONS) as container:
+            streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+            for s in streams:
+                s.thread_type = "AUTO"
+            for packet in container.demux(*streams):
+                try:
+                    for frame in packet.decode():
+                        if isinstance(frame, av.VideoFrame):
+                            frames += 1
+                        else:
+                            samples += frame.samples
+                except av.error.FFmpegError as exc:
+                    errors.append(
+                        f"decode error at {float(packet.pts * packet.time_base) if packet.pts is not None else '?'} s: {exc}"
+                    )
+                    if len(errors) > 20:
+                        break
+    except av.error.FFmpegError as exc:
+        errors.append(str(exc))
+    return frames, samples, errors

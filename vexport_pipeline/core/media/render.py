@@ -1,0 +1,245 @@
+"""Render one clip to all of its targets in one FFmpeg process, then probe what was written."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from vexport_pipeline.core.errors import EncodeError
+from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.spec.presets import CODECS, EncodeSettings, fit_size_cap
+
+from . import loudness as loud
+from .cache import RenditionCache, rendition_key
+from .commands import TWO_PASS, build_clip_command, build_cut_command, build_join_command, clip_audio, pass_log_index
+from .probe import MediaInfo
+from .runner import Progress, RunResult, run_ffmpeg
+from .timeline import Clip
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+log = logging.getLogger("vexport.render")
+CPU_ENCODERS = {codec: encoder for codec, (encoder, _) in CODECS.items()}
+COPYABLE = {"h264": "h264", "h265": "hevc"}  # target codec -> source codec that can be copied into it
+
+
+def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
+    """Stream copy gives the same picture as an encode would, only faster: the source already is the
+    target's codec, size, rate and pixel format, every cut falls on a keyframe, and no crossfade."""
+    v = source.video
+    return bool(
+        v
+        and clip.cuts_on_keyframes
+        and not clip.crossfade
+        and s.container in ("mp4", "mov")
+        and COPYABLE.get(s.video_codec) == v.codec
+        and v.rotation == 0
+        and v.sar == "1"
+        and not v.vfr
+        and (v.width, v.height) == (s.width, s.height)
+        and v.rate == s.rate
+        and v.pix_fmt == s.pix_fmt
+        and not s.crf_explicit
+        and not s.video_bitrate
+    )
+
+
+def _starts(source: MediaInfo) -> tuple[float, float]:
+    """(video, audio) start in the source relative to its earliest stream: a gap that cuts at 0 keep."""
+    if not (source.video and source.audio):
+        return (0.0, 0.0)
+    base = min(source.video.start_time, source.audio.start_time)
+    return (source.video.start_time - base, source.audio.start_time - base)
+
+
+def _size(source: MediaInfo) -> tuple[int, int] | None:
+    return (source.video.display_width, source.video.display_height) if source.video else None
+
+
+def partial_path(final: Path) -> Path:
+    """Where FFmpeg writes before the file is complete; same folder, so the rename is atomic."""
+    return final.with_name(f".{final.stem}.partial{final.suffix}")
+
+
+@dataclass
+class ClipRender:
+    clip: Clip
+    paths: list[Path]
+    argv: list[str]  # empty when every target came from the cache
+    wall_s: float  # every FFmpeg run of this clip: copies, analysis pass, encode (0 when all came from the cache)
+    cached: list[bool]
+    copied: list[bool] = field(default_factory=list)
+    loudness: dict | None = None  # pass-1 measurement and the mode pass 2 used
+    encoders: list[str] = field(default_factory=list)  # what each target was encoded with
+    fell_back: bool = False  # a hardware encoder failed and the CPU took over
+    settings: list[EncodeSettings] = field(default_factory=list)  # as encoded (a size cap may have set a bitrate)
+
+
+def render_clip(
+    source: MediaInfo,
+    clip: Clip,
+    settings: list[EncodeSettings],
+    finals: list[Path],
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    timeout: float | None = None,
+    loudness: tuple[float, float] | None = None,
+    cache: RenditionCache | None = None,
+    source_sha256: str | None = None,
+) -> ClipRender:
+    """Encode `clip` to every target not already in the cache, in one FFmpeg process; files appear
+    under their final names only when all are done."""
+    for p in finals:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    settings = [fit_size_cap(s, clip.duration) for s in settings]
+    keys = [rendition_key(source_sha256, clip, s, loudness) if cache and source_sha256 else None for s in settings]
+    plan = None
+    if (
+        loudness
+        and source.has_audio
+        and not all(bool(k and cache.path(k, s.ext).exists()) for k, s in zip(keys, settings))
+    ):
+        plan = loud.measure(clip_audio(Path(source.path), clip), *loudness)
+    cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
+    copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
+    todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
+    argv: list[str] = []
+    wall = 0.0
+    fell_back = False
+    for i in copies:
+        run = _copy(source, clip, settings[i], finals[i], plan, timeout)
+        argv, wall = argv or run.argv, wall + run.wall_s
+        if keys[i]:
+            cache.store(keys[i], settings[i].ext, finals[i])
+    if todo:
+        partials = [partial_path(finals[i]) for i in todo]
+        where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
+        passlogs = {
+            n: str(partial_path(finals[i]).with_suffix(".pass"))
+            for n, i in enumerate(todo)
+            if settings[i].video_bitrate and settings[i].video_codec in TWO_PASS
+        }
+
+        def command(**extra) -> list[str]:
+            return build_clip_command(
+                ffmpeg_exe(),
+                Path(source.path),
+                clip,
+                [settings[i] for i in todo],
+                partials,
+                source_has_audio=source.has_audio,
+                passlogs=passlogs,
+                source_size=_size(source),
+                stream_starts=_starts(source),
+                **extra,
+            )
+
+        def encode() -> RunResult:
+            return run_ffmpeg(
+                argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where
+            )
+
+        try:
+            if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
+                wall += run_ffmpeg(
+                    command(first_pass=True),
+                    duration=clip.duration,
+                    on_progress=on_progress,
+                    timeout=timeout,
+                    where=f"{where} (pass 1)",
+                ).wall_s
+                _name_pass_logs(passlogs, [settings[i] for i in todo], source.has_audio)
+            argv = command(loudness=plan)
+            try:
+                run = encode()
+            except EncodeError as exc:
+                if all(s.encoder == CPU_ENCODERS[s.video_codec] for s in settings):
+                    raise
+                # a hardware encoder failed mid-job: the same clip again on the CPU encoders
+                log.warning("%s: hardware encode failed (%s); falling back to the CPU", where, exc)
+                settings = [replace(s, encoder=CPU_ENCODERS[s.video_codec]) for s in settings]
+                keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
+                argv = command(loudness=plan)
+                run, fell_back = encode(), True
+            wall += run.wall_s
+        finally:
+            for prefix in passlogs.values():
+                for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
+                    leftover.unlink(missing_ok=True)
+        for i, part in zip(todo, partials):
+            os.replace(part, finals[i])
+            if keys[i]:
+                cache.store(keys[i], settings[i].ext, finals[i])
+    return ClipRender(
+        clip,
+        finals,
+        argv,
+        wall,
+        cached,
+        copied=[i in copies for i in range(len(settings))],
+        loudness=plan.to_dict() if plan else None,
+        encoders=[s.encoder for s in settings],
+        fell_back=fell_back,
+        settings=settings,
+    )
+
+
+def _name_pass_logs(passlogs: dict[int, str], batch: list[EncodeSettings], source_has_audio: bool) -> None:
+    """Pass 1 (video only) wrote `prefix-n.log`; pass 2 reads `prefix-<stream index among all outputs>.log`."""
+    for n, (k, prefix) in enumerate(sorted(passlogs.items())):
+        index = pass_log_index(batch, k, source_has_audio)
+        for suffix in (".log", ".log.mbtree"):
+            made = Path(f"{prefix}-{n}{suffix}")
+            if made.exists() and n != index:
+                os.replace(made, f"{prefix}-{index}{suffix}")
+
+
+def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudness, timeout) -> RunResult:
+    """Run the stream-copy fast path into `final` (via a partial file); pieces are removed afterwards."""
+    work = final.parent / f".{final.stem}.pieces"
+    work.mkdir(parents=True, exist_ok=True)
+    pieces = [work / f"{k}.mp4" for k in range(len(clip.ranges))]
+    try:
+        cut = build_cut_command(ffmpeg_exe(), Path(source.path), clip, source.video.rate, pieces)
+        first = run_ffmpeg(cut, duration=clip.duration, outputs=pieces, timeout=timeout, where="stream copy")
+        second = join_pieces(source, clip, s, pieces, final, loudness, timeout)
+        return RunResult(first.wall_s + second.wall_s, second.stderr_tail, cut + ["&&"] + second.argv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def join_pieces(
+    source: MediaInfo, clip: Clip, s: EncodeSettings, pieces: list[Path], final: Path, loudness, timeout
+) -> RunResult:
+    """Join video pieces into `final` without re-encoding them; the audio comes from the source."""
+    list_file = final.parent / f".{final.stem}.pieces.txt"
+    list_file.write_text("".join("file '" + str(p).replace("'", "'\\''") + "'\n" for p in pieces))
+    part = partial_path(final)
+    try:
+        argv = build_join_command(
+            ffmpeg_exe(),
+            Path(source.path),
+            clip,
+            s,
+            list_file,
+            part,
+            source_has_audio=source.has_audio,
+            loudness=loudness,
+        )
+        run = run_ffmpeg(argv, duration=clip.duration, outputs=[part], timeout=timeout, where="join")
+        os.replace(part, final)
+        return run
+    finally:
+        list_file.unlink(missing_ok=True)

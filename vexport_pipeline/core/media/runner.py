@@ -1,0 +1,158 @@
+"""The one place FFmpeg runs: argv in, progress out; terminates FFmpeg on any exit path
+(errors, KeyboardInterrupt, Dagster's DagsterExecutionInterruptedError) and deletes partial outputs."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vexport_pipeline.core.errors import EncodeError
+
+log = logging.getLogger("vexport.ffmpeg")
+
+
+@dataclass
+class Progress:
+    percent: float
+    out_time: float
+    fps: float
+    speed: float
+    eta: float | None
+    done: bool = False
+
+
+class ProgressParser:
+    """Turns `-progress` key=value blocks into Progress; the ETA only moves forward (never up)."""
+
+    def __init__(self, duration: float):
+        self.duration = max(duration, 1e-6)
+        self.block: dict[str, str] = {}
+        self.started = time.monotonic()
+        self.last_eta: float | None = None
+        self.out_time = 0.0
+
+    def feed(self, line: str) -> Progress | None:
+        key, _, value = line.strip().partition("=")
+        if not key:
+            return None
+        self.block[key] = value
+        if key != "progress":
+            return None
+        block, self.block = self.block, {}
+        try:  # N/A early on: keep the last known position
+            out_time = max(self.out_time, int(block.get("out_time_us") or block.get("out_time_ms") or "") / 1e6)
+        except ValueError:
+            out_time = self.out_time
+        self.out_time = out_time
+        done = value == "end"
+        if done:
+            out_time = self.duration
+        percent = min(100.0, 100.0 * out_time / self.duration)
+        fps = _float(block.get("fps"))
+        speed = _float((block.get("speed") or "").rstrip("x"))
+        elapsed = time.monotonic() - self.started
+        eta = None
+        if done:
+            eta = 0.0
+        elif out_time > 0:
+            eta = elapsed * (self.duration - out_time) / out_time
+            if self.last_eta is not None:
+                eta = min(eta, self.last_eta)
+        if eta is not None:
+            self.last_eta = eta
+        return Progress(round(percent, 1), out_time, fps, speed, eta, done)
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "", "N/A") else 0.0
+    except ValueError:
+        return 0.0
+
+
+@dataclass
+class RunResult:
+    wall_s: float
+    stderr_tail: str
+    argv: list[str] = None  # type: ignore[assignment]
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        try:
+            Path(p).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def run_ffmpeg(
+    argv: list[str],
+    *,
+    duration: float,
+    outputs: Iterable[Path] = (),
+    on_progress: Callable[[Progress], None] | None = None,
+    timeout: float | None = None,
+    where: str = "ffmpeg",
+) -> RunResult:
+    """Run FFmpeg to completion. On failure or interruption the process is terminated (then killed)
+    and every file in `outputs` is removed, so nothing half-written survives."""
+    outputs = [Path(p) for p in outputs]
+    log.info("running: %s", shlex.join(argv))
+    started = time.monotonic()
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)
+    reader.start()
+    ok = False
+    try:
+        parser = ProgressParser(duration)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            progress = parser.feed(line)
+            if progress and on_progress:
+                on_progress(progress)
+            if timeout and time.monotonic() - started > timeout:
+                raise EncodeError(f"timed out after {timeout:.0f} s", where=where, code="encode_timeout")
+        rc = proc.wait()
+        reader.join(timeout=5)
+        if rc != 0:
+            tail = "".join(stderr_tail).strip()[-2000:]
+            raise EncodeError(f"FFmpeg exited with code {rc}: {tail or 'no message'}", where=where)
+        missing = [str(p) for p in outputs if not p.exists() or p.stat().st_size == 0]
+        if missing:
+            raise EncodeError(f"FFmpeg wrote no output for {', '.join(missing)}", where=where)
+        ok = True
+        return RunResult(time.monotonic() - started, "".join(stderr_tail), argv)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=2)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if not ok:
+            _remove(outputs)
+
+
+def capture(argv: list[str], *, timeout: float = 6 * 3600) -> subprocess.CompletedProcess:
+    """Run a short FFmpeg job whose printed output is the result (measurements, trials, thumbnails).
+    Logged like every command; `subprocess.run` kills the child if we are interrupted."""
+    log.info("running: %s", shlex.join(argv))
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)

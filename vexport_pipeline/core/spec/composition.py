@@ -1,0 +1,357 @@
+"""The composition manifest (see CONTRACT.md): pydantic models, loading and path policy.
+
+Unknown keys are refused and every error names its field path, e.g.
+`targets[2].resolution: '5k' is not one of 720p, 1080p, 1440p, 4k, 8k, WIDTHxHEIGHT or source`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+
+from vexport_pipeline.core.errors import InputError, ManifestError
+from vexport_pipeline.core.settings import MediaPolicy
+from vexport_pipeline.core.timecode import fmt_clock, parse_fps, parse_time, parse_ttl
+
+MAX_MANIFEST_BYTES = 1 << 20
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+RESOLUTIONS = {"720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
+DESTINATIONS = {"default"}  # the local delivery store; S3 destinations come with the S3 store
+_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+Time = Annotated[
+    float,
+    BeforeValidator(parse_time),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?$|^\d+(\.\d+)?$"},
+            ]
+        }
+    ),
+]
+Ttl = Annotated[
+    int,
+    BeforeValidator(parse_ttl),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[smhdw]?$"}]}
+    ),
+]
+Fps = Annotated[
+    str,
+    BeforeValidator(parse_fps),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]}),
+]
+
+
+def _resolution(value: object) -> str:
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in RESOLUTIONS or text == "source":
+        return text
+    if text and (m := _SIZE.match(text)):
+        w, h = int(m.group(1)), int(m.group(2))
+        if not (16 <= w <= 16384 and 16 <= h <= 16384):
+            raise ValueError(f"{value!r} is outside 16-16384 pixels per side")
+        return f"{w}x{h}"
+    raise ValueError(f"{value!r} is not one of 720p, 1080p, 1440p, 4k, 8k, WIDTHxHEIGHT or source")
+
+
+Resolution = Annotated[
+    str,
+    BeforeValidator(_resolution),
+    WithJsonSchema({"type": "string", "pattern": r"^(720p|1080p|1440p|4k|8k|source|\d{2,5}x\d{2,5})$"}),
+]
+
+
+def _bitrate(value: object) -> int:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    if isinstance(value, str) and (m := re.match(r"^(\d+(?:\.\d+)?)\s*([kKmM]?)$", value.strip())):
+        return int(float(m.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[m.group(2).lower()])
+    raise ValueError(f"{value!r} is not a bitrate; use bits per second or e.g. 2500k, 8M")
+
+
+Bitrate = Annotated[
+    int,
+    BeforeValidator(_bitrate),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+(\.\d+)?[kKmM]?$"}]}
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Segment(_Strict):
+    start: Time
+    end: Time
+    clip_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class Transitions(_Strict):
+    crossfade: float = Field(
+        default=0.0, ge=0, le=10, description="Crossfade in seconds between segments (combined only)."
+    )
+
+
+class Audio(_Strict):
+    normalize: bool = False
+    target_lufs: float = Field(default=-14.0, ge=-70, le=-5)
+    true_peak: float = Field(default=-1.0, ge=-9, le=0)
+
+
+class Target(_Strict):
+    preset: str | None = None
+    format: Literal["mp4", "mov", "webm"] | None = None
+    video_codec: Literal["h264", "h265", "vp8", "vp9", "av1", "prores", "copy"] | None = None
+    audio_codec: Literal["aac", "opus", "pcm", "copy", "none"] | None = None
+    resolution: Resolution | None = None
+    fps: Fps | None = None
+    quality: Literal["draft", "low", "standard", "medium", "high", "master"] | None = None
+    crf: int | None = Field(default=None, ge=0, le=63)
+    video_bitrate: Bitrate | None = None
+    fit: Literal["pad", "crop", "blur"] | None = None
+    profile: Literal["proxy", "lt", "standard", "hq", "4444", "4444xq"] | None = None
+
+
+class Delivery(_Strict):
+    destinations: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    link_ttl: Ttl = 86400
+    max_downloads: int | None = Field(default=None, ge=1)
+    allow_ips: list[str] = Field(default_factory=list)
+    zip: bool = False
+
+    @field_validator("allow_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+        return out
+
+
+class Validation(_Strict):
+    quality: Literal["sampled", "full", "off"] = Field(
+        default="sampled", description="VMAF/PSNR/SSIM on every 10th frame, every frame, or not at all."
+    )
+    playback: bool = Field(
+        default=False, description="Also play every web rendition (H.264 MP4, VP8/VP9 WebM) in headless Chromium."
+    )
+
+
+class Retention(_Strict):
+    archive_after: Ttl | None = None
+    delete_after: Ttl | None = None
+    legal_hold: bool = False
+
+
+class Composition(_Strict):
+    """One export: a source, the segments to keep and the targets to make."""
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
+    owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+    source: str = Field(min_length=1, max_length=4096)
+    export_type: Literal["single", "combined", "clips"] = "combined"
+    segments: list[Segment] | None = Field(default=None, min_length=1)
+    transitions: Transitions | None = None
+    snap_to_keyframes: bool = Field(
+        default=False, description="Move cuts to the nearest keyframes so matching targets can be stream-copied."
+    )
+    audio: Audio | None = None
+    targets: list[Target] = Field(min_length=1, max_length=64)
+    delivery: Delivery = Field(default_factory=Delivery)
+    retention: Retention | None = None
+    validation: Validation = Field(default_factory=Validation)
+
+    @property
+    def crossfade(self) -> float:
+        return self.transitions.crossfade if self.transitions else 0.0
+
+    def problems(self) -> list[str]:
+        """Cross-field checks pydantic cannot place on one field."""
+        out: list[str] = []
+        segs = self.segments or []
+        if self.export_type == "single" and len(segs) > 1:
+            out.append(
+                f"segments: a single export takes one segment, got {len(segs)}; use export_type combined or clips"
+            )
+        for i, seg in enumerate(segs):
+            if seg.start >= seg.end:
+                out.append(f"segments[{i}]: start {fmt_clock(seg.start)} is not before end {fmt_clock(seg.end)}")
+        for i in range(1, len(segs)):
+            prev, seg = segs[i - 1], segs[i]
+            if seg.start < prev.end:
+                out.append(
+                    f"segments[{i}]: starts at {fmt_clock(seg.start)}, before segments[{i - 1}] ends at "
+                    f"{fmt_clock(prev.end)}; segments must be in order and must not overlap"
+                )
+        ids = [s.clip_id for s in segs if s.clip_id]
+        for dup in sorted({i for i in ids if ids.count(i) > 1}):
+            out.append(f"segments: clip_id {dup!r} is used more than once")
+        if self.crossfade:
+            if self.export_type != "combined":
+                out.append(f"transitions.crossfade: crossfades apply to combined exports only, not {self.export_type}")
+            elif segs:
+                shortest = min(s.end - s.start for s in segs)
+                if len(segs) > 1 and self.crossfade >= shortest:
+                    out.append(
+                        f"transitions.crossfade: {self.crossfade} s is not shorter than the shortest segment ({shortest:.3f} s)"
+                    )
+        for i, name in enumerate(self.delivery.destinations):
+            if name not in DESTINATIONS:
+                out.append(
+                    f"delivery.destinations[{i}]: {name!r} is not a configured destination (configured: {', '.join(sorted(DESTINATIONS))})"
+                )
+        for i, t in enumerate(self.targets):
+            if not (t.preset or t.format or t.video_codec):
+                out.append(f"targets[{i}]: give a preset, or at least a format or video_codec")
+        return out
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _all_field_names() -> list[str]:
+    names: set[str] = set()
+    for model in (Composition, Segment, Transitions, Audio, Target, Delivery, Retention, Validation):
+        names.update(model.model_fields)
+    return sorted(names)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _messages(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        path, msg = _loc(e["loc"]), e["msg"]
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            guess = difflib.get_close_matches(key, _all_field_names(), n=1)
+            msg = "unknown key" + (f" (did you mean {guess[0]!r}?)" if guess else "")
+        elif e["type"] == "missing":
+            msg = "is required"
+        msg = msg.removeprefix("Value error, ")
+        out.append(f"{path}: {msg}")
+    return out
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")
+    s = s[:63] or "export"
+    return s if s[0].isalnum() else "x" + s[:62]
+
+
+def parse_composition(data: Any, *, file: str | None = None, default_id: str | None = None) -> Composition:
+    """Validate a manifest's data; raise ManifestError listing every problem with its field path."""
+    if not isinstance(data, dict):
+        raise ManifestError([f"(top level): expected a mapping of keys, got {type(data).__name__}"], file=file)
+    try:
+        comp = Composition.model_validate(data)
+    except ValidationError as err:
+        raise ManifestError(_messages(err), file=file) from None
+    if problems := comp.problems():
+        raise ManifestError(problems, file=file)
+    from .presets import PresetBook
+
+    book = PresetBook.load()
+    problems = [p for i, t in enumerate(comp.targets) if (p := book.check_target(t, f"targets[{i}]"))]
+    if problems:
+        raise ManifestError(problems, file=file)
+    if comp.id is None:
+        comp = comp.model_copy(update={"id": slug(default_id or "export")})
+    return comp
+
+
+def read_manifest(path: Path) -> Any:
+    """Read YAML or JSON; refuse unreadable, huge or non-text files with the file named."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read manifest: {exc.strerror}", where=str(path)) from None
+    if size > MAX_MANIFEST_BYTES:
+        raise InputError(f"manifest is {size} bytes, more than {MAX_MANIFEST_BYTES}", where=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(
+            f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}", where=str(path)
+        ) from None
+
+
+def load_composition(path: Path) -> Composition:
+    path = Path(path)
+    return parse_composition(read_manifest(path), file=str(path), default_id=path.stem)
+
+
+def resolve_source(comp: Composition, base_dir: Path, policy: MediaPolicy | None = None) -> Path:
+    """The source as an absolute real path inside an allowed root; refuse URLs and escapes.
+
+    A relative source is resolved against the manifest's folder and must stay inside it;
+    an absolute one must lie under a configured media root. FFmpeg is never given a URL.
+    """
+    policy = policy or MediaPolicy.from_env()
+    raw = comp.source
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", raw)
+    if scheme and len(scheme.group(1)) > 1:
+        if scheme.group(1).lower() == "s3":
+            raise InputError(
+                "s3:// sources are not supported yet; copy the file under a media root",
+                where="source",
+                code="source_unsupported",
+            )
+        raise InputError(
+            f"{scheme.group(1)}: URLs are not allowed; give a file path", where="source", code="source_not_allowed"
+        )
+    base_dir = Path(base_dir).resolve()
+    candidate = Path(raw).expanduser()
+    if candidate.is_absolute():
+        allowed = policy.roots
+        resolved = candidate.resolve()
+    else:
+        allowed = (base_dir, *policy.roots)
+        resolved = (base_dir / candidate).resolve()
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        roots = ", ".join(str(r) for r in allowed)
+        raise InputError(
+            f"{raw!r} is outside the allowed media folders ({roots}); set VEXPORT_MEDIA_ROOTS to allow more",
+            where="source",
+            code="source_not_allowed",
+        )
+    if not resolved.is_file():
+        raise InputError(
+            f"{raw!r} does not exist or is not a file (looked at {resolved})", where="source", code="source_missing"
+        )
+    return resolved
+
+
+def json_schema() -> dict:
+    schema = Composition.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "vexport composition"
+    return schema
+
+
+if __name__ == "__main__":
+    json.dump(json_schema(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

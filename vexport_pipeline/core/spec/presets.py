@@ -1,0 +1,569 @@
+"""Targets and platform presets: a target (preset and/or explicit fields) resolves to concrete
+encode settings for one source. Platform limits ride along for validation.
+
+Limits marked uncertain in PLATFORMS.md are listed in `uncertain` and only ever warn.
+Users add or override presets in a YAML file named by `VEXPORT_PRESETS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vexport_pipeline.core.errors import InputError
+from vexport_pipeline.core.media.probe import MediaInfo
+
+from .composition import RESOLUTIONS, Target
+
+MB = 1_000_000
+GB = 1_000_000_000
+
+_SOCIAL_AUDIO = {"audio_codecs": ["aac"], "max_sample_rate": 48000}
+_VERTICAL = {"resolution": "1080x1920", "fit": "crop"}
+
+BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
+    "youtube_1080p": {
+        "description": "YouTube upload, 1080p H.264 High + AAC, moov at front",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "quality": "high"},
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 256 * GB,
+            "max_duration": 12 * 3600,
+            "audio_codecs": ["aac"],
+            "sample_rates": [48000, 96000],
+        },
+        "uncertain": ["max_file_bytes", "max_duration"],
+    },
+    "youtube_4k": {
+        "description": "YouTube upload, 2160p H.264 High + AAC",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "4k", "quality": "high"},
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 256 * GB,
+            "max_duration": 12 * 3600,
+            "audio_codecs": ["aac"],
+            "sample_rates": [48000, 96000],
+        },
+        "uncertain": ["max_file_bytes", "max_duration"],
+    },
+    "youtube_shorts": {
+        "description": "YouTube Shorts, 1080x1920 vertical, up to 3 minutes",
+        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "high"},
+        "limits": {"no_edit_list": True, "max_duration": 180, "max_aspect": 1.0, "audio_codecs": ["aac"]},
+        "uncertain": [],
+    },
+    "tiktok": {
+        "description": "TikTok, 1080x1920 vertical H.264 + AAC",
+        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
+        "limits": {
+            "max_file_bytes": 4 * GB,
+            "min_duration": 3,
+            "max_duration": 600,
+            "min_fps": 23,
+            "max_fps": 60,
+            "min_side": 360,
+            "max_side": 4096,
+            "audio_codecs": ["aac"],
+        },
+        "uncertain": ["min_duration"],
+    },
+    "instagram_reels": {
+        "description": "Instagram Reels, 1080x1920 vertical, 25 Mbps max",
+        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 1 * GB,
+            "min_duration": 3,
+            "max_duration": 900,
+            "min_fps": 23,
+            "max_fps": 60,
+            "max_width": 1920,
+            "max_video_bitrate": 25 * MB,
+            **_SOCIAL_AUDIO,
+        },
+        "uncertain": [],
+    },
+    "instagram_story": {
+        "description": "Instagram Stories, 1080x1920, 3-60 s",
+        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 100 * MB,
+            "min_duration": 3,
+            "max_duration": 60,
+            "min_fps": 23,
+            "max_fps": 60,
+            "max_video_bitrate": 25 * MB,
+            **_SOCIAL_AUDIO,
+        },
+        "uncertain": ["max_file_bytes", "max_duration"],
+    },
+    "instagram_feed_square": {
+        "description": "Instagram feed, 1080x1080 square",
+        "target": {
+            "format": "mp4",
+            "video_codec": "h264",
+            "resolution": "1080x1080",
+            "fit": "crop",
+            "quality": "medium",
+        },
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 100 * MB,
+            "min_duration": 3,
+            "max_duration": 60,
+            "min_fps": 23,
+            "max_fps": 60,
+            "max_video_bitrate": 25 * MB,
+            **_SOCIAL_AUDIO,
+        },
+        "uncertain": [],
+    },
+    "instagram_feed_portrait": {
+        "description": "Instagram feed, 1080x1350 (4:5)",
+        "target": {
+            "format": "mp4",
+            "video_codec": "h264",
+            "resolution": "1080x1350",
+            "fit": "crop",
+            "quality": "medium",
+        },
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 100 * MB,
+            "min_duration": 3,
+            "max_duration": 60,
+            "min_fps": 23,
+            "max_fps": 60,
+            "max_video_bitrate": 25 * MB,
+            **_SOCIAL_AUDIO,
+        },
+        "uncertain": [],
+    },
+    "facebook_feed": {
+        "description": "Facebook feed, 1080p H.264 High, constant fps",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "quality": "medium"},
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 4 * GB,
+            "max_duration": 120 * 60,
+            "max_fps": 30,
+            "min_aspect": 9 / 16,
+            "max_aspect": 16 / 9,
+            "audio_codecs": ["aac"],
+        },
+        "uncertain": ["max_file_bytes", "max_duration", "max_fps"],
+    },
+    "facebook_reels": {
+        "description": "Facebook Reels, 1080x1920, 3-90 s",
+        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
+        "limits": {
+            "no_edit_list": True,
+            "max_file_bytes": 1 * GB,
+            "min_duration": 3,
+            "max_duration": 90,
+            "min_fps": 24,
+            "max_fps": 60,
+            "audio_codecs": ["aac"],
+            "sample_rates": [48000],
+        },
+        "uncertain": ["max_file_bytes"],
+    },
+    "linkedin": {
+        "description": "LinkedIn, 1080p H.264 + AAC",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "quality": "medium"},
+        "limits": {
+            "max_file_bytes": 500 * MB,
+            "min_duration": 3,
+            "max_duration": 30 * 60,
+            "min_fps": 10,
+            "max_fps": 60,
+            "min_aspect": 1 / 2.4,
+            "max_aspect": 2.4,
+            "audio_codecs": ["aac"],
+        },
+        "uncertain": ["max_file_bytes", "min_fps", "max_fps"],
+    },
+    "x": {
+        "description": "X (Twitter), 720p H.264 High + AAC-LC, up to 140 s",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "720p", "quality": "medium"},
+        "limits": {
+            "max_file_bytes": 512 * MB,
+            "min_duration": 0.5,
+            "max_duration": 140,
+            "max_fps": 60,
+            "min_aspect": 1 / 3,
+            "max_aspect": 3.0,
+            "max_video_bitrate": 25 * MB,
+            "max_channels": 2,
+            "audio_codecs": ["aac"],
+        },
+        "uncertain": ["max_fps", "max_video_bitrate"],
+    },
+    "vimeo": {
+        "description": "Vimeo, source size H.264 at high quality",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "source", "quality": "high"},
+        "limits": {"audio_codecs": ["aac"]},
+        "uncertain": [],
+    },
+    "web_720p": {
+        "description": "Web player, 720p H.264 + AAC, faststart",
+        "target": {"format": "mp4", "video_codec": "h264", "resolution": "720p", "quality": "medium"},
+        "limits": {},
+        "uncertain": [],
+    },
+    "prores_master": {
+        "description": "ProRes 422 HQ master in MOV with PCM audio (FFmpeg's prores_ks; not Apple-licensed)",
+        "target": {
+            "format": "mov",
+            "video_codec": "prores",
+            "profile": "hq",
+            "resolution": "source",
+            "quality": "master",
+        },
+        "limits": {},
+        "uncertain": [],
+    },
+}
+
+# quality tier -> x264-scale CRF, max bitrate at 1080p30, x264 speed preset
+TIERS: dict[str, tuple[int, int, str]] = {
+    "draft": (30, 2 * MB, "veryfast"),
+    "low": (28, 2 * MB, "veryfast"),
+    "standard": (21, 5 * MB, "fast"),
+    "medium": (23, 4 * MB, "medium"),
+    "high": (18, 8 * MB, "medium"),
+    "master": (14, 15 * MB, "slow"),
+}
+
+CODECS = {
+    # codec -> (encoder, containers it may go in)
+    "h264": ("libx264", {"mp4", "mov"}),
+    "h265": ("libx265", {"mp4", "mov"}),
+    "vp8": ("libvpx", {"webm"}),
+    "vp9": ("libvpx-vp9", {"webm", "mp4"}),
+    "av1": ("libsvtav1", {"mp4", "webm"}),
+    "prores": ("prores_ks", {"mov"}),
+}
+AUDIO = {"aac": ("aac", {"mp4", "mov"}), "opus": ("libopus", {"webm", "mp4"}), "pcm": ("pcm_s24le", {"mov"})}
+DEFAULT_CODEC = {"mp4": "h264", "mov": "h264", "webm": "vp9"}
+DEFAULT_FORMAT = {"vp8": "webm", "vp9": "webm", "prores": "mov"}
+STANDARD_RATES = [
+    Fraction(24000, 1001),
+    Fraction(24),
+    Fraction(25),
+    Fraction(30000, 1001),
+    Fraction(30),
+    Fraction(50),
+    Fraction(60000, 1001),
+    Fraction(60),
+]
+# H.264 levels: (name, max macroblocks per second, max frame size in macroblocks, max High-profile kbit/s)
+H264_LEVELS = [
+    ("3.0", 40500, 1620, 12500),
+    ("3.1", 108000, 3600, 17500),
+    ("3.2", 216000, 5120, 25000),
+    ("4.0", 245760, 8192, 25000),
+    ("4.1", 245760, 8192, 62500),
+    ("4.2", 522240, 8704, 62500),
+    ("5.0", 589824, 22080, 168750),
+    ("5.1", 983040, 36864, 300000),
+    ("5.2", 2073600, 36864, 300000),
+    ("6.0", 4177920, 139264, 300000),
+    ("6.1", 8355840, 139264, 300000),
+    ("6.2", 16711680, 139264, 800000),
+]
+
+
+def h264_level(width: int, height: int, rate: Fraction, maxrate: int | None) -> str:
+    """The lowest H.264 level whose frame size, macroblock rate and (High profile) bitrate fit."""
+    frame_mbs = -(-width // 16) * -(-height // 16)
+    mbps = frame_mbs * float(rate)
+    kbps = (maxrate or 0) / 1000
+    for name, max_mbps, max_fs, max_kbps in H264_LEVELS:
+        if frame_mbs <= max_fs and mbps <= max_mbps and kbps <= max_kbps:
+            return name
+    return "6.2"
+
+
+def source_rate(video) -> Fraction:
+    """A constant output rate for 'source': the source's own, or for VFR the nearest standard rate to its base rate."""
+    if not video.vfr:
+        return video.rate
+    base = Fraction(video.base_fps) if video.base_fps else video.rate
+    return min(STANDARD_RATES, key=lambda r: abs(float(r) - float(base)))
+
+
+PRORES_PROFILES = {"proxy": 0, "lt": 1, "standard": 2, "hq": 3, "4444": 4, "4444xq": 5}
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything needed to write one rendition, resolved against the source."""
+
+    label: str
+    container: str
+    video_codec: str
+    encoder: str
+    audio_codec: str | None
+    audio_encoder: str | None
+    width: int
+    height: int
+    fps: str  # exact rational as text
+    fit: str
+    pix_fmt: str
+    quality: str
+    crf: int | None
+    video_bitrate: int | None
+    maxrate: int | None
+    bufsize: int | None
+    gop: int
+    speed: str | None
+    profile: str | None
+    level: str | None
+    audio_bitrate: int | None
+    sample_rate: int
+    channels: int
+    limits: dict = field(default_factory=dict)
+    uncertain: tuple = ()
+    silent_audio: bool = False  # add a silent track: the source has none and the platform requires audio
+    crf_explicit: bool = False  # the user asked for a CRF: always encode, never stream-copy
+
+    @property
+    def ext(self) -> str:
+        return self.container
+
+    @property
+    def rate(self) -> Fraction:
+        return Fraction(self.fps)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["uncertain"] = list(self.uncertain)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncodeSettings:
+        d = dict(d)
+        d["uncertain"] = tuple(d.get("uncertain", ()))
+        return cls(**d)
+
+
+def even(n: float) -> int:
+    return max(2, int(n / 2 + 0.5) * 2)  # nearest even, halves up
+
+
+def output_size(resolution: str, src_w: int, src_h: int) -> tuple[int, int]:
+    """Named sizes set the short side and keep the source's aspect; WxH is exact; source keeps it."""
+    if resolution == "source":
+        return even(src_w), even(src_h)
+    if resolution in RESOLUTIONS:
+        short = RESOLUTIONS[resolution]
+        if src_w >= src_h:
+            return even(short * src_w / src_h), short
+        return short, even(short * src_h / src_w)
+    w, h = resolution.split("x")
+    return even(int(w)), even(int(h))
+
+
+class PresetBook:
+    """The built-in presets plus the user's file (`VEXPORT_PRESETS`), which may add or override."""
+
+    def __init__(self, presets: dict[str, dict[str, Any]]):
+        self.presets = presets
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> PresetBook:
+        presets = {k: dict(v) for k, v in BUILTIN_PRESETS.items()}
+        path = path or os.environ.get("VEXPORT_PRESETS")
+        if path:
+            p = Path(path)
+            try:
+                user = yaml.safe_load(p.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise InputError(f"cannot read preset file: {exc}", where=str(p), code="presets_invalid") from None
+            if not isinstance(user, dict):
+                raise InputError("preset file must map preset names to settings", where=str(p), code="presets_invalid")
+            for name, spec in user.items():
+                if not isinstance(spec, dict):
+                    raise InputError(f"{name}: expected a mapping", where=str(p), code="presets_invalid")
+                base = presets.get(spec.get("base", name), {"target": {}, "limits": {}, "uncertain": []})
+                target = {**base.get("target", {}), **spec.get("target", {})}
+                try:
+                    Target.model_validate(target)
+                except Exception as exc:  # pydantic error -> named problem
+                    raise InputError(f"{name}.target: {exc}", where=str(p), code="presets_invalid") from None
+                presets[name] = {
+                    "description": spec.get("description", base.get("description", "user preset")),
+                    "target": target,
+                    "limits": {**base.get("limits", {}), **spec.get("limits", {})},
+                    "uncertain": list(spec.get("uncertain", base.get("uncertain", []))),
+                }
+        return cls(presets)
+
+    def names(self) -> list[str]:
+        return sorted(self.presets)
+
+    def get(self, name: str, where: str = "preset") -> dict[str, Any]:
+        if name not in self.presets:
+            guess = difflib.get_close_matches(name, self.presets, n=1)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else f"; known presets: {', '.join(self.names())}"
+            raise InputError(f"{name!r} is not a known preset{hint}", where=where, code="preset_unknown")
+        return self.presets[name]
+
+    def merged(self, target: Target, where: str = "target") -> dict[str, Any]:
+        """Preset fields, overridden by the fields given next to it."""
+        base = dict(self.get(target.preset, f"{where}.preset")["target"]) if target.preset else {}
+        given = target.model_dump(exclude_none=True, exclude={"preset"})
+        fields = {**base, **given}
+        # An explicit container change without a codec picks that container's default codec.
+        if (
+            "format" in given
+            and "video_codec" not in given
+            and fields.get("video_codec") not in codecs_for(fields["format"])
+        ):
+            fields["video_codec"] = DEFAULT_CODEC[fields["format"]]
+        fields.setdefault("video_codec", DEFAULT_CODEC.get(fields.get("format", "mp4"), "h264"))
+        fields.setdefault("format", DEFAULT_FORMAT.get(fields["video_codec"], "mp4"))
+        if "audio_codec" not in fields or ("format" in given and "audio_codec" not in given):
+            fields["audio_codec"] = (
+                "pcm" if fields["video_codec"] == "prores" else ("opus" if fields["format"] == "webm" else "aac")
+            )
+        return fields
+
+    def check_target(self, target: Target, where: str) -> str | None:
+        """A problem with a target that needs no source: unknown preset, codec in the wrong container."""
+        try:
+            f = self.merged(target, where)
+        except InputError as exc:
+            return str(exc)
+        vc, ac, fmt = f["video_codec"], f["audio_codec"], f["format"]
+        if vc == "copy":
+            return f"{where}.video_codec: 'copy' (stream copy) is not supported yet; pick a codec"
+        if fmt not in CODECS[vc][1]:
+            return f"{where}.video_codec: {vc} cannot go in {fmt}; use {' or '.join(sorted(CODECS[vc][1]))}"
+        if ac not in ("none", "copy") and fmt not in AUDIO[ac][1]:
+            return f"{where}.audio_codec: {ac} cannot go in {fmt}; use {' or '.join(sorted(AUDIO[ac][1]))}"
+        if ac == "copy":
+            return f"{where}.audio_codec: 'copy' is not supported yet; pick aac, opus, pcm or none"
+        if f.get("profile") and vc != "prores":
+            return f"{where}.profile: profiles apply to ProRes only, not {vc}"
+        if target.crf is not None and target.video_bitrate is not None:
+            return f"{where}: give crf or video_bitrate, not both"
+        return None
+
+    def resolve(self, target: Target, source: MediaInfo, where: str = "target") -> EncodeSettings:
+        if problem := self.check_target(target, where):
+            raise InputError(problem, code="target_invalid")
+        f = self.merged(target, where)
+        preset = self.presets.get(target.preset or "", {})
+        vc, fmt = f["video_codec"], f["format"]
+        video = source.video
+        assert video is not None
+        width, height = output_size(f.get("resolution", "source"), video.display_width, video.display_height)
+        fps_text = f.get("fps", "source")
+        rate = source_rate(video) if fps_text == "source" else Fraction(fps_text)
+        quality = f.get("quality", "medium")
+        tier_crf, tier_rate, speed = TIERS[quality]
+        scale = (width * height / (1920 * 1080)) ** 0.75 * (1.5 if rate > 31 else 1.0)
+        maxrate = int(tier_rate * scale)
+        crf: int | None = f.get("crf")
+        bitrate: int | None = f.get("video_bitrate")
+        if crf is None and bitrate is None:
+            crf = {
+                "h265": tier_crf + 5,
+                "vp9": min(63, tier_crf + 10),
+                "vp8": min(63, tier_crf + 6),
+                "av1": min(63, tier_crf + 12),
+            }.get(vc, tier_crf)
+        if bitrate:
+            maxrate = int(bitrate * 1.5)
+        if vc == "prores":
+            crf = bitrate = maxrate = None
+            speed = None
+        profile = f.get("profile") or ("hq" if vc == "prores" else None)
+        if vc == "prores":
+            pix_fmt = "yuva444p10le" if profile in ("4444", "4444xq") else "yuv422p10le"
+        else:
+            pix_fmt = "yuv420p"
+        ac = f["audio_codec"]
+        limits = dict(preset.get("limits", {}))
+        silent = not source.has_audio and ac != "none" and bool(limits.get("requires_audio"))
+        has_audio = (source.has_audio or silent) and ac != "none"
+        audio_bitrate = (
+            {"aac": 384_000 if (target.preset or "").startswith("youtube") else 192_000, "opus": 128_000}.get(ac)
+            if has_audio
+            else None
+        )
+        label = target.preset or "_".join(x for x in (fmt, vc, f.get("resolution", "source"), quality) if x)
+        return EncodeSettings(
+            label=label,
+            container=fmt,
+            video_codec=vc,
+            encoder=CODECS[vc][0],
+            audio_codec=ac if has_audio else None,
+            audio_encoder=AUDIO[ac][0] if has_audio else None,
+            width=width,
+            height=height,
+            fps=str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}",
+            fit=f.get("fit", "pad"),
+            pix_fmt=pix_fmt,
+            quality=quality,
+            crf=crf,
+            video_bitrate=bitrate,
+            maxrate=maxrate,
+            bufsize=2 * maxrate if maxrate else None,
+            gop=max(1, math.ceil(float(rate) * 2)),
+            speed=speed,
+            profile=profile,
+            level=h264_level(width, height, rate, maxrate) if vc == "h264" else None,
+            audio_bitrate=audio_bitrate,
+            sample_rate=48000,
+            channels=2,
+            limits=limits,
+            uncertain=tuple(preset.get("uncertain", ())),
+            silent_audio=silent,
+            crf_explicit=f.get("crf") is not None,
+        )
+
+
+def codecs_for(fmt: str) -> set[str]:
+    return {c for c, (_, fmts) in CODECS.items() if fmt in fmts}
+
+
+def unique_labels(settings: list[EncodeSettings]) -> list[str]:
+    """Labels usable as file names: a repeated label gets -2, -3..."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in settings:
+        n = seen.get(s.label, 0) + 1
+        seen[s.label] = n
+        out.append(s.label if n == 1 else f"{s.label}-{n}")
+    return out
+
+
+def fit_size_cap(s: EncodeSettings, duration: float) -> EncodeSettings:
+    """Under a platform's file-size cap, switch to a bitrate that lands below it (encoded two-pass).
+    4% is kept back for the container and rate-control error."""
+    cap = s.limits.get("max_file_bytes")
+    if not cap or duration <= 0 or s.video_codec == "prores":
+        return s
+    video_budget = (cap * 0.96 * 8) / duration - (s.audio_bitrate or 0)
+    if video_budget <= 50_000:
+        from vexport_pipeline.core.errors import InputError
+
+        raise InputError(
+            f"{duration:.1f} s cannot fit under the {cap / 1e6:.1f} MB cap of {s.label}", where=s.label, code="size_cap"
+        )
+    planned = s.video_bitrate or s.maxrate
+    if planned and planned <= video_budget:
+        return s
+    rate = int(video_budget * 0.95)
+    return replace(s, video_bitrate=rate, maxrate=int(video_budget), bufsize=int(video_budget), crf=None)

@@ -1,0 +1,193 @@
+"""`vexport` as a user runs it: exit codes, messages, the summary JSON, files that play."""
+
+import json
+import subprocess
+
+import pytest
+
+from vexport_pipeline.core.media.probe import count_frames, probe
+from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.validation.playback import chromium
+from vexport_pipeline_tests.conftest import vexport, write_manifest
+
+CONTRACT_TOP = {"export_id", "status", "source", "output_duration", "renditions", "bundles", "errors"}
+CONTRACT_RENDITION = {
+    "target",
+    "clip_id",
+    "uri",
+    "path",
+    "container",
+    "video_codec",
+    "audio_codec",
+    "width",
+    "height",
+    "fps",
+    "duration",
+    "size_bytes",
+    "sha256",
+    "validation",
+    "links",
+}
+
+
+def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_path):
+    manifest = write_manifest(
+        tmp_path / "proj",
+        {
+            "id": "teaser",
+            "source": str(media["av"]),
+            "export_type": "combined",
+            "segments": [{"start": 0, "end": 1.5}, {"start": "00:00:02.000", "end": 3.5}],
+            "transitions": {"crossfade": 0.5},
+            "audio": {"normalize": True, "target_lufs": -16, "true_peak": -1.5},
+            "validation": {"playback": bool(chromium())},  # the optional real-client step, where Chromium is installed
+            "targets": [
+                {"preset": "web_720p", "quality": "draft"},
+                {"format": "webm", "resolution": "720p", "quality": "draft"},
+            ],
+        },
+    )
+    out = tmp_path / "out.json"
+    proc = vexport("export", manifest, "--json", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "web_720p" in proc.stdout and "pass" in proc.stdout
+    data = json.loads(out.read_text())
+    assert set(data) == CONTRACT_TOP and data["status"] == "delivered" and data["export_id"] == "teaser"
+    assert data["output_duration"] == 2.5
+    src = data["source"]
+    assert (src["width"], src["height"], src["fps"], src["video_codec"], src["audio_codec"], src["has_audio"]) == (
+        640,
+        360,
+        25.0,
+        "h264",
+        "aac",
+        True,
+    )
+    assert len(src["sha256"]) == 64
+    assert [r["target"] for r in data["renditions"]] == ["web_720p", "webm_vp9_720p_draft"]
+    for r in data["renditions"]:
+        assert set(r) >= CONTRACT_RENDITION
+        assert r["uri"] == "file://" + r["path"]
+        got = probe(r["path"])
+        assert (got.video.width, got.video.height, got.video.fps) == (r["width"], r["height"], r["fps"])
+        assert got.size_bytes == r["size_bytes"] and got.duration == pytest.approx(r["duration"])
+        assert got.video.codec == r["video_codec"] and got.audio.codec == r["audio_codec"]
+        frames, _, errors = count_frames(r["path"])
+        assert not errors and abs(frames - 2.5 * 25) <= 1
+        assert r["validation"]["status"] == "pass" and r["validation"]["score"] == 100
+        assert r["validation"]["loudness_lufs"] == pytest.approx(
+            -16, abs=1.0
+        )  # two-pass loudnorm, measured on the output
+        assert r["validation"]["vmaf"] > 70 and abs(r["validation"]["av_offset_ms"]) < 25
+        assert (
+            r["links"]
+            and r["links"][0]["url"].startswith("http://127.0.0.1:8787/d/")
+            and r["links"][0]["expires_at"].endswith("Z")
+        )
+    kept = json.loads((home.store / "teaser" / "current" / "summary.json").read_text())
+    assert kept["renditions"][0]["sha256"] == data["renditions"][0]["sha256"]
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("bad_field", "targets[0].resolution: '5k' is not one of"),
+        ("corrupt_media", "not a readable media file"),
+        ("outside_source", "segments[1]: 00:00:03.000-00:00:09.000 ends after the source ends"),
+        ("url_source", "source: http: URLs are not allowed"),
+        ("audio_only", "tone.m4a has no video stream"),
+    ],
+)
+def test_refused_input_exits_2_names_the_problem_and_leaves_nothing(home, media, tmp_path, case, needle):
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    data = {"id": "bad", "source": str(media["av"]), "targets": [{"preset": "web_720p"}]}
+    if case == "bad_field":
+        data["targets"] = [{"preset": "web_720p", "resolution": "5k"}]
+    elif case == "corrupt_media":
+        (folder / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)
+        data["source"] = "junk.mp4"
+    elif case == "outside_source":
+        data["segments"] = [{"start": 0, "end": 1}, {"start": 3, "end": 9}]
+    elif case == "audio_only":
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=d=1",
+                "-c:a",
+                "aac",
+                str(folder / "tone.m4a"),
+            ],
+            check=True,
+        )
+        data["source"] = "tone.m4a"
+    else:
+        data["source"] = "http://127.0.0.1:9/a.mp4"
+    out = tmp_path / "out.json"
+    proc = vexport("export", write_manifest(folder, data), "--json", out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stdout + proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["status"] == "refused" and needle in summary["errors"][0]["message"]
+    assert not any(home.store.iterdir()) and not any(home.work.iterdir())
+
+
+def test_validate_standalone_exit_codes(home, media, tmp_path):
+    out = tmp_path / "report.json"
+    bad = vexport("validate", media["av"], "--preset", "tiktok", "--json", out)
+    assert bad.returncode == 1 and "size_mismatch" in bad.stdout
+    report = json.loads(out.read_text())
+    assert report["status"] == "fail" and report["score"] < 100
+    assert {"severity", "code", "message"} <= set(report["issues"][0])
+    good = vexport("validate", media["av"], "--preset", "vimeo")
+    assert good.returncode == 0 and "pass" in good.stdout
+    moov_last = tmp_path / "moov_last.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-i", str(media["av"]), "-c", "copy", str(moov_last)], check=True
+    )
+    late = vexport("validate", moov_last, "--preset", "vimeo")
+    assert late.returncode == 1 and "moov_at_end" in late.stdout and "+faststart" in late.stdout
+    unknown = vexport("validate", media["av"], "--preset", "tiktk")
+    assert unknown.returncode == 2 and "did you mean 'tiktok'" in unknown.stderr
+
+
+def test_presets_lists_every_contract_preset():
+    proc = vexport("presets", "--json", check=True)
+    names = set(json.loads(proc.stdout))
+    assert {
+        "youtube_1080p",
+        "youtube_4k",
+        "youtube_shorts",
+        "tiktok",
+        "instagram_reels",
+        "instagram_story",
+        "instagram_feed_square",
+        "instagram_feed_portrait",
+        "facebook_feed",
+        "facebook_reels",
+        "linkedin",
+        "x",
+        "vimeo",
+        "web_720p",
+        "prores_master",
+    } <= names
+    assert "max_duration=140" in vexport("presets", check=True).stdout
+
+
+def test_submit_places_valid_input_in_the_inbox_and_refuses_bad(home, media, tmp_path):
+    manifest = write_manifest(tmp_path / "p", {"id": "sub", "source": str(media["av"]), "targets": [{"preset": "x"}]})
+    vexport("submit", manifest, check=True)
+    placed = json.loads((home.inbox / "sub.json").read_text())
+    assert placed["source"] == str(media["av"]) and placed["targets"] == [{"preset": "x"}]
+    bad = write_manifest(
+        tmp_path / "p", {"source": str(media["av"]), "targets": [{"preset": "x", "fps": "fast"}]}, "bad.yaml"
+    )
+    proc = vexport("submit", bad)
+    assert proc.returncode == 2 and "targets[0].fps" in proc.stderr
+    assert sorted(p.name for p in home.inbox.iterdir() if p.is_file()) == ["sub.json"]
+    assert vexport("--help").returncode == 0 and vexport("export", "--help").returncode == 0

@@ -1,0 +1,91 @@
+"""Sources that trip naive pipelines, each rendered for real and checked like a user would."""
+
+from pathlib import Path
+
+import pytest
+
+from vexport_pipeline.core.media.probe import count_frames, probe
+from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.timeline import Clip
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.presets import PresetBook
+
+
+def render(src: Path, tmp_path: Path, **target):
+    info = probe(src)
+    s = PresetBook.load().resolve(Target(**({"preset": "web_720p", "quality": "draft"} | target)), info)
+    out = tmp_path / f"{src.stem}.{s.ext}"
+    render_clip(info, Clip(None, [(0.0, info.duration)]), [s], [out])
+    return info, probe(out), out
+
+
+def av_offset_ms(info) -> float:
+    return (info.audio.start_time - info.video.start_time) * 1000
+
+
+def test_vfr_comes_out_constant_at_the_nearest_standard_rate(awkward, tmp_path):
+    src, out, path = render(awkward["vfr"], tmp_path)
+    assert src.video.vfr and src.video.fps_exact == "68/3"
+    assert out.video.fps_exact == "30" and not out.video.vfr
+    assert abs(count_frames(path)[0] - round(out.video.duration * 30)) <= 1
+
+
+def test_rotated_phone_video_comes_out_upright(awkward, tmp_path):
+    src, out, path = render(awkward["rotated"], tmp_path)
+    assert src.video.rotation == 90 and (src.video.width, src.video.height) == (640, 360)
+    assert (out.video.width, out.video.height) == (720, 1280) and out.video.rotation == 0
+
+
+def test_odd_sized_444_becomes_even_420_high_profile(awkward, tmp_path):
+    src, out, _ = render(awkward["odd444"], tmp_path)
+    assert src.video.pix_fmt == "yuv444p" and src.video.width == 641
+    assert (out.video.width, out.video.height) == (1278, 720)
+    assert out.video.pix_fmt == "yuv420p" and out.video.profile == "High"
+
+
+def test_10bit_hevc_becomes_8bit_h264(awkward, tmp_path):
+    src, out, _ = render(awkward["hevc10"], tmp_path)
+    assert src.video.codec == "hevc" and src.video.pix_fmt == "yuv420p10le"
+    assert out.video.codec == "h264" and out.video.pix_fmt == "yuv420p" and out.video.profile == "High"
+
+
+def test_surround_is_downmixed_to_stereo_48k(awkward, tmp_path):
+    src, out, _ = render(awkward["surround"], tmp_path)
+    assert src.audio.channels == 6
+    assert (out.audio.channels, out.audio.sample_rate) == (2, 48000)
+
+
+def test_audio_shorter_than_video_is_padded_not_shortening_the_output(awkward, tmp_path):
+    src, out, _ = render(awkward["shortaudio"], tmp_path)
+    assert src.audio.duration == pytest.approx(1.5, abs=0.05) and src.duration == pytest.approx(3.0, abs=0.05)
+    assert out.video.duration == pytest.approx(3.0, abs=0.04)
+    assert out.audio.duration == pytest.approx(3.0, abs=0.05)
+
+
+def test_audio_shorter_than_video_keeps_later_segments_in_sync(awkward, tmp_path):
+    """Two segments, the first with only 0.5 s of audio: the second's audio must start at 1.0 s, not 0.5 s."""
+    info = probe(awkward["shortaudio"])
+    s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
+    out = tmp_path / "joined.mp4"
+    render_clip(info, Clip(None, [(1.0, 2.0), (2.0, 3.0)]), [s], [out])
+    got = probe(out)
+    assert got.video.duration == pytest.approx(2.0, abs=0.04) and got.audio.duration == pytest.approx(2.0, abs=0.05)
+    import av
+    import numpy as np
+
+    with av.open(str(out)) as c:  # the tone ends at 1.5 s of the source: 0.5 s into the output, then silence
+        levels = [(float(f.pts * f.time_base), float(np.abs(f.to_ndarray()).max())) for f in c.decode(audio=0)]
+    assert max(v for t, v in levels if 0.1 < t < 0.4) > 0.05
+    assert max(v for t, v in levels if 0.6 < t < 1.9) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["offset", "shortaudio", "surround"])
+def test_av_start_offset_stays_within_20ms_of_the_source(awkward, tmp_path, name):
+    src, out, _ = render(awkward[name], tmp_path)
+    assert abs(av_offset_ms(out) - av_offset_ms(src)) <= 20
+    assert out.video.start_time < 0.05  # the output starts at zero, whatever the source's start time
+
+
+def test_source_without_audio_stays_silent(media, tmp_path):
+    _, out, _ = render(media["silent"], tmp_path)
+    assert out.audio is None

@@ -1,0 +1,103 @@
+import time
+
+import dagster as dg
+import psutil
+import pytest
+
+from vexport_pipeline.core.errors import EncodeError
+from vexport_pipeline.core.media.runner import ProgressParser, run_ffmpeg
+from vexport_pipeline.core.settings import ffmpeg_exe
+
+
+def ffmpeg_children() -> list:
+    return [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in " ".join(p.cmdline())]
+
+
+def long_encode(out):
+    return [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=1280x720:r=30:d=120",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "slow",
+        "-y",
+        str(out),
+    ]
+
+
+def test_progress_parser_reports_percent_speed_and_a_forward_only_eta():
+    p = ProgressParser(duration=10.0)
+    got = []
+    for t, speed in [(1, 1.0), (2, 0.5), (5, 2.0)]:
+        for line in [f"out_time_us={t * 1_000_000}", "fps=30.0", f"speed={speed}x", "progress=continue"]:
+            if (x := p.feed(line)) is not None:
+                got.append(x)
+    assert [g.percent for g in got] == [10.0, 20.0, 50.0]
+    etas = [g.eta for g in got]
+    assert all(b <= a for a, b in zip(etas, etas[1:]))
+    for line in ["out_time_us=N/A", "progress=continue"]:
+        x = p.feed(line)
+    assert x.percent == 50.0  # N/A keeps the last position
+    done = p.feed("progress=end")
+    assert done.done and done.percent == 100.0 and done.eta == 0.0
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, dg.DagsterExecutionInterruptedError])
+def test_interrupt_terminates_ffmpeg_and_removes_the_partial_file(tmp_path, interrupt):
+    out = tmp_path / ".x.partial.mp4"
+    seen = []
+
+    def on_progress(p):
+        seen.append(p)
+        if out.exists() and out.stat().st_size > 0:
+            raise interrupt()
+
+    with pytest.raises(interrupt):
+        run_ffmpeg(long_encode(out), duration=120, outputs=[out], on_progress=on_progress)
+    assert seen, "progress was reported before the interrupt"
+    assert not out.exists()
+    time.sleep(0.2)
+    assert ffmpeg_children() == []
+
+
+def test_failed_encode_raises_with_ffmpeg_message_and_leaves_nothing(tmp_path):
+    out = tmp_path / "x.mp4"
+    argv = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-progress",
+        "pipe:1",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=d=1",
+        "-c:v",
+        "no_such_encoder",
+        "-y",
+        str(out),
+    ]
+    with pytest.raises(EncodeError) as exc:
+        run_ffmpeg(argv, duration=1, outputs=[out])
+    assert "no_such_encoder" in str(exc.value) or "Unknown encoder" in str(exc.value)
+    assert not out.exists() and ffmpeg_children() == []
+
+
+def test_timeout_kills_the_encode(tmp_path):
+    out = tmp_path / "t.mp4"
+    with pytest.raises(EncodeError, match="timed out"):
+        run_ffmpeg(long_encode(out), duration=120, outputs=[out], timeout=1.0)
+    assert not out.exists() and ffmpeg_children() == []

@@ -1,0 +1,291 @@
+"""The Dagster layer: definitions load, the whole graph materializes, the gate blocks, the sensor is idempotent."""
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from vexport_pipeline.core.delivery.events import EventStore
+from vexport_pipeline.core.intake import registry
+from vexport_pipeline.core.media.probe import probe
+from vexport_pipeline.core.spec.composition import parse_composition
+from vexport_pipeline.definitions import defs, resources
+from vexport_pipeline.defs import export_assets
+from vexport_pipeline.defs.intake.sensors import composition_sensor
+from vexport_pipeline.defs.resources import VexportResource
+
+
+def test_definitions_load_with_six_assets_job_sensor_and_schedule():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"}
+    assert defs.resolve_job_def("export_job") and defs.resolve_sensor_def("composition_sensor")
+    assert defs.resolve_schedule_def("metrics_rollup")
+    renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")
+    encode_op = next(n for n in renditions.node_def.node_defs if n.name == "encode")
+    assert encode_op.pool == "gpu"
+
+
+def register(home, media, data):
+    comp = parse_composition(data)
+    registry.register(home, comp, media["av"])
+    return comp
+
+
+def materialize(instance, key, selection=None):
+    if not instance.has_dynamic_partition("exports", key):
+        instance.add_dynamic_partitions("exports", [key])
+    return dg.materialize(
+        export_assets,
+        partition_key=key,
+        instance=instance,
+        resources=resources(),
+        raise_on_error=False,
+        selection=selection,
+    )
+
+
+def test_whole_graph_for_a_clips_export(home, media):
+    register(
+        home,
+        media,
+        {
+            "id": "two-clips",
+            "source": str(media["av"]),
+            "export_type": "clips",
+            "segments": [{"start": 0, "end": 1, "clip_id": "intro"}, {"start": 2, "end": 3.2, "clip_id": "outro"}],
+            "targets": [
+                {"preset": "web_720p", "quality": "draft"},
+                {"format": "webm", "resolution": "320x180", "quality": "draft"},
+            ],
+            "delivery": {"zip": True, "link_ttl": "1h"},
+        },
+    )
+    with dg.instance_for_test() as instance:
+        result = materialize(instance, "two-clips")
+        assert result.success
+        summary = result.output_for_node("delivery")
+        assert summary["status"] == "delivered"
+        got = [(r["clip_id"], r["target"]) for r in summary["renditions"]]
+        assert got == [
+            ("intro", "web_720p"),
+            ("intro", "webm_vp9_320x180_draft"),
+            ("outro", "web_720p"),
+            ("outro", "webm_vp9_320x180_draft"),
+        ]
+        for r, dur in zip(summary["renditions"], [1.0, 1.0, 1.2, 1.2]):
+            assert r["path"].startswith(str(home.store / "two-clips"))
+            out = probe(r["path"])
+            assert (out.video.width, out.video.height) == (r["width"], r["height"])
+            assert abs((out.video.duration or out.duration) - dur) < 0.05
+            assert r["validation"]["status"] == "pass" and r["links"][0]["url"].startswith("http")
+        assert (home.store / "two-clips" / "current" / "summary.json").exists()
+        [bundle] = summary["bundles"]
+        import zipfile
+
+        with zipfile.ZipFile(bundle["path"]) as zf:
+            assert sorted(zf.namelist()) == sorted(r["path"].rsplit("/", 1)[1] for r in summary["renditions"])
+            assert zf.testzip() is None
+        assert bundle["links"][0]["url"].startswith("http")
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("validation_report"), "renditions_pass_validation")]
+        )
+        assert check  # the blocking check ran and was recorded
+        metrics = result.output_for_node("delivery_metrics")
+        assert list(metrics["downloads"]) == [0] * 5 and "two-clips.zip" in set(metrics["rendition"])
+
+        # a download lands in the event table; the next rollup counts it
+        store = EventStore(home.events_db)
+        import sqlite3
+
+        link_id = (
+            sqlite3.connect(home.events_db)
+            .execute("SELECT id FROM links WHERE rendition LIKE 'intro__web_720p%'")
+            .fetchone()[0]
+        )
+        store.record_download(link_id, bytes_sent=1234, client_ip="127.0.0.1")
+        again = materialize(instance, "two-clips", selection=["delivery_metrics"])
+        rerun = materialize(
+            instance, "two-clips", selection=["renditions"]
+        )  # unchanged: every rendition from the cache
+        assert [r["cached"] for r in rerun.output_for_node("renditions")] == [True] * 4
+        [mat] = [e for e in rerun.get_asset_materialization_events() if e.asset_key == dg.AssetKey("renditions")]
+        assert mat.materialization.metadata["cache_hits"].value == 4
+        df = again.output_for_node("delivery_metrics").set_index("rendition")
+        assert df.loc["intro__web_720p.mp4", "downloads"] == 1 and df.loc["intro__web_720p.mp4", "bytes"] == 1234
+
+
+def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):
+    presets = tmp_path / "presets.yaml"
+    presets.write_text("tiny_cap:\n  base: web_720p\n  limits: {max_duration: 0.5}\n")  # firm: a 1 s clip fails
+    monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
+    register(
+        home,
+        media,
+        {
+            "id": "too-big",
+            "source": str(media["av"]),
+            "segments": [{"start": 0, "end": 1}],
+            "targets": [{"preset": "tiny_cap", "quality": "draft"}],
+        },
+    )
+    with dg.instance_for_test() as instance:
+        result = materialize(instance, "too-big")
+        report = result.output_for_node("validation_report")
+        assert report["status"] == "fail"
+        assert report["renditions"][0]["issues"][0]["code"] == "too_long"
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert "delivery" not in materialized
+    assert not (home.store / "too-big").exists()
+
+
+def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatch):
+    monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
+    shutil.copy(media["av"], home.inbox / "clip.mp4")
+    shutil.copy(media["silent"], home.inbox / "Bare Video.mp4")
+    (home.inbox / "promo.yaml").write_text(
+        "source: clip.mp4\nexport_type: single\nsegments: [{start: 0, end: 1}]\n"
+        "targets: [{preset: web_720p, quality: draft}]\n"
+    )
+    (home.inbox / "broken.yaml").write_text("source: clip.mp4\ntargets: [{preset: web_720p, resolution: 5k}]\n")
+    resource = VexportResource(home=str(home.root), media_roots=str(media["dir"]))
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, resources={"vexport": resource})
+        first = composition_sensor(ctx)
+        assert sorted(r.partition_key for r in first.run_requests) == ["bare-video", "promo"]
+        assert all(r.run_key for r in first.run_requests)
+        assert sorted(first.dynamic_partitions_requests[0].partition_keys) == ["bare-video", "promo"]
+        error = (home.inbox / "rejected" / "broken.yaml.error.txt").read_text()
+        assert "targets[0].resolution: '5k' is not one of" in error
+        assert sorted(p.name for p in home.inbox.iterdir() if p.is_file()) == []
+        assert (home.media / "inbox" / "promo" / "clip.mp4").exists()  # the manifest's video is not a bare video
+
+        second = composition_sensor(dg.build_sensor_context(instance=instance, resources={"vexport": resource}))
+        assert not second.run_requests
+
+        # the requested run succeeds through the job the sensor targets
+        instance.add_dynamic_partitions("exports", ["promo"])
+        run = defs.resolve_job_def("export_job").execute_in_process(
+            partition_key="promo", instance=instance, raise_on_error=False
+        )
+        assert run.success
+        summary = run.output_for_node("delivery")
+        assert summary["renditions"][0]["duration"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_chunked_encoding_matches_the_single_process_path(home, media, tmp_path):
+    """An 8 s clip in ~2 s keyframe-aligned chunks, each its own step, joined without re-encoding."""
+    from vexport_pipeline.core.media.probe import count_frames
+    from vexport_pipeline.defs.resources import EncoderResource
+    from vexport_pipeline_tests.conftest import make_clip
+
+    long_source = (
+        make_clip(media["dir"] / "eight.mp4", seconds=8)
+        if not (media["dir"] / "eight.mp4").exists()
+        else media["dir"] / "eight.mp4"
+    )
+    targets = [
+        {"preset": "web_720p", "quality": "draft"},
+        {"format": "webm", "resolution": "320x180", "quality": "draft"},
+    ]
+    got = {}
+    for name, chunk_s in (("whole", 0), ("chunked", 2)):
+        comp = parse_composition(
+            {
+                "id": name,
+                "source": str(long_source),
+                "export_type": "single",
+                "audio": {"normalize": True, "target_lufs": -16},
+                "targets": targets,
+            }
+        )
+        registry.register(home, comp, long_source)
+        res = {**resources(), "encoders": EncoderResource(hardware="off", chunk_seconds=chunk_s)}
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("exports", [name])
+            result = dg.materialize(
+                export_assets, partition_key=name, instance=instance, resources=res, raise_on_error=False
+            )
+            assert result.success
+            got[name] = result.output_for_node("delivery")["renditions"]
+            steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+            encode_steps = sorted(k for k in steps if k.startswith("renditions.encode["))
+            assert len(encode_steps) == (3 if chunk_s else 1), encode_steps  # 0-2, 2-4, 4-8 s: the last takes the tail
+    for whole, chunked in zip(got["whole"], got["chunked"]):
+        a, b = probe(whole["path"]), probe(chunked["path"])
+        assert count_frames(whole["path"])[0] == count_frames(chunked["path"])[0] == 200
+        assert (a.video.duration or a.duration) == pytest.approx(b.video.duration or b.duration, abs=1e-3)
+        assert a.video.start_time == b.video.start_time == 0.0
+        assert (b.audio.start_time - b.video.start_time) == pytest.approx(
+            a.audio.start_time - a.video.start_time, abs=0.005
+        )
+        assert b.audio.duration == pytest.approx(a.audio.duration, abs=0.03)
+        assert chunked["validation"]["status"] == "pass" and chunked["validation"]["loudness_lufs"] == pytest.approx(
+            -16, abs=1
+        )
+
+
+def test_brand_rules_and_no_worse_redelivery(home, media, tmp_path, monkeypatch):
+    brands = tmp_path / "brands.yaml"
+    brands.write_text("acme: {min_height: 720, forbidden_codecs: [vp9]}\n")
+    monkeypatch.setenv("VEXPORT_BRANDS", str(brands))
+    base = {
+        "id": "brand",
+        "owner": "acme",
+        "source": str(media["av"]),
+        "export_type": "single",
+        "segments": [{"start": 0, "end": 1}],
+    }
+    register(home, media, {**base, "targets": [{"format": "webm", "resolution": "320x180", "quality": "draft"}]})
+    with dg.instance_for_test() as instance:
+        bad = materialize(instance, "brand")
+        codes = {i["code"] for i in bad.output_for_node("validation_report")["renditions"][0]["issues"]}
+        assert {"brand_min_resolution", "brand_forbidden_codec"} <= codes
+        assert not (home.store / "brand").exists()  # blocked
+        # a good delivery first...
+        register(home, media, {**base, "targets": [{"preset": "web_720p", "quality": "draft"}]})
+        assert materialize(instance, "brand").success
+        first = (home.store / "brand" / "current").resolve()
+        # ...then a re-export whose file scores worse (a warning: black picture) must not replace it
+        monkeypatch.setenv("VEXPORT_BRANDS", "")
+        black = media["dir"] / "black.mp4"
+        if not black.exists():
+            import subprocess
+
+            from vexport_pipeline.core.settings import ffmpeg_exe
+
+            subprocess.run(
+                [
+                    ffmpeg_exe(),
+                    "-loglevel",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "color=black:s=640x360:r=25:d=2",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "sine=d=2",
+                    "-c:v",
+                    "libx264",
+                    "-c:a",
+                    "aac",
+                    "-shortest",
+                    "-movflags",
+                    "+faststart",
+                    str(black),
+                ],
+                check=True,
+            )
+        comp = parse_composition(
+            {**base, "source": str(black), "targets": [{"preset": "web_720p", "quality": "draft"}]}
+        )
+        registry.register(home, comp, black)
+        worse = materialize(instance, "brand")
+        assert not worse.success
+        failure = next(e for e in worse.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "must not replace a better delivered file" in str(
+            failure.event_specific_data.error.cause or failure.event_specific_data.error
+        )
+        assert (home.store / "brand" / "current").resolve() == first
