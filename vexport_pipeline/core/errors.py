@@ -26,6 +26,12 @@ class InputError(VexportError):
     default_code = "input_refused"
 
 
+class ConfigError(InputError):
+    """A `VEXPORT_*` setting or a configuration file (presets, brands, profile) is invalid. Exit code 2."""
+
+    default_code = "config_invalid"
+
+
 class ManifestError(InputError):
     """A composition manifest is invalid; `problems` lists every field at fault."""
 

@@ -1,17 +1,165 @@
-"""Where things live and which binaries run. Read from `VEXPORT_*` variables at call time."""
+"""Every `VEXPORT_*` variable, read in one place into one typed, frozen `Settings`.
+
+`current()` parses the environment once and hands back the same object until a `VEXPORT_*` variable
+changes (tests change them; a process normally never does). Nothing else in the package reads
+`os.environ` for vexport's own settings.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
+
+from vexport_pipeline.core.errors import ConfigError
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8787"
+DEPLOYMENTS = ("local", "production")
 
 
-def _env_path(name: str, default: Path) -> Path:
-    value = os.environ.get(name)
-    return Path(value).expanduser().resolve() if value else default.resolve()
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    try:
+        return int(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{env[name]!r} is not a whole number", where=name) from None
+
+
+def _float(env: dict, name: str, default: float) -> float:
+    try:
+        return float(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{env[name]!r} is not a number", where=name) from None
+
+
+def _doc(meaning: str, default: str = "(none)") -> dict:
+    return {"meaning": meaning, "default": default}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """vexport's configuration. Each field is one `VEXPORT_*` variable (the name is in its metadata)."""
+
+    home: Path = field(
+        metadata={"env": "VEXPORT_HOME", **_doc("embedded state: instance, inbox, work, store", "./.vexport")}
+    )
+    media_roots: tuple[Path, ...] = field(
+        default=(), metadata={"env": "VEXPORT_MEDIA_ROOTS", **_doc("extra folders (`:`) manifests may read media from")}
+    )
+    deployment: Literal["local", "production"] = field(
+        default="local", metadata={"env": "VEXPORT_DEPLOYMENT", **_doc("`production` refuses unsafe defaults", "local")}
+    )
+    secret_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"env": "VEXPORT_SECRET_KEY", **_doc("key that signs links (shared by hosts)")},
+    )
+    public_url: str = field(
+        default=DEFAULT_PUBLIC_URL, metadata={"env": "VEXPORT_PUBLIC_URL", **_doc("base of links", DEFAULT_PUBLIC_URL)}
+    )
+    ffmpeg: str | None = field(
+        default=None, metadata={"env": "VEXPORT_FFMPEG", **_doc("FFmpeg to run", "imageio-ffmpeg")}
+    )
+    hardware: Literal["auto", "off"] = field(
+        default="auto", metadata={"env": "VEXPORT_HARDWARE", **_doc("try NVENC/QSV encoders", "auto")}
+    )
+    chunk_seconds: int = field(
+        default=120, metadata={"env": "VEXPORT_CHUNK_SECONDS", **_doc("chunk length of long clips; 0 off", "120")}
+    )
+    inbox_min_age: float = field(
+        default=2.0, metadata={"env": "VEXPORT_INBOX_MIN_AGE", **_doc("seconds a dropped file is left alone", "2")}
+    )
+    presets_file: Path | None = field(default=None, metadata={"env": "VEXPORT_PRESETS", **_doc("YAML of user presets")})
+    brands_file: Path | None = field(default=None, metadata={"env": "VEXPORT_BRANDS", **_doc("YAML of brand rules")})
+    default_profile_file: Path | None = field(
+        default=None, metadata={"env": "VEXPORT_DEFAULT_PROFILE", **_doc("composition for bare videos", "web_720p")}
+    )
+    chromium: str | None = field(
+        default=None, metadata={"env": "VEXPORT_CHROMIUM", **_doc("browser for playback checks")}
+    )
+    postgres_url: str | None = field(
+        default=None, repr=False, metadata={"env": "VEXPORT_POSTGRES_URL", **_doc("Dagster storage (production)")}
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        deployment = env.get("VEXPORT_DEPLOYMENT") or "local"
+        if deployment not in DEPLOYMENTS:
+            raise ConfigError(f"{deployment!r} is not one of {', '.join(DEPLOYMENTS)}", where="VEXPORT_DEPLOYMENT")
+        hardware = env.get("VEXPORT_HARDWARE") or "auto"
+        if hardware not in ("auto", "off"):
+            raise ConfigError(f"{hardware!r} is not one of auto, off", where="VEXPORT_HARDWARE")
+        settings = cls(
+            home=_path(env.get("VEXPORT_HOME")) or (Path.cwd() / ".vexport").resolve(),
+            media_roots=tuple(_path(p) for p in env.get("VEXPORT_MEDIA_ROOTS", "").split(os.pathsep) if p),
+            deployment=deployment,
+            secret_key=env.get("VEXPORT_SECRET_KEY") or None,
+            public_url=(env.get("VEXPORT_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/"),
+            ffmpeg=env.get("VEXPORT_FFMPEG") or None,
+            hardware=hardware,
+            chunk_seconds=_int(env, "VEXPORT_CHUNK_SECONDS", 120),
+            inbox_min_age=_float(env, "VEXPORT_INBOX_MIN_AGE", 2.0),
+            presets_file=_path(env.get("VEXPORT_PRESETS")),
+            brands_file=_path(env.get("VEXPORT_BRANDS")),
+            default_profile_file=_path(env.get("VEXPORT_DEFAULT_PROFILE")),
+            chromium=env.get("VEXPORT_CHROMIUM") or None,
+            postgres_url=env.get("VEXPORT_POSTGRES_URL") or None,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Production refuses what only makes sense on one machine: a per-host random signing key."""
+        if self.deployment == "production" and not self.secret_key:
+            raise ConfigError(
+                "VEXPORT_DEPLOYMENT=production needs VEXPORT_SECRET_KEY: without it every host mints its own key and a"
+                " link signed on one worker fails on another",
+                where="VEXPORT_SECRET_KEY",
+            )
+
+    @property
+    def paths(self) -> Home:
+        return Home(self.home)
+
+    @property
+    def policy(self) -> MediaPolicy:
+        return MediaPolicy((self.paths.media.resolve(), *self.media_roots))
+
+    @property
+    def ffmpeg_exe(self) -> str:
+        if self.ffmpeg:
+            return shutil.which(self.ffmpeg) or self.ffmpeg
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+
+    def signing_key(self) -> str:
+        """`VEXPORT_SECRET_KEY`, else (local deployments only) a random key kept (mode 0600) under the home."""
+        return self.secret_key or self.paths.local_secret_key()
+
+    @staticmethod
+    def variables() -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) for every setting: the README's table."""
+        return [(f.metadata["env"], f.metadata["default"], f.metadata["meaning"]) for f in fields(Settings)]
+
+
+_current: tuple[tuple, Settings] | None = None
+
+
+def current() -> Settings:
+    """The settings of this process, parsed once per distinct `VEXPORT_*` environment."""
+    global _current
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("VEXPORT_")))
+    if _current is None or _current[0] != key:
+        _current = (key, Settings.from_env())
+    return _current[1]
 
 
 @dataclass(frozen=True)
@@ -22,7 +170,7 @@ class Home:
 
     @classmethod
     def from_env(cls) -> Home:
-        return cls(_env_path("VEXPORT_HOME", Path.cwd() / ".vexport"))
+        return current().paths
 
     @property
     def dagster(self) -> Path:
@@ -61,14 +209,14 @@ class Home:
             p.mkdir(parents=True, exist_ok=True)
         return self
 
-    def secret_key(self) -> str:
-        """`VEXPORT_SECRET_KEY`, or a random key kept (mode 0600) under the home."""
-        if key := os.environ.get("VEXPORT_SECRET_KEY"):
-            return key
+    def local_secret_key(self) -> str:
         path = self.root / "secret.key"
         if not path.exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                return path.read_text().strip()
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
@@ -76,28 +224,16 @@ class Home:
 
 @dataclass(frozen=True)
 class MediaPolicy:
-    """Which folders a manifest may read media from (`VEXPORT_MEDIA_ROOTS`, os.pathsep-separated)."""
+    """Which folders a manifest may read media from: the home's media folder and `VEXPORT_MEDIA_ROOTS`."""
 
-    roots: tuple[Path, ...] = field(default_factory=tuple)
+    roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, home: Home | None = None) -> MediaPolicy:
-        home = home or Home.from_env()
-        extra = [
-            Path(p).expanduser().resolve() for p in os.environ.get("VEXPORT_MEDIA_ROOTS", "").split(os.pathsep) if p
-        ]
-        return cls(tuple([home.media.resolve(), *extra]))
+        s = current()
+        return MediaPolicy(((home or s.paths).media.resolve(), *s.media_roots))
 
 
 def ffmpeg_exe() -> str:
     """`VEXPORT_FFMPEG`, else the static FFmpeg shipped by imageio-ffmpeg."""
-    if exe := os.environ.get("VEXPORT_FFMPEG"):
-        found = shutil.which(exe) or exe
-        return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def public_url() -> str:
-    return os.environ.get("VEXPORT_PUBLIC_URL", "http://127.0.0.1:8787").rstrip("/")
+    return current().ffmpeg_exe
