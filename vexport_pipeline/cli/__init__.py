@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from vexport_pipeline.core.errors import VexportError
-from vexport_pipeline.defs.instance import apply_env_defaults
 
 
 def _fail(exc: VexportError) -> None:
@@ -55,7 +54,12 @@ def summary_table(data: dict) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """vexport: compositions in, validated platform-ready files out."""
-    apply_env_defaults()
+    from vexport_pipeline.core.settings import current
+
+    try:
+        current()  # a bad VEXPORT_* setting is refused before any command starts
+    except VexportError as exc:
+        _fail(exc)
 
 
 @main.command("export")
@@ -76,11 +80,11 @@ def export_cmd(manifest: Path, json_out: str | None) -> None:
 def submit(file: Path) -> None:
     """Validate a composition (or a bare video) and place it in the inbox the sensor watches."""
     from vexport_pipeline.core.intake.inbox import submit as submit_file
-    from vexport_pipeline.core.settings import Home, MediaPolicy
+    from vexport_pipeline.core.settings import current
 
-    home = Home.from_env()
+    settings = current()
     try:
-        placed = submit_file(home, file, MediaPolicy.from_env(home))
+        placed = submit_file(settings.paths, file, settings.policy)
     except VexportError as exc:
         _fail(exc)
     click.echo(f"submitted {file} as {placed}")

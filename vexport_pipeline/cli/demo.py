@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from vexport_pipeline.core.settings import Home, ffmpeg_exe
+from vexport_pipeline.core.settings import current, ffmpeg_exe
 
 DEMO_COMPOSITION = {
     "id": "demo",
@@ -67,7 +67,7 @@ def make_source(path: Path, seconds: float = 8.0, size: str = "1280x720", rate: 
 
 
 def make_demo(seconds: float = 8.0) -> Path:
-    folder = Home.from_env().ensure().media / "demo"
+    folder = current().paths.ensure().media / "demo"
     source = folder / "sample.mp4"
     if not source.exists():
         make_source(source, seconds)

@@ -7,30 +7,22 @@ from pathlib import Path
 from vexport_pipeline.core.delivery import summary
 from vexport_pipeline.core.errors import VexportError
 from vexport_pipeline.core.intake import registry
+from vexport_pipeline.core.intake.registry import Registered
 from vexport_pipeline.core.media.probe import probe, require_video
 from vexport_pipeline.core.media.timeline import check_segments
-from vexport_pipeline.core.settings import Home, MediaPolicy
+from vexport_pipeline.core.settings import current
 from vexport_pipeline.core.spec.composition import load_composition, resolve_source, slug
 from vexport_pipeline.defs.instance import ensure_dagster_home
 
-INPUT_ERRORS = {"InputError", "ManifestError"}
 
-
-def prepare(manifest: Path) -> tuple[Home, dict]:
+def prepare(manifest: Path) -> Registered:
     """Everything that can refuse the input, before a partition exists or a byte is encoded."""
-    home = Home.from_env().ensure()
+    settings = current()
+    home = settings.paths.ensure()
     comp = load_composition(manifest)
-    source = resolve_source(comp, manifest.resolve().parent, MediaPolicy.from_env(home))
+    source = resolve_source(comp, manifest.resolve().parent, settings.policy)
     check_segments(comp, require_video(probe(source)))
-    return home, registry.register(home, comp, source, manifest=manifest.resolve())
-
-
-def _error_chain(error) -> list:
-    out = []
-    while error is not None:
-        out.append(error)
-        error = error.cause
-    return out
+    return registry.register(home, comp, source, manifest=manifest.resolve())
 
 
 def run_export(manifest: Path) -> tuple[dict, int]:
@@ -38,73 +30,77 @@ def run_export(manifest: Path) -> tuple[dict, int]:
     ensure_dagster_home()
     manifest = Path(manifest)
     try:
-        home, record = prepare(manifest)
+        record = prepare(manifest)
     except VexportError as exc:
         return summary.build(slug(manifest.stem), "refused", errors=[exc.as_dict()]), exc.exit_code
 
     import dagster as dg
 
-    from vexport_pipeline.definitions import resources
+    from vexport_pipeline.definitions import defs
     from vexport_pipeline.defs import export_assets
+    from vexport_pipeline.defs.jobs import run_tags
     from vexport_pipeline.defs.partitions import exports
 
-    export_id = record["export_id"]
     instance = dg.DagsterInstance.get()
-    if not instance.has_dynamic_partition(exports.name, export_id):
-        instance.add_dynamic_partitions(exports.name, [export_id])
+    if not instance.has_dynamic_partition(exports.name, record.export_id):
+        instance.add_dynamic_partitions(exports.name, [record.export_id])
     result = dg.materialize(
         export_assets,
-        partition_key=export_id,
+        partition_key=record.export_id,
         instance=instance,
-        resources=resources(),
+        resources=defs().resources,
         raise_on_error=False,
-        tags={"vexport/source": "cli"},
+        tags={**run_tags(record.export_id, record.owner), "vexport/source": "cli"},
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     if _has_materialization(result, "delivery"):
         return result.output_for_node("delivery"), 0
+    return failed_summary(record.export_id, result)
+
+
+def failed_summary(export_id: str, result) -> tuple[dict, int]:
+    """The summary of a run that did not deliver, with the exit code its errors call for."""
+    from vexport_pipeline.defs.failures import CODE, EXIT_CODE
 
     errors, code = [], 1
     for event in result.get_step_failure_events():
-        chain = _error_chain(event.step_failure_data.error)
-        refused = next((e for e in chain if e.cls_name in INPUT_ERRORS), None)
-        code = 2 if refused else code
-        cause = refused or chain[-1]  # the innermost error is the one our code raised
+        data = event.step_failure_data
+        meta = data.user_failure_data.metadata if data.user_failure_data else {}
+        exit_code = meta[EXIT_CODE].value if EXIT_CODE in meta else 1
+        code = 2 if exit_code == 2 else code
+        message = data.user_failure_data.description if data.user_failure_data else _innermost(data.error)
         errors.append(
             {
-                "code": "input_refused" if refused else "step_failed",
-                "message": f"{event.step_key}: {cause.message.strip()}",
+                "code": meta[CODE].value if CODE in meta else "step_failed",
+                "message": f"{event.step_key}: {message.strip()}",
             }
         )
-    src = _maybe(result, "source")
-    segs = _maybe(result, "segments")
-    rends = _maybe(result, "renditions") or []
-    report = _maybe(result, "validation_report")
-    blocks = []
-    for i, r in enumerate(rends):
-        v = report["renditions"][i] if report else None
-        blocks.append(summary.rendition_block(r, v, []))
-    if report and report["status"] == "fail":
-        failed = [
-            f"{b['clip_id'] + '/' if b['clip_id'] else ''}{b['target']}"
-            for b in blocks
-            if b["validation"]["status"] == "fail"
-        ]
+    src, segs = _maybe(result, "source"), _maybe(result, "segments")
+    rends, outcome = _maybe(result, "renditions") or [], _maybe(result, "validation_report")
+    checked = list(outcome.renditions) if outcome else [None] * len(rends)
+    blocks = [summary.rendition_block(r, c, []) for r, c in zip(rends, checked)]
+    if outcome and outcome.status == "fail":
         errors.append(
             {
                 "code": "validation_failed",
-                "message": f"validation failed for {', '.join(failed)}; nothing was delivered",
+                "message": f"validation failed for {', '.join(outcome.failed)}; nothing was delivered",
             }
         )
     data = summary.build(
         export_id,
         "refused" if code == 2 else "failed",
-        source=summary.source_block(src["record"], src["info"], src["sha256"]) if src else None,
-        output_duration=segs["output_duration"] if segs else None,
+        source=summary.source_block(src) if src else None,
+        output_duration=segs.output_duration if segs else None,
         renditions=blocks,
         errors=errors or [{"code": "failed", "message": "the run failed"}],
     )
     return data, code
+
+
+def _innermost(error) -> str:
+    while error.cause is not None:
+        error = error.cause
+    return error.message
 
 
 def _has_materialization(result, name: str) -> bool:

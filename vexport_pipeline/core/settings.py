@@ -209,6 +209,11 @@ class Home:
             p.mkdir(parents=True, exist_ok=True)
         return self
 
+    def local_secret_key_file(self) -> Path:
+        """The random signing key of a local deployment (mode 0600), made on first use."""
+        self.local_secret_key()
+        return self.root / "secret.key"
+
     def local_secret_key(self) -> str:
         path = self.root / "secret.key"
         if not path.exists():

@@ -1,4 +1,5 @@
-"""Process-level set-up for the entry points (CLI, `make dev`, tests): env defaults and DAGSTER_HOME."""
+"""The Dagster instance the CLI and `make dev` use: `DAGSTER_HOME`, else `VEXPORT_HOME/dagster`
+holding a copy of the repository's dagster.yaml."""
 
 from __future__ import annotations
 
@@ -6,25 +7,20 @@ import os
 import shutil
 from pathlib import Path
 
+from vexport_pipeline.core.settings import current
+
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 
 
-def apply_env_defaults() -> None:
-    """Give every VEXPORT_* variable the resources read a value, so the embedded defaults need no set-up."""
-    os.environ["VEXPORT_HOME"] = str(Path(os.environ.get("VEXPORT_HOME") or ".vexport").expanduser().resolve())
-    os.environ.setdefault("VEXPORT_MEDIA_ROOTS", "")
-    os.environ.setdefault("VEXPORT_PUBLIC_URL", "http://127.0.0.1:8787")
-    os.environ.setdefault("VEXPORT_HARDWARE", "auto")
-    os.environ.setdefault("VEXPORT_CHUNK_SECONDS", "120")
-
-
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, or VEXPORT_HOME/dagster holding a copy of the repository's dagster.yaml."""
-    apply_env_defaults()
+    """Called by entry points only. Pins `VEXPORT_HOME` to an absolute path in this process's
+    environment, so the processes Dagster starts (code servers, run workers) find the same home."""
+    settings = current()
+    os.environ["VEXPORT_HOME"] = str(settings.home)
     if os.environ.get("DAGSTER_HOME"):
         return Path(os.environ["DAGSTER_HOME"])
-    home = Path(os.environ["VEXPORT_HOME"]) / "dagster"
+    home = settings.paths.dagster
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if REPO_DAGSTER_YAML.exists():

@@ -1,41 +1,34 @@
-"""Typed resources: the Dagster layer's view of configuration. The media core reads plain values."""
+"""One resource per external system: the home tree, the encoders, the delivery store, the event
+store and the link signer. Their values come from `Settings` when the definitions are built; the
+media core below them reads plain values."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
-from vexport_pipeline.core.delivery.events import EventStore, LinkSigner
-from vexport_pipeline.core.delivery.stores import LocalStore
-from vexport_pipeline.core.settings import Home, MediaPolicy
+from vexport_pipeline.core.delivery.events import EventStore
+from vexport_pipeline.core.delivery.links import LinkSigner
+from vexport_pipeline.core.delivery.stores import LocalStore, Store
+from vexport_pipeline.core.settings import Home, MediaPolicy, Settings
+from vexport_pipeline.core.spec.presets import EncodeSettings
 
 
-class VexportResource(dg.ConfigurableResource):
-    """Where vexport keeps its state (VEXPORT_HOME) and how links are made."""
+class HomeResource(dg.ConfigurableResource):
+    """Where vexport keeps its state (`VEXPORT_HOME`) and which folders sources may come from."""
 
-    home: str
-    media_roots: str = ""
-    public_url: str = "http://127.0.0.1:8787"
-    encode_timeout_s: int = 6 * 3600
+    root: str
+    media_roots: list[str] = []
 
     @property
     def paths(self) -> Home:
-        return Home(Path(self.home).expanduser().resolve()).ensure()
+        return Home(Path(self.root).expanduser().resolve()).ensure()
 
     @property
     def policy(self) -> MediaPolicy:
-        extra = [Path(p).expanduser().resolve() for p in self.media_roots.split(":") if p]
-        return MediaPolicy((self.paths.media.resolve(), *extra))
-
-    def store(self) -> LocalStore:
-        return LocalStore(self.paths.store)
-
-    def events(self) -> EventStore:
-        return EventStore(self.paths.events_db)
-
-    def signer(self) -> LinkSigner:
-        return LinkSigner(self.paths.secret_key())
+        return MediaPolicy((self.paths.media.resolve(), *(Path(p).expanduser().resolve() for p in self.media_roots)))
 
 
 class EncoderResource(dg.ConfigurableResource):
@@ -44,16 +37,58 @@ class EncoderResource(dg.ConfigurableResource):
 
     hardware: str = "auto"
     chunk_seconds: int = 120  # clips longer than 1.5x this are encoded in keyframe-aligned chunks; 0 turns chunking off
+    timeout_s: int = 6 * 3600
 
-    def choose(self, settings: list) -> tuple[list, dict]:
-        from dataclasses import replace as _replace
-
+    def choose(self, settings: list[EncodeSettings]) -> tuple[list[EncodeSettings], str]:
+        """The settings with a working hardware encoder swapped in where one exists, and what was tried."""
         from vexport_pipeline.core.media.hardware import detect
 
         if self.hardware != "auto":
-            return settings, {"hardware": "off"}
+            return settings, "off"
         codecs = sorted({s.video_codec for s in settings if s.video_codec in ("h264", "h265", "av1")})
         found, trials = detect(tuple(codecs))
-        chosen = [_replace(s, encoder=found[s.video_codec]) if found.get(s.video_codec) else s for s in settings]
-        report = {t.encoder: t.reason for t in trials}
-        return chosen, {"hardware": ", ".join(f"{k}: {v}" for k, v in report.items()) or "no hardware-capable codec"}
+        chosen = [replace(s, encoder=found[s.video_codec]) if found.get(s.video_codec) else s for s in settings]
+        return chosen, ", ".join(f"{t.encoder}: {t.reason}" for t in trials) or "no hardware-capable codec"
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The delivery store: local folders under the home (object stores implement the same `Store`)."""
+
+    root: str
+
+    def get(self) -> Store:
+        return LocalStore(Path(self.root))
+
+
+class EventsResource(dg.ConfigurableResource):
+    """The event store: links handed out and the downloads made through them."""
+
+    path: str
+
+    def get(self) -> EventStore:
+        return EventStore(Path(self.path))
+
+
+class LinksResource(dg.ConfigurableResource):
+    """Signs download links; every host must share the key (`VEXPORT_SECRET_KEY`)."""
+
+    public_url: str
+    secret_key: str = ""  # wired to the VEXPORT_SECRET_KEY variable, so the UI never shows the key
+    key_file: str = ""  # local deployments without a shared key: the random key kept under the home
+
+    def signer(self) -> LinkSigner:
+        key = self.secret_key or Path(self.key_file).read_text().strip()
+        return LinkSigner(key)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    paths = settings.paths
+    return {
+        "home": HomeResource(root=str(paths.root), media_roots=[str(p) for p in settings.media_roots]),
+        "encoders": EncoderResource(hardware=settings.hardware, chunk_seconds=settings.chunk_seconds),
+        "store": StoreResource(root=str(paths.store)),
+        "events": EventsResource(path=str(paths.events_db)),
+        "links": LinksResource(public_url=settings.public_url, secret_key=dg.EnvVar("VEXPORT_SECRET_KEY"))
+        if settings.secret_key
+        else LinksResource(public_url=settings.public_url, key_file=str(paths.local_secret_key_file())),
+    }

@@ -9,18 +9,19 @@ from vexport_pipeline.core.delivery.events import EventStore
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe
 from vexport_pipeline.core.spec.composition import parse_composition
-from vexport_pipeline.definitions import defs, resources
+from vexport_pipeline.definitions import defs
 from vexport_pipeline.defs import export_assets
 from vexport_pipeline.defs.intake.sensors import composition_sensor
-from vexport_pipeline.defs.resources import VexportResource
+from vexport_pipeline.defs.resources import HomeResource
 
 
 def test_definitions_load_with_six_assets_job_sensor_and_schedule():
-    dg.Definitions.validate_loadable(defs)
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"}
-    assert defs.resolve_job_def("export_job") and defs.resolve_sensor_def("composition_sensor")
-    assert defs.resolve_schedule_def("metrics_rollup")
+    assert loaded.resolve_job_def("export_job") and loaded.resolve_sensor_def("composition_sensor")
+    assert loaded.resolve_schedule_def("metrics_rollup")
     renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")
     encode_op = next(n for n in renditions.node_def.node_defs if n.name == "encode")
     assert encode_op.pool == "gpu"
@@ -39,7 +40,7 @@ def materialize(instance, key, selection=None):
         export_assets,
         partition_key=key,
         instance=instance,
-        resources=resources(),
+        resources=defs().resources,
         raise_on_error=False,
         selection=selection,
     )
@@ -108,7 +109,7 @@ def test_whole_graph_for_a_clips_export(home, media):
         rerun = materialize(
             instance, "two-clips", selection=["renditions"]
         )  # unchanged: every rendition from the cache
-        assert [r["cached"] for r in rerun.output_for_node("renditions")] == [True] * 4
+        assert [r.cached for r in rerun.output_for_node("renditions")] == [True] * 4
         [mat] = [e for e in rerun.get_asset_materialization_events() if e.asset_key == dg.AssetKey("renditions")]
         assert mat.materialization.metadata["cache_hits"].value == 4
         df = again.output_for_node("delivery_metrics").set_index("rendition")
@@ -132,8 +133,8 @@ def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         result = materialize(instance, "too-big")
         report = result.output_for_node("validation_report")
-        assert report["status"] == "fail"
-        assert report["renditions"][0]["issues"][0]["code"] == "too_long"
+        assert report.status == "fail"
+        assert report.renditions[0].report.issues[0].code == "too_long"
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert "delivery" not in materialized
     assert not (home.store / "too-big").exists()
@@ -148,9 +149,9 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         "targets: [{preset: web_720p, quality: draft}]\n"
     )
     (home.inbox / "broken.yaml").write_text("source: clip.mp4\ntargets: [{preset: web_720p, resolution: 5k}]\n")
-    resource = VexportResource(home=str(home.root), media_roots=str(media["dir"]))
+    resource = HomeResource(root=str(home.root), media_roots=[str(media["dir"])])
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, resources={"vexport": resource})
+        ctx = dg.build_sensor_context(instance=instance, resources={"home": resource})
         first = composition_sensor(ctx)
         assert sorted(r.partition_key for r in first.run_requests) == ["bare-video", "promo"]
         assert all(r.run_key for r in first.run_requests)
@@ -160,12 +161,12 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         assert sorted(p.name for p in home.inbox.iterdir() if p.is_file()) == []
         assert (home.media / "inbox" / "promo" / "clip.mp4").exists()  # the manifest's video is not a bare video
 
-        second = composition_sensor(dg.build_sensor_context(instance=instance, resources={"vexport": resource}))
+        second = composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
         assert not second.run_requests
 
         # the requested run succeeds through the job the sensor targets
         instance.add_dynamic_partitions("exports", ["promo"])
-        run = defs.resolve_job_def("export_job").execute_in_process(
+        run = defs().resolve_job_def("export_job").execute_in_process(
             partition_key="promo", instance=instance, raise_on_error=False
         )
         assert run.success
@@ -200,7 +201,7 @@ def test_chunked_encoding_matches_the_single_process_path(home, media, tmp_path)
             }
         )
         registry.register(home, comp, long_source)
-        res = {**resources(), "encoders": EncoderResource(hardware="off", chunk_seconds=chunk_s)}
+        res = {**defs().resources, "encoders": EncoderResource(hardware="off", chunk_seconds=chunk_s)}
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("exports", [name])
             result = dg.materialize(
@@ -239,7 +240,7 @@ def test_brand_rules_and_no_worse_redelivery(home, media, tmp_path, monkeypatch)
     register(home, media, {**base, "targets": [{"format": "webm", "resolution": "320x180", "quality": "draft"}]})
     with dg.instance_for_test() as instance:
         bad = materialize(instance, "brand")
-        codes = {i["code"] for i in bad.output_for_node("validation_report")["renditions"][0]["issues"]}
+        codes = {i.code for i in bad.output_for_node("validation_report").renditions[0].report.issues}
         assert {"brand_min_resolution", "brand_forbidden_codec"} <= codes
         assert not (home.store / "brand").exists()  # blocked
         # a good delivery first...

@@ -1,17 +1,14 @@
-"""The event store (SQLite under VEXPORT_HOME): signed links and the downloads made through them."""
+"""The event store (SQLite under VEXPORT_HOME): the links handed out and the downloads made through them."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from contextlib import closing
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import pandas as pd
-from itsdangerous import BadSignature, URLSafeSerializer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS links (
@@ -25,14 +22,15 @@ CREATE INDEX IF NOT EXISTS downloads_export ON downloads(export_id);
 """
 
 
-@dataclass
-class Link:
+@dataclass(frozen=True)
+class LinkRow:
     id: str
-    url: str
-    expires_at: str  # ISO 8601 UTC
-
-    def to_dict(self) -> dict:
-        return {"url": self.url, "expires_at": self.expires_at}
+    export_id: str
+    version: str
+    rendition: str
+    path: str
+    created_at: float
+    expires_at: float
 
 
 class EventStore:
@@ -47,30 +45,12 @@ class EventStore:
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
-    def create_link(
-        self,
-        signer: LinkSigner,
-        *,
-        export_id: str,
-        version: str,
-        rendition: str,
-        path: str,
-        ttl: int,
-        max_downloads: int | None,
-        allow_ips: list[str],
-        base_url: str,
-    ) -> Link:
-        link_id = uuid.uuid4().hex
-        now = time.time()
-        expires = now + ttl
+    def add_link(self, row: LinkRow, *, max_downloads: int | None, allow_ips: list[str]) -> None:
         with closing(self._connect()) as db, db:
             db.execute(
                 "INSERT INTO links VALUES (?,?,?,?,?,?,?,?,?,0)",
-                (link_id, export_id, version, rendition, path, now, expires, max_downloads, ",".join(allow_ips)),
+                (*astuple(row), max_downloads, ",".join(allow_ips)),
             )
-        token = signer.sign(link_id, expires)
-        iso = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return Link(link_id, f"{base_url}/d/{token}", iso)
 
     def record_download(self, link_id: str, *, bytes_sent: int, client_ip: str = "", status: int = 200) -> None:
         with closing(self._connect()) as db, db:
@@ -78,7 +58,8 @@ class EventStore:
             if row is None:
                 raise KeyError(link_id)
             db.execute(
-                "INSERT INTO downloads(link_id, export_id, rendition, at, bytes, client_ip, status) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO downloads(link_id, export_id, rendition, at, bytes, client_ip, status)"
+                " VALUES (?,?,?,?,?,?,?)",
                 (link_id, row[0], row[1], time.time(), bytes_sent, client_ip, status),
             )
 
@@ -96,23 +77,3 @@ class EventStore:
                 df = pd.read_sql_query(query.format(where=""), db)
         df["last_download"] = pd.to_datetime(df["last_download"], unit="s", utc=True)
         return df
-
-
-class LinkSigner:
-    """Signed link tokens (itsdangerous): the link id and its expiry, tamper-proof."""
-
-    def __init__(self, secret: str):
-        self._s = URLSafeSerializer(secret, salt="vexport-download-link")
-
-    def sign(self, link_id: str, expires_at: float) -> str:
-        return self._s.dumps({"l": link_id, "e": int(expires_at)})
-
-    def verify(self, token: str, now: float | None = None) -> str:
-        """The link id, or ValueError if the token is forged or expired."""
-        try:
-            data = self._s.loads(token)
-        except BadSignature:
-            raise ValueError("invalid link signature") from None
-        if (now or time.time()) > data["e"]:
-            raise ValueError("link expired")
-        return data["l"]

@@ -1,85 +1,143 @@
-"""The local delivery store: every delivered version is built in a staging folder and renamed into
-place in one step, then `current` is switched atomically. Nothing half-written is ever visible."""
+"""Delivery stores. A version of an export is staged file by file (`put`), published whole by
+`commit` (the version appears in one step and `current` switches last), and never changed after,
+except for records written next to the files once it is public (`write_record`: the summary, which
+names links that can only exist for a committed version). A reader never sees a partial version.
+
+`LocalStore` (folders under `VEXPORT_HOME/store`) is the embedded default; object stores implement
+the same interface.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 from vexport_pipeline.core.errors import StorageError
 
 
-@dataclass
-class Promoted:
+@dataclass(frozen=True)
+class Version:
     export_id: str
     version: str
-    folder: Path
-
-    def path(self, name: str) -> Path:
-        return self.folder / name
 
 
-def _place(src: Path, dst: Path) -> None:
+class Store(ABC):
+    """Where delivered exports live."""
+
+    @abstractmethod
+    def begin(self, export_id: str) -> Version:
+        """A new, invisible version to `put` files into."""
+
+    @abstractmethod
+    def put(self, v: Version, name: str, src: Path) -> None:
+        """Stage one file of an uncommitted version."""
+
+    @abstractmethod
+    def commit(self, v: Version) -> None:
+        """Publish the staged version whole and make it `current`."""
+
+    @abstractmethod
+    def abort(self, v: Version) -> None:
+        """Drop an uncommitted version; nothing of it stays visible."""
+
+    @abstractmethod
+    def current(self, export_id: str) -> Version | None:
+        """The version readers get, if any."""
+
+    @abstractmethod
+    def url(self, v: Version, name: str) -> str:
+        """Where a delivered object lives (`file://...`, `s3://...`)."""
+
+    @abstractmethod
+    def write_record(self, v: Version, name: str, data: bytes) -> None:
+        """Write a small record (the summary) atomically into a committed version."""
+
+    @abstractmethod
+    def read_record(self, v: Version, name: str) -> bytes | None:
+        """A record of a committed version, or None."""
+
+    def local_path(self, v: Version, name: str) -> Path | None:
+        """A local file a user can open, where the store has one."""
+        return None
+
+
+def _check_name(name: str, where: str) -> None:
+    if Path(name).name != name or name.startswith(".") or not name:
+        raise StorageError(f"refusing file name {name!r}", where=where)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)  # same file system: no copy
     except OSError:
         shutil.copy2(src, dst)
 
 
-class LocalStore:
+class LocalStore(Store):
+    """`root/<export>/<version>/<files>`, `root/<export>/current` a symlink switched atomically."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def export_dir(self, export_id: str) -> Path:
-        return self.root / export_id
+    def _staging(self, v: Version) -> Path:
+        return self.root / ".staging" / f"{v.export_id}-{v.version}"
 
-    def current(self, export_id: str) -> Path | None:
-        link = self.export_dir(export_id) / "current"
-        return link.resolve() if link.exists() else None
+    def folder(self, v: Version) -> Path:
+        return self.root / v.export_id / v.version
 
-    def promote(
-        self, export_id: str, files: dict[str, Path], write_extra: Callable[[Promoted, Path], None]
-    ) -> Promoted:
-        """Place `files` (name -> source path) as a new version; `write_extra(promoted, staging)` then
-        writes more files into the staging folder knowing their final place (the summary names them)."""
-        version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-        final = self.export_dir(export_id) / version
-        staging = self.root / ".staging" / f"{export_id}-{version}"
-        staging.mkdir(parents=True)
+    def begin(self, export_id: str) -> Version:
+        v = Version(export_id, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6])
+        self._staging(v).mkdir(parents=True)
+        return v
+
+    def put(self, v: Version, name: str, src: Path) -> None:
+        _check_name(name, v.export_id)
         try:
-            for name, src in files.items():
-                if Path(name).name != name or name.startswith("."):
-                    raise StorageError(f"refusing file name {name!r}", where=export_id)
-                _place(Path(src), staging / name)
-            promoted = Promoted(export_id, version, final)
-            write_extra(promoted, staging)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, final)
-            link_tmp = final.parent / f".current-{uuid.uuid4().hex[:6]}"
-            os.symlink(version, link_tmp)
-            os.replace(link_tmp, final.parent / "current")
-            return promoted
+            link_or_copy(Path(src), self._staging(v) / name)
         except OSError as exc:
-            raise StorageError(f"could not promote into {self.root}: {exc}", where=export_id) from exc
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            raise StorageError(f"could not stage {name} in {self.root}: {exc}", where=v.export_id) from exc
 
+    def commit(self, v: Version) -> None:
+        final = self.folder(v)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self._staging(v), final)
+            link_tmp = final.parent / f".current-{uuid.uuid4().hex[:6]}"
+            os.symlink(v.version, link_tmp)
+            os.replace(link_tmp, final.parent / "current")
+        except OSError as exc:
+            self.abort(v)
+            raise StorageError(f"could not promote into {self.root}: {exc}", where=v.export_id) from exc
 
-def dump_json(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
+    def abort(self, v: Version) -> None:
+        shutil.rmtree(self._staging(v), ignore_errors=True)
 
+    def current(self, export_id: str) -> Version | None:
+        link = self.root / export_id / "current"
+        return Version(export_id, os.readlink(link)) if link.is_symlink() and link.exists() else None
 
-def write_zip(target: Path, members: dict[str, Path]) -> None:
-    """A ZIP of already-compressed media: stored, not deflated (no CPU spent for nothing)."""
-    import zipfile
+    def url(self, v: Version, name: str) -> str:
+        return "file://" + str(self.folder(v) / name)
 
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, path in members.items():
-            zf.write(path, arcname=name)
+    def local_path(self, v: Version, name: str) -> Path:
+        return self.folder(v) / name
+
+    def write_record(self, v: Version, name: str, data: bytes) -> None:
+        _check_name(name, v.export_id)
+        target = self.folder(v) / name
+        tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:6]}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"could not write {name}: {exc}", where=v.export_id) from exc
+
+    def read_record(self, v: Version, name: str) -> bytes | None:
+        path = self.folder(v) / name
+        return path.read_bytes() if path.is_file() else None

@@ -1,60 +1,66 @@
-"""The summary JSON of the contract, built from what each stage produced."""
+"""The summary JSON of the contract, built from the records each stage produced."""
 
 from __future__ import annotations
 
-RENDITION_KEYS = (
-    "target",
-    "clip_id",
-    "uri",
-    "path",
-    "container",
-    "video_codec",
-    "audio_codec",
-    "width",
-    "height",
-    "fps",
-    "duration",
-    "size_bytes",
-    "sha256",
-    "validation",
-    "links",
-)
+import json
+
+from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 
 
-def source_block(record: dict, info: dict, sha256: str) -> dict:
-    v, a = info.get("video") or {}, info.get("audio") or {}
+def source_block(src: ExportSource) -> dict:
+    v, a = src.info.video, src.info.audio
     return {
-        "uri": "file://" + record["source_path"],
-        "duration": info["duration"],
-        "width": v.get("display_width"),
-        "height": v.get("display_height"),
-        "fps": v.get("fps"),
-        "video_codec": v.get("codec"),
-        "audio_codec": a.get("codec"),
-        "has_audio": bool(a),
-        "sha256": sha256,
+        "uri": "file://" + str(src.source_path),
+        "duration": src.info.duration,
+        "width": v.display_width if v else None,
+        "height": v.display_height if v else None,
+        "fps": v.fps if v else None,
+        "video_codec": v.codec if v else None,
+        "audio_codec": a.codec if a else None,
+        "has_audio": a is not None,
+        "sha256": src.sha256,
+    }
+
+
+def validation_block(checked: Checked) -> dict:
+    r = checked.report
+    return {
+        "status": r.status,
+        "score": r.score,
+        "issues": [{"severity": i.severity, "code": i.code, "message": i.message, "hint": i.hint} for i in r.issues],
+        "vmaf": r.vmaf,
+        "loudness_lufs": r.loudness_lufs,
+        "av_offset_ms": r.av_offset_ms,
     }
 
 
 def rendition_block(
-    r: dict, validation: dict | None = None, links: list | None = None, path: str | None = None
+    r: Rendition,
+    checked: Checked | None = None,
+    links: list | None = None,
+    *,
+    uri: str | None = None,
+    path: str | None = None,
 ) -> dict:
-    path = path or r["path"]
-    out = {k: r.get(k) for k in RENDITION_KEYS}
-    out.update({"path": path, "uri": "file://" + path, "links": links or []})
-    if validation is not None:
-        out["validation"] = {
-            "status": validation["status"],
-            "score": validation["score"],
-            "issues": [
-                {"severity": i["severity"], "code": i["code"], "message": i["message"], "hint": i.get("hint", "")}
-                for i in validation["issues"]
-            ],
-            "vmaf": validation.get("vmaf"),
-            "loudness_lufs": validation.get("loudness_lufs"),
-            "av_offset_ms": validation.get("av_offset_ms"),
-        }
-    return out
+    """One rendition as the contract lists it; `uri`/`path` say where the delivered copy is."""
+    path = path or str(r.path)
+    return {
+        "target": r.target,
+        "clip_id": r.clip_id,
+        "uri": uri or "file://" + path,
+        "path": path,
+        "container": r.container,
+        "video_codec": r.video_codec,
+        "audio_codec": r.audio_codec,
+        "width": r.width,
+        "height": r.height,
+        "fps": r.fps,
+        "duration": r.duration,
+        "size_bytes": r.size_bytes,
+        "sha256": r.sha256,
+        "validation": validation_block(checked) if checked is not None else None,
+        "links": links or [],
+    }
 
 
 def build(
@@ -76,3 +82,7 @@ def build(
         "bundles": bundles or [],
         "errors": errors or [],
     }
+
+
+def dump_json(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from vexport_pipeline.core.errors import InputError, VexportError
-from vexport_pipeline.core.settings import Home, MediaPolicy
+from vexport_pipeline.core.settings import Home, MediaPolicy, current
 from vexport_pipeline.core.spec.composition import (
     load_composition,
     parse_composition,
@@ -33,14 +33,13 @@ VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mxf", ".ts", ".
 DEFAULT_PROFILE = {"export_type": "single", "targets": [{"preset": "web_720p"}]}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Accepted:
-    export_id: str
-    run_key: str
+    record: registry.Registered
     file: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rejected:
     file: str
     error: str
@@ -48,8 +47,8 @@ class Rejected:
 
 def default_profile() -> dict:
     """The composition a bare video gets: `VEXPORT_DEFAULT_PROFILE` (YAML) or web_720p."""
-    if path := os.environ.get("VEXPORT_DEFAULT_PROFILE"):
-        data = yaml.safe_load(Path(path).read_text()) or {}
+    if path := current().default_profile_file:
+        data = yaml.safe_load(path.read_text()) or {}
         return {k: v for k, v in data.items() if k not in ("source", "id")}
     return dict(DEFAULT_PROFILE)
 
@@ -105,7 +104,7 @@ def process(home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0) -> tuple
             source = _adopt(home, comp.id, source)
             record = registry.register(home, comp, source, manifest=m)
             _aside(m, home.inbox / "accepted")
-            accepted.append(Accepted(comp.id, f"{comp.id}:{record['fingerprint'][:24]}", m.name))
+            accepted.append(Accepted(record, m.name))
         except VexportError as exc:
             _reject(home, m, exc, rejected)
     for v in entries:
@@ -116,7 +115,7 @@ def process(home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0) -> tuple
             comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
             source = _adopt(home, comp.id, v.resolve())
             record = registry.register(home, comp, source, manifest=None)
-            accepted.append(Accepted(comp.id, f"{comp.id}:{record['fingerprint'][:24]}", v.name))
+            accepted.append(Accepted(record, v.name))
         except VexportError as exc:
             _reject(home, v, exc, rejected)
     return accepted, rejected

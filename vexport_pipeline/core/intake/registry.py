@@ -8,26 +8,62 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.settings import Home
 from vexport_pipeline.core.spec.composition import Composition, parse_composition
 
+DEFAULT_OWNER = "default"
 
-def register(home: Home, comp: Composition, source_path: Path, *, manifest: Path | None = None) -> dict:
-    record = {
-        "export_id": comp.id,
-        "composition": comp.model_dump(mode="json", exclude_none=True),
-        "source_path": str(source_path),
-        "manifest": str(manifest) if manifest else None,
-        "fingerprint": comp.fingerprint() + ":" + _stat_key(source_path),
-        "registered_at": time.time(),
-    }
+
+@dataclass(frozen=True)
+class Registered:
+    """A composition accepted for export, with its source resolved to an absolute, allowed path."""
+
+    composition: Composition
+    source_path: Path
+    manifest: str | None
+    fingerprint: str  # changes when the composition or the source file changes
+    registered_at: float
+
+    @property
+    def export_id(self) -> str:
+        return self.composition.id
+
+    @property
+    def owner(self) -> str:
+        return self.composition.owner or DEFAULT_OWNER
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.export_id}:{self.fingerprint[:24]}"
+
+    def to_dict(self) -> dict:
+        return {
+            "export_id": self.export_id,
+            "composition": self.composition.model_dump(mode="json", exclude_none=True),
+            "source_path": str(self.source_path),
+            "manifest": self.manifest,
+            "fingerprint": self.fingerprint,
+            "registered_at": self.registered_at,
+        }
+
+
+def register(home: Home, comp: Composition, source_path: Path, *, manifest: Path | None = None) -> Registered:
+    record = Registered(
+        comp,
+        Path(source_path),
+        str(manifest) if manifest else None,
+        comp.fingerprint() + ":" + _stat_key(source_path),
+        time.time(),
+    )
     home.registry.mkdir(parents=True, exist_ok=True)
     target = home.registry / f"{comp.id}.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
+    tmp = target.with_name(f".{comp.id}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(record.to_dict(), indent=2))
     os.replace(tmp, target)
     return record
 
@@ -37,13 +73,13 @@ def _stat_key(path: Path) -> str:
     return f"{st.st_size}-{int(st.st_mtime)}"
 
 
-def load(home: Home, export_id: str) -> tuple[dict, Composition]:
+def load(home: Home, export_id: str) -> Registered:
     path = home.registry / f"{export_id}.json"
     try:
-        record = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(
             f"no composition is registered for export {export_id!r}", where=str(path), code="export_unknown"
         ) from None
-    comp = parse_composition(record["composition"], file=str(path))
-    return record, comp
+    comp = parse_composition(data["composition"], file=str(path))
+    return Registered(comp, Path(data["source_path"]), data.get("manifest"), data["fingerprint"], data["registered_at"])

@@ -26,7 +26,7 @@ def builder_version() -> str:
     invalidates every cached rendition, with no version to remember to bump."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("commands.py", "render.py", "loudness.py", "presets.py"):
+    for name in ("commands.py", "render.py", "loudness.py", "../spec/presets.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 

@@ -1,11 +1,10 @@
-import os
-
 import dagster as dg
 
 from vexport_pipeline.core.intake import inbox
-from vexport_pipeline.defs.jobs import export_job
+from vexport_pipeline.core.settings import current
+from vexport_pipeline.defs.jobs import export_job, run_tags
 from vexport_pipeline.defs.partitions import exports
-from vexport_pipeline.defs.resources import VexportResource
+from vexport_pipeline.defs.resources import HomeResource
 
 
 @dg.sensor(
@@ -14,17 +13,22 @@ from vexport_pipeline.defs.resources import VexportResource
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Turns compositions and bare videos dropped in VEXPORT_HOME/inbox into export partitions and runs.",
 )
-def composition_sensor(context: dg.SensorEvaluationContext, vexport: VexportResource) -> dg.SensorResult:
-    min_age = float(os.environ.get("VEXPORT_INBOX_MIN_AGE", "2"))
-    accepted, rejected = inbox.process(vexport.paths, vexport.policy, min_age_s=min_age)
+def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) -> dg.SensorResult:
+    accepted, rejected = inbox.process(home.paths, home.policy, min_age_s=current().inbox_min_age)
     for r in rejected:
         context.log.warning(f"rejected {r.file}: {r.error}")
     if not accepted:
         return dg.SensorResult(skip_reason="inbox empty" if not rejected else f"rejected {len(rejected)} file(s)")
-    new_keys = [a.export_id for a in accepted if not context.instance.has_dynamic_partition(exports.name, a.export_id)]
+    ids = sorted({a.record.export_id for a in accepted})
+    new_keys = [k for k in ids if not context.instance.has_dynamic_partition(exports.name, k)]
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=a.run_key, partition_key=a.export_id, tags={"vexport/file": a.file}) for a in accepted
+            dg.RunRequest(
+                run_key=a.record.run_key,
+                partition_key=a.record.export_id,
+                tags={**run_tags(a.record.export_id, a.record.owner), "vexport/file": a.file},
+            )
+            for a in accepted
         ],
-        dynamic_partitions_requests=[exports.build_add_request(sorted(set(new_keys)))] if new_keys else [],
+        dynamic_partitions_requests=[exports.build_add_request(new_keys)] if new_keys else [],
     )

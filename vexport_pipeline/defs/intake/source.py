@@ -8,8 +8,12 @@ from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe, require_video
 from vexport_pipeline.core.media.render import sha256_file
 from vexport_pipeline.core.media.timeline import check_segments
+from vexport_pipeline.core.records import ExportSource
+from vexport_pipeline.core.spec.presets import PresetBook, unique_labels
+from vexport_pipeline.defs.failures import reported
+from vexport_pipeline.defs.jobs import run_tags
 from vexport_pipeline.defs.partitions import exports
-from vexport_pipeline.defs.resources import VexportResource
+from vexport_pipeline.defs.resources import HomeResource
 
 
 def _link_into(work: Path, source: Path) -> Path:
@@ -24,41 +28,56 @@ def _link_into(work: Path, source: Path) -> Path:
     return dst
 
 
+def _tag_run(context: dg.AssetExecutionContext, tags: dict[str, str]) -> None:
+    """Runs launched from the UI or a backfill carry the owner too: add what the launcher did not set."""
+    missing = {k: v for k, v in tags.items() if context.run.tags.get(k) != v}
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+
+
 @dg.asset(
     partitions_def=exports,
     group_name="export",
     kinds={"video"},
     description="The export's source media, probed and checked against its composition.",
 )
-def source(context: dg.AssetExecutionContext, vexport: VexportResource) -> dg.Output[dict]:
-    home = vexport.paths
-    record, comp = registry.load(home, context.partition_key)
-    path = Path(record["source_path"])
-    if not path.is_file():
-        raise InputError(f"{path} no longer exists", where="source", code="source_missing")
-    info = require_video(probe(path))
-    check_segments(comp, info)  # refuse segments outside the source before anything is encoded
-    sha = sha256_file(path)
-    kept = _link_into(home.work / comp.id, path)
+def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[ExportSource]:
+    with reported():
+        paths = home.paths
+        record = registry.load(paths, context.partition_key)
+        comp = record.composition
+        _tag_run(context, run_tags(comp.id, record.owner))
+        if not record.source_path.is_file():
+            raise InputError(f"{record.source_path} no longer exists", where="source", code="source_missing")
+        info = require_video(probe(record.source_path))
+        check_segments(comp, info)  # refuse segments outside the source before anything is encoded
+        book = PresetBook.load()  # read once: the resolved targets travel with the export from here on
+        targets = tuple(book.resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets))
+        value = ExportSource(
+            export_id=comp.id,
+            owner=record.owner,
+            composition=comp,
+            targets=targets,
+            labels=tuple(unique_labels(list(targets))),
+            info=info,
+            source_path=record.source_path,
+            work_source=_link_into(paths.work / comp.id, record.source_path),
+            sha256=sha256_file(record.source_path),
+            manifest=record.manifest,
+        )
     v = info.video
-    value = {
-        "export_id": comp.id,
-        "record": record,
-        "composition": record["composition"],
-        "info": info.to_dict(),
-        "sha256": sha,
-        "work_source": str(kept),
-    }
     return dg.Output(
         value,
         metadata={
-            "path": dg.MetadataValue.path(str(path)),
+            "path": dg.MetadataValue.path(str(record.source_path)),
+            "owner": record.owner,
             "duration_s": info.duration,
             "resolution": f"{v.display_width}x{v.display_height}",
             "fps": v.fps,
             "video_codec": v.codec,
             "audio_codec": info.audio.codec if info.audio else "none",
             "size_bytes": info.size_bytes,
-            "sha256": sha,
+            "sha256": value.sha256,
+            "targets": ", ".join(value.labels),
         },
     )

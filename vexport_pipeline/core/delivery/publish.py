@@ -1,0 +1,67 @@
+"""Promotion of an export's validated files into a store, as one new version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vexport_pipeline.core.delivery.bundles import write_zip
+from vexport_pipeline.core.delivery.stores import Store, Version
+from vexport_pipeline.core.errors import ValidationFailed
+from vexport_pipeline.core.records import ValidationOutcome
+
+SUMMARY = "summary.json"
+
+
+def worse_than_delivered(store: Store, export_id: str, outcome: ValidationOutcome) -> list[str]:
+    """Renditions whose new validation score is lower than the one already delivered for them."""
+    current = store.current(export_id)
+    data = store.read_record(current, SUMMARY) if current else None
+    if not data:
+        return []
+    before = {
+        (r["clip_id"], r["target"]): r["validation"]["score"]
+        for r in json.loads(data)["renditions"]
+        if r.get("validation")
+    }
+    return [
+        f"{c.label} would go from score {before[key]} to {c.report.score}"
+        for c in outcome.renditions
+        if (key := (c.clip_id, c.target)) in before and c.report.score < before[key]
+    ]
+
+
+def check_deliverable(store: Store, export_id: str, outcome: ValidationOutcome) -> None:
+    """Refuse to deliver a failed validation, or a re-export that scores worse than what is delivered."""
+    if outcome.status == "fail":  # the blocking check already stops this; never promote a failure
+        raise ValidationFailed(
+            f"validation failed for {', '.join(outcome.failed)}; nothing was delivered", where=export_id
+        )
+    if worse := worse_than_delivered(store, export_id, outcome):
+        raise ValidationFailed(
+            "a re-export must not replace a better delivered file: "
+            + "; ".join(worse)
+            + "; the delivered version stays",
+            where=export_id,
+        )
+
+
+def publish(store: Store, export_id: str, files: dict[str, Path], *, bundle: str | None, work: Path) -> Version:
+    """Stage every file (and the ZIP of them all, if `bundle` names one) and commit them as one version.
+    On any failure the version is dropped whole: nothing of it is visible."""
+    v = store.begin(export_id)
+    zip_path = work / bundle if bundle else None
+    try:
+        for name, src in files.items():
+            store.put(v, name, src)
+        if zip_path:
+            write_zip(zip_path, files)
+            store.put(v, bundle, zip_path)
+        store.commit(v)
+    except BaseException:
+        store.abort(v)
+        raise
+    finally:
+        if zip_path:
+            zip_path.unlink(missing_ok=True)
+    return v

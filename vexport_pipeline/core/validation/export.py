@@ -1,0 +1,65 @@
+"""Validation of a whole export: every rendition checked against its target, its platform, the
+source's timeline and the owner's brand rules; the optional real-client playback step."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vexport_pipeline.core.media.timeline import Timeline
+from vexport_pipeline.core.records import Checked, ExportSource, Rendition
+from vexport_pipeline.core.validation.checks import Issue, check_file, load_brands, verdict
+
+
+def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | None:
+    """The composition's normalization target, or the level the owner's brand requires (checked even
+    when the composition did not ask for normalization)."""
+    target = source.loudness
+    if brand.get("loudness_lufs") is not None:
+        target = (float(brand["loudness_lufs"]), target[1] if target else -1.0)
+    return target
+
+
+def validate_export(source: ExportSource, timeline: Timeline, renditions: list[Rendition]) -> list[Checked]:
+    comp = source.composition
+    brand = load_brands().get(comp.owner, {}) if comp.owner else {}
+    loudness = loudness_target(source, brand)
+    clips = {c.clip_id: c for c in timeline.clips}
+    return [
+        Checked(
+            r.target,
+            r.clip_id,
+            check_file(
+                r.path,
+                r.settings,
+                expected_duration=r.expected_duration,
+                source_has_audio=r.source_has_audio,
+                source_av_offset_ms=source.av_offset_ms,
+                loudness_target=loudness,
+                reference=(source.info, clips[r.clip_id]),
+                quality=comp.validation.quality,
+                brand=brand,
+            ),
+        )
+        for r in renditions
+    ]
+
+
+def with_playback(renditions: list[Rendition], checked: list[Checked]) -> tuple[list[Checked], list[str]]:
+    """Each web rendition played in headless Chromium; what a browser could not play is an error.
+    Returns the updated reports and one log line per file played."""
+    from vexport_pipeline.core.validation.playback import WEB_CODECS, play, playback_issues
+
+    web = [n for n, r in enumerate(renditions) if (r.container, r.video_codec) in WEB_CODECS]
+    seen_all = play([renditions[n].path for n in web])
+    out, lines = list(checked), []
+    for n, seen in zip(web, seen_all):
+        r, report = renditions[n], checked[n].report
+        found = playback_issues(seen, r.width, r.height, r.duration, 1 / r.fps)
+        hint = "re-encode with the target's web-safe defaults"
+        issues = report.issues + [Issue("error", code, msg, hint) for code, msg in found]
+        status, score = verdict(issues)
+        measurements = {**report.measurements, "playback": seen}
+        report = replace(report, issues=issues, status=status, score=score, measurements=measurements)
+        out[n] = replace(checked[n], report=report)
+        lines.append(f"playback {r.label}: {found or 'ok'}")
+    return out, lines
