@@ -1,4 +1,6 @@
 """vexport: a Dagster-native video export and delivery pipeline.
 
-`vexport_pipeline.core` is the media core (no Dagster import); the rest is the Dagster layer.
+Layers, imports pointing down only: `cli/` (the `vexport` command) and `definitions.py` (Dagster's
+entry point) -> `defs/` (the Dagster layer, a folder per stage) -> `core/` (the media core: no
+Dagster, Starlette or click import).
 """

@@ -1,0 +1,1 @@
+"""Dagster definitions of the delivery stage: the `delivery` and `delivery_metrics` assets and the rollup schedule."""

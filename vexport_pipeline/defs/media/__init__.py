@@ -1,0 +1,1 @@
+"""Dagster definitions of the media stage: the `segments` asset and the `renditions` graph asset (plan, encode in pool `gpu`, assemble)."""
