@@ -156,7 +156,8 @@ AWKWARD = {
 
 @pytest.fixture(scope="session")
 def awkward(tmp_path_factory, media):
-    """Sources that break naive pipelines: VFR, rotated, odd-sized 4:4:4, 10-bit HEVC, 5.1, short audio, non-zero start."""
+    """Sources that break naive pipelines: VFR, rotated, odd-sized 4:4:4, 10-bit HEVC, 5.1, short audio,
+    non-zero start."""
     d = tmp_path_factory.mktemp("awkward")
     out = {}
     for name, args in AWKWARD.items():

@@ -155,6 +155,10 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         first = composition_sensor(ctx)
         assert sorted(r.partition_key for r in first.run_requests) == ["bare-video", "promo"]
         assert all(r.run_key for r in first.run_requests)
+        assert {(r.tags["vexport/export"], r.tags["vexport/owner"]) for r in first.run_requests} == {
+            ("bare-video", "default"),
+            ("promo", "default"),
+        }
         assert sorted(first.dynamic_partitions_requests[0].partition_keys) == ["bare-video", "promo"]
         error = (home.inbox / "rejected" / "broken.yaml.error.txt").read_text()
         assert "targets[0].resolution: '5k' is not one of" in error
@@ -166,8 +170,10 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
 
         # the requested run succeeds through the job the sensor targets
         instance.add_dynamic_partitions("exports", ["promo"])
-        run = defs().resolve_job_def("export_job").execute_in_process(
-            partition_key="promo", instance=instance, raise_on_error=False
+        run = (
+            defs()
+            .resolve_job_def("export_job")
+            .execute_in_process(partition_key="promo", instance=instance, raise_on_error=False)
         )
         assert run.success
         summary = run.output_for_node("delivery")

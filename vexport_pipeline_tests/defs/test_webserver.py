@@ -25,7 +25,8 @@ def webserver(tmp_path, dagster_home):
     port = free_port()
     exe = Path(sys.executable).with_name("dagster-webserver")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    log = open(tmp_path / "webserver.log", "w+")  # a file, not a pipe: an undrained pipe would block the server
+    # a file, not a pipe: an undrained pipe would block the server; closed with the server below
+    log = open(tmp_path / "webserver.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(exe), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO,
