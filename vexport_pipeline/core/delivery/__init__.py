@@ -1,1 +1,2 @@
-"""Delivery: stores (a `Store` interface, `LocalStore`), publishing a version, ZIP bundles, signed links, the event store of links and downloads, the summary JSON."""
+"""Delivery: stores (the `Store` interface, `LocalStore`), publishing a version, ZIP bundles,
+signed links, the event store of links and downloads, and the summary JSON."""

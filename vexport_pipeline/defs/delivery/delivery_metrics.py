@@ -1,8 +1,8 @@
 import dagster as dg
 import pandas as pd
 
-from vexport_pipeline.defs.partitions import exports
 from vexport_pipeline.core.tables import md_table
+from vexport_pipeline.defs.partitions import exports
 from vexport_pipeline.defs.resources import EventsResource
 
 
