@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VEXPORT_HOME ?= $(CURDIR)/.vexport
 
-.PHONY: demo test dev bench schema clean chromium
+.PHONY: demo test quick lint dev bench schema clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,17 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/vexport demo
 
-test: $(VENV)/.installed-test chromium
+test: lint chromium
 	$(PY) -m pytest -q
+
+# A developer's quick subset: no browser, no PostgreSQL, none of the long encode matrices.
+quick: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m "not slow and not browser and not postgres"
+
+# ruff (pyproject.toml) must be clean and the code formatted; `make test` fails otherwise.
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check vexport_pipeline vexport_pipeline_tests bench
+	$(PY) -m ruff format --check vexport_pipeline vexport_pipeline_tests bench
 
 # Debian's chromium for the real-client playback checks (Playwright drives it; it downloads no browser).
 chromium:

@@ -30,6 +30,7 @@ CONTRACT_RENDITION = {
 }
 
 
+@pytest.mark.browser
 def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_path):
     manifest = write_manifest(
         tmp_path / "proj",

@@ -180,6 +180,7 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         assert summary["renditions"][0]["duration"] == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_chunked_encoding_matches_the_single_process_path(home, media, tmp_path):
     """An 8 s clip in ~2 s keyframe-aligned chunks, each its own step, joined without re-encoding."""
     from vexport_pipeline.core.media.probe import count_frames

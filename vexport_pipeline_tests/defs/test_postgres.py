@@ -31,6 +31,7 @@ def pg_url():
         admin.close()
 
 
+@pytest.mark.postgres
 def test_export_runs_on_a_postgres_instance(home, media, pg_url):
     register(
         home,

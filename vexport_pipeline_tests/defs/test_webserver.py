@@ -78,6 +78,7 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
         assert {"export_job", "metrics_job"} <= {j["name"] for j in repo["jobs"]}
 
 
+@pytest.mark.browser
 def test_validation_report_renders_in_the_ui(home, media, tmp_path, monkeypatch):
     """A real export into an instance, then the asset page in Chromium: the report's pictures decode."""
     import pytest
