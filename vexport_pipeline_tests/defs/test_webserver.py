@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from vexport_pipeline_tests.conftest import REPO
 
 
