@@ -83,8 +83,6 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
 @pytest.mark.browser
 def test_validation_report_renders_in_the_ui(home, media, tmp_path, monkeypatch):
     """A real export into an instance, then the asset page in Chromium: the report's pictures decode."""
-    import pytest
-
     from vexport_pipeline.core.validation.playback import CHROMIUM_ARGS, chromium
 
     if not chromium() and not os.environ.get("CI"):
