@@ -95,3 +95,11 @@ def test_every_package_says_what_lives_there():
     for init in PKG.rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc, f"{init.relative_to(PKG.parent)} has no docstring"
+
+
+def test_the_readme_documents_every_setting():
+    from vexport_pipeline.core.settings import Settings
+
+    readme = (PKG.parent / "README.md").read_text()
+    missing = [name for name, _, _ in Settings.variables() if f"| `{name}` |" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"
