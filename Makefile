@@ -45,7 +45,7 @@ bench: $(VENV)/.installed-test
 
 # Regenerate the committed JSON Schema of the composition manifest.
 schema: $(VENV)/.installed
-	$(PY) -m vexport_pipeline.core.spec.composition > docs/composition.schema.json
+	$(PY) -m vexport_pipeline.core.spec.loading > docs/composition.schema.json
 
 clean:
 	rm -rf $(VENV) .vexport

@@ -31,7 +31,8 @@ from vexport_pipeline.core.media.probe import MediaInfo, count_frames, keyframe_
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip, build_timeline
 from vexport_pipeline.core.settings import ffmpeg_exe
-from vexport_pipeline.core.spec.composition import Target, parse_composition
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook
 
 BENCH = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ from vexport_pipeline.core.intake.registry import Registered
 from vexport_pipeline.core.media.probe import probe, require_video
 from vexport_pipeline.core.media.timeline import check_segments
 from vexport_pipeline.core.settings import current
-from vexport_pipeline.core.spec.composition import load_composition, resolve_source, slug
+from vexport_pipeline.core.spec.loading import load_composition, resolve_source, slug
 from vexport_pipeline.defs.instance import ensure_dagster_home
 
 

@@ -156,6 +156,19 @@ GENERATORS: dict[str, Frames] = {
 }
 
 
+def _argv(path: Path, w: int, h: int, seconds: float, rate: int, audio: bool) -> list[str]:
+    argv = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    argv += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(rate), "-i", "pipe:0"]
+    if audio:
+        argv += ["-f", "lavfi", "-i", f"sine=f=330:beep_factor=3:d={seconds}:r=48000,volume=0.3"]
+        argv += ["-f", "lavfi", "-i", f"anoisesrc=c=pink:a=0.03:d={seconds}:r=48000"]
+        argv += ["-filter_complex", "[1:a][2:a]amix=inputs=2:normalize=0[a]", "-map", "0:v", "-map", "[a]"]
+        argv += ["-c:a", "aac", "-b:a", "192k"]
+    argv += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-g", str(rate), "-pix_fmt", "yuv420p"]
+    argv += ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    return argv + ["-movflags", "+faststart", "-t", f"{seconds}", str(path)]
+
+
 def make_sample(
     kind: str,
     path: Path,
@@ -172,67 +185,7 @@ def make_sample(
     w, h = size
     n = max(1, round(seconds * rate))
     path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{w}x{h}",
-        "-r",
-        str(rate),
-        "-i",
-        "pipe:0",
-    ]
-    if audio:
-        argv += [
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=f=330:beep_factor=3:d={seconds}:r=48000,volume=0.3",
-            "-f",
-            "lavfi",
-            "-i",
-            f"anoisesrc=c=pink:a=0.03:d={seconds}:r=48000",
-            "-filter_complex",
-            "[1:a][2:a]amix=inputs=2:normalize=0[a]",
-            "-map",
-            "0:v",
-            "-map",
-            "[a]",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "192k",
-        ]
-    argv += [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-crf",
-        "12",
-        "-g",
-        str(rate),
-        "-pix_fmt",
-        "yuv420p",
-        "-colorspace",
-        "bt709",
-        "-color_primaries",
-        "bt709",
-        "-color_trc",
-        "bt709",
-        "-movflags",
-        "+faststart",
-        "-t",
-        f"{seconds}",
-        str(path),
-    ]
+    argv = _argv(path, w, h, seconds, rate, audio)
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for frame in GENERATORS[kind](w, h, n, rate, np.random.default_rng(seed)):

@@ -8,7 +8,7 @@ import pytest
 from vexport_pipeline.core.delivery.events import EventStore
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe
-from vexport_pipeline.core.spec.composition import parse_composition
+from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.definitions import defs
 from vexport_pipeline.defs import export_assets
 from vexport_pipeline.defs.intake.sensors import composition_sensor

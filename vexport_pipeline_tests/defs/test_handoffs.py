@@ -10,7 +10,7 @@ from vexport_pipeline.cli.export import failed_summary
 from vexport_pipeline.core.errors import ConfigError
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.records import ExportSource
-from vexport_pipeline.core.spec.composition import parse_composition
+from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.definitions import defs
 from vexport_pipeline.defs import export_assets
 from vexport_pipeline_tests.conftest import vexport

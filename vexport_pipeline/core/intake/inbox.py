@@ -18,13 +18,7 @@ import yaml
 
 from vexport_pipeline.core.errors import InputError, VexportError
 from vexport_pipeline.core.settings import Home, MediaPolicy, current
-from vexport_pipeline.core.spec.composition import (
-    load_composition,
-    parse_composition,
-    read_manifest,
-    resolve_source,
-    slug,
-)
+from vexport_pipeline.core.spec.loading import load_composition, parse_composition, read_manifest, resolve_source, slug
 
 from . import registry
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.settings import Home
-from vexport_pipeline.core.spec.composition import Composition, parse_composition
+from vexport_pipeline.core.spec.composition import Composition
+from vexport_pipeline.core.spec.loading import parse_composition
 
 DEFAULT_OWNER = "default"
 

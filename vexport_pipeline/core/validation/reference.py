@@ -55,4 +55,3 @@ def rendition_picture(stream, s: EncodeSettings, source_size: tuple[int, int]):
     if (w, h) != (s.width, s.height):
         out = out.filter("crop", w, h, x, y)
     return out.filter("format", "yuv420p")
-

@@ -5,7 +5,8 @@ import pytest
 from vexport_pipeline.core.media.probe import count_frames, keyframe_times, probe
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip, build_timeline
-from vexport_pipeline.core.spec.composition import Target, parse_composition
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.core.spec.presets import PresetBook
 
 

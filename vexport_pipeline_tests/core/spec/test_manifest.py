@@ -4,7 +4,7 @@ import pytest
 
 from vexport_pipeline.core.errors import InputError, ManifestError
 from vexport_pipeline.core.settings import MediaPolicy
-from vexport_pipeline.core.spec.composition import json_schema, parse_composition, resolve_source
+from vexport_pipeline.core.spec.loading import json_schema, parse_composition, resolve_source
 from vexport_pipeline.core.timecode import parse_fps, parse_time, parse_ttl
 from vexport_pipeline_tests.conftest import REPO
 
@@ -126,7 +126,7 @@ def test_time_and_rate_parsing():
 
 
 def test_id_defaults_from_file_name_and_must_be_safe(tmp_path):
-    from vexport_pipeline.core.spec.composition import load_composition
+    from vexport_pipeline.core.spec.loading import load_composition
 
     p = tmp_path / "My Launch Teaser.yaml"
     p.write_text("source: a.mp4\ntargets: [{preset: tiktok}]\n")
