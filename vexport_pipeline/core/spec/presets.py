@@ -7,11 +7,13 @@ Users add or override presets in a YAML file named by `VEXPORT_PRESETS`.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,219 +21,21 @@ import yaml
 
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.media.probe import MediaInfo
+from vexport_pipeline.core.settings import current
 
 from .composition import RESOLUTIONS, Target
 
 MB = 1_000_000
 GB = 1_000_000_000
 
-_SOCIAL_AUDIO = {"audio_codecs": ["aac"], "max_sample_rate": 48000}
-_VERTICAL = {"resolution": "1080x1920", "fit": "crop"}
+BUILTIN_FILE = Path(__file__).with_name("presets.yaml")
 
-BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
-    "youtube_1080p": {
-        "description": "YouTube upload, 1080p H.264 High + AAC, moov at front",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "quality": "high"},
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 256 * GB,
-            "max_duration": 12 * 3600,
-            "audio_codecs": ["aac"],
-            "sample_rates": [48000, 96000],
-        },
-        "uncertain": ["max_file_bytes", "max_duration"],
-    },
-    "youtube_4k": {
-        "description": "YouTube upload, 2160p H.264 High + AAC",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "4k", "quality": "high"},
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 256 * GB,
-            "max_duration": 12 * 3600,
-            "audio_codecs": ["aac"],
-            "sample_rates": [48000, 96000],
-        },
-        "uncertain": ["max_file_bytes", "max_duration"],
-    },
-    "youtube_shorts": {
-        "description": "YouTube Shorts, 1080x1920 vertical, up to 3 minutes",
-        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "high"},
-        "limits": {"no_edit_list": True, "max_duration": 180, "max_aspect": 1.0, "audio_codecs": ["aac"]},
-        "uncertain": [],
-    },
-    "tiktok": {
-        "description": "TikTok, 1080x1920 vertical H.264 + AAC",
-        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
-        "limits": {
-            "max_file_bytes": 4 * GB,
-            "min_duration": 3,
-            "max_duration": 600,
-            "min_fps": 23,
-            "max_fps": 60,
-            "min_side": 360,
-            "max_side": 4096,
-            "audio_codecs": ["aac"],
-        },
-        "uncertain": ["min_duration"],
-    },
-    "instagram_reels": {
-        "description": "Instagram Reels, 1080x1920 vertical, 25 Mbps max",
-        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 1 * GB,
-            "min_duration": 3,
-            "max_duration": 900,
-            "min_fps": 23,
-            "max_fps": 60,
-            "max_width": 1920,
-            "max_video_bitrate": 25 * MB,
-            **_SOCIAL_AUDIO,
-        },
-        "uncertain": [],
-    },
-    "instagram_story": {
-        "description": "Instagram Stories, 1080x1920, 3-60 s",
-        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 100 * MB,
-            "min_duration": 3,
-            "max_duration": 60,
-            "min_fps": 23,
-            "max_fps": 60,
-            "max_video_bitrate": 25 * MB,
-            **_SOCIAL_AUDIO,
-        },
-        "uncertain": ["max_file_bytes", "max_duration"],
-    },
-    "instagram_feed_square": {
-        "description": "Instagram feed, 1080x1080 square",
-        "target": {
-            "format": "mp4",
-            "video_codec": "h264",
-            "resolution": "1080x1080",
-            "fit": "crop",
-            "quality": "medium",
-        },
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 100 * MB,
-            "min_duration": 3,
-            "max_duration": 60,
-            "min_fps": 23,
-            "max_fps": 60,
-            "max_video_bitrate": 25 * MB,
-            **_SOCIAL_AUDIO,
-        },
-        "uncertain": [],
-    },
-    "instagram_feed_portrait": {
-        "description": "Instagram feed, 1080x1350 (4:5)",
-        "target": {
-            "format": "mp4",
-            "video_codec": "h264",
-            "resolution": "1080x1350",
-            "fit": "crop",
-            "quality": "medium",
-        },
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 100 * MB,
-            "min_duration": 3,
-            "max_duration": 60,
-            "min_fps": 23,
-            "max_fps": 60,
-            "max_video_bitrate": 25 * MB,
-            **_SOCIAL_AUDIO,
-        },
-        "uncertain": [],
-    },
-    "facebook_feed": {
-        "description": "Facebook feed, 1080p H.264 High, constant fps",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "quality": "medium"},
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 4 * GB,
-            "max_duration": 120 * 60,
-            "max_fps": 30,
-            "min_aspect": 9 / 16,
-            "max_aspect": 16 / 9,
-            "audio_codecs": ["aac"],
-        },
-        "uncertain": ["max_file_bytes", "max_duration", "max_fps"],
-    },
-    "facebook_reels": {
-        "description": "Facebook Reels, 1080x1920, 3-90 s",
-        "target": {"format": "mp4", "video_codec": "h264", **_VERTICAL, "quality": "medium"},
-        "limits": {
-            "no_edit_list": True,
-            "max_file_bytes": 1 * GB,
-            "min_duration": 3,
-            "max_duration": 90,
-            "min_fps": 24,
-            "max_fps": 60,
-            "audio_codecs": ["aac"],
-            "sample_rates": [48000],
-        },
-        "uncertain": ["max_file_bytes"],
-    },
-    "linkedin": {
-        "description": "LinkedIn, 1080p H.264 + AAC",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "quality": "medium"},
-        "limits": {
-            "max_file_bytes": 500 * MB,
-            "min_duration": 3,
-            "max_duration": 30 * 60,
-            "min_fps": 10,
-            "max_fps": 60,
-            "min_aspect": 1 / 2.4,
-            "max_aspect": 2.4,
-            "audio_codecs": ["aac"],
-        },
-        "uncertain": ["max_file_bytes", "min_fps", "max_fps"],
-    },
-    "x": {
-        "description": "X (Twitter), 720p H.264 High + AAC-LC, up to 140 s",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "720p", "quality": "medium"},
-        "limits": {
-            "max_file_bytes": 512 * MB,
-            "min_duration": 0.5,
-            "max_duration": 140,
-            "max_fps": 60,
-            "min_aspect": 1 / 3,
-            "max_aspect": 3.0,
-            "max_video_bitrate": 25 * MB,
-            "max_channels": 2,
-            "audio_codecs": ["aac"],
-        },
-        "uncertain": ["max_fps", "max_video_bitrate"],
-    },
-    "vimeo": {
-        "description": "Vimeo, source size H.264 at high quality",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "source", "quality": "high"},
-        "limits": {"audio_codecs": ["aac"]},
-        "uncertain": [],
-    },
-    "web_720p": {
-        "description": "Web player, 720p H.264 + AAC, faststart",
-        "target": {"format": "mp4", "video_codec": "h264", "resolution": "720p", "quality": "medium"},
-        "limits": {},
-        "uncertain": [],
-    },
-    "prores_master": {
-        "description": "ProRes 422 HQ master in MOV with PCM audio (FFmpeg's prores_ks; not Apple-licensed)",
-        "target": {
-            "format": "mov",
-            "video_codec": "prores",
-            "profile": "hq",
-            "resolution": "source",
-            "quality": "master",
-        },
-        "limits": {},
-        "uncertain": [],
-    },
-}
+
+@lru_cache(maxsize=1)
+def builtin_presets() -> dict[str, dict[str, Any]]:
+    """The built-in presets: data in presets.yaml beside this module."""
+    return yaml.safe_load(BUILTIN_FILE.read_text())
+
 
 # quality tier -> x264-scale CRF, max bitrate at 1080p30, x264 speed preset
 TIERS: dict[str, tuple[int, int, str]] = {
@@ -381,8 +185,8 @@ class PresetBook:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> PresetBook:
-        presets = {k: dict(v) for k, v in BUILTIN_PRESETS.items()}
-        path = path or os.environ.get("VEXPORT_PRESETS")
+        presets = copy.deepcopy(builtin_presets())  # the cached data is never mutated
+        path = path or current().presets_file
         if path:
             p = Path(path)
             try:

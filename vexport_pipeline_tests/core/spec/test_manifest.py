@@ -159,3 +159,22 @@ def test_committed_json_schema_is_current():
     assert committed == json.loads(json.dumps(json_schema())), (
         "run `make schema` and commit docs/composition.schema.json"
     )
+
+
+def test_builtin_presets_are_data_that_yaml_reads_as_meant():
+    """presets.yaml: every target is a valid manifest target, numbers are numbers, flags are booleans
+    (YAML 1.1 would turn an unquoted off/on/no/yes into one), uncertain names only limits that exist."""
+    from vexport_pipeline.core.spec.composition import Target
+    from vexport_pipeline.core.spec.presets import builtin_presets
+
+    presets = builtin_presets()
+    assert {"youtube_1080p", "tiktok", "instagram_reels", "prores_master", "web_720p"} <= set(presets)
+    for name, p in presets.items():
+        Target.model_validate(p["target"])
+        for key, value in p.get("limits", {}).items():
+            if key.startswith(("max_", "min_")):
+                assert isinstance(value, int | float) and not isinstance(value, bool), (name, key, value)
+            if key.startswith(("no_", "requires_")):
+                assert isinstance(value, bool), (name, key, value)
+        assert set(p.get("uncertain", [])) <= set(p.get("limits", {})), name
+    assert presets["youtube_1080p"]["limits"]["max_file_bytes"] == 256_000_000_000
