@@ -171,6 +171,59 @@ def mp4_edit_lists(path: Path) -> bool | None:
     return None
 
 
+def _video_info(container, s, name: str, where: str) -> VideoInfo:
+    """The first video stream, with its rotation read from the first decoded frame."""
+    cc = s.codec_context
+    try:
+        first = next(container.decode(s))
+        rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
+    except (StopIteration, av.error.FFmpegError):
+        raise InputError(
+            f"{name}: the video stream has no decodable frame", where=where, code="media_corrupt"
+        ) from None
+    sar = s.sample_aspect_ratio or Fraction(1)
+    if not sar or sar <= 0:
+        sar = Fraction(1)
+    disp_w, disp_h = cc.width * float(sar), cc.height
+    if rotation in (90, 270):
+        disp_w, disp_h = disp_h, disp_w
+    rate = Fraction(s.average_rate or s.guessed_rate or s.base_rate or Fraction(25)).limit_denominator(1001)
+    base = Fraction(s.base_rate or s.guessed_rate or rate).limit_denominator(1001)
+    return VideoInfo(
+        codec=cc.codec.canonical_name,
+        profile=cc.profile,
+        pix_fmt=cc.pix_fmt,
+        width=cc.width,
+        height=cc.height,
+        display_width=int(round(disp_w)),
+        display_height=int(round(disp_h)),
+        rotation=rotation,
+        sar=str(sar),
+        fps=round(float(rate), 3),
+        fps_exact=str(rate),
+        frames=int(s.frames or 0),
+        duration=_seconds(s.duration, s.time_base),
+        start_time=_seconds(s.start_time, s.time_base) or 0.0,
+        bit_rate=cc.bit_rate or None,
+        vfr=abs(float(base) - float(rate)) > 0.01 * float(rate),
+        base_fps=str(base),
+        level=cc.level if (cc.level or 0) > 0 else None,
+    )
+
+
+def _audio_info(a) -> AudioInfo:
+    ac = a.codec_context
+    return AudioInfo(
+        codec=ac.codec.canonical_name,
+        sample_rate=int(ac.sample_rate or 0),
+        channels=int(ac.channels or 0),
+        layout=getattr(ac.layout, "name", "") or "",
+        duration=_seconds(a.duration, a.time_base),
+        start_time=_seconds(a.start_time, a.time_base) or 0.0,
+        bit_rate=ac.bit_rate or None,
+    )
+
+
 def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
     """Read a file's container and first video/audio stream; refuse what is not readable video."""
     path = Path(path)
@@ -190,60 +243,8 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
             )
         vstreams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
         astreams = list(container.streams.audio)
-        video = audio = None
-        if vstreams:
-            s = vstreams[0]
-            cc = s.codec_context
-            rotation = 0
-            try:
-                first = next(container.decode(s))
-                rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
-            except (StopIteration, av.error.FFmpegError):
-                raise InputError(
-                    f"{path.name}: the video stream has no decodable frame", where=where, code="media_corrupt"
-                ) from None
-            sar = s.sample_aspect_ratio or Fraction(1)
-            if not sar or sar <= 0:
-                sar = Fraction(1)
-            disp_w, disp_h = cc.width * float(sar), cc.height
-            if rotation in (90, 270):
-                disp_w, disp_h = disp_h, disp_w
-            rate = s.average_rate or s.guessed_rate or s.base_rate or Fraction(25)
-            rate = Fraction(rate).limit_denominator(1001)
-            base = Fraction(s.base_rate or s.guessed_rate or rate).limit_denominator(1001)
-            vfr = abs(float(base) - float(rate)) > 0.01 * float(rate)
-            video = VideoInfo(
-                codec=cc.codec.canonical_name,
-                profile=cc.profile,
-                pix_fmt=cc.pix_fmt,
-                width=cc.width,
-                height=cc.height,
-                display_width=int(round(disp_w)),
-                display_height=int(round(disp_h)),
-                rotation=rotation,
-                sar=str(sar),
-                fps=round(float(rate), 3),
-                fps_exact=str(rate),
-                frames=int(s.frames or 0),
-                duration=_seconds(s.duration, s.time_base),
-                start_time=_seconds(s.start_time, s.time_base) or 0.0,
-                bit_rate=cc.bit_rate or None,
-                vfr=vfr,
-                base_fps=str(base),
-                level=cc.level if (cc.level or 0) > 0 else None,
-            )
-        if astreams:
-            a = astreams[0]
-            ac = a.codec_context
-            audio = AudioInfo(
-                codec=ac.codec.canonical_name,
-                sample_rate=int(ac.sample_rate or 0),
-                channels=int(ac.channels or 0),
-                layout=getattr(ac.layout, "name", "") or "",
-                duration=_seconds(a.duration, a.time_base),
-                start_time=_seconds(a.start_time, a.time_base) or 0.0,
-                bit_rate=ac.bit_rate or None,
-            )
+        video = _video_info(container, vstreams[0], path.name, where) if vstreams else None
+        audio = _audio_info(astreams[0]) if astreams else None
         duration = container.duration / av.time_base if container.duration else None
         if duration is None and video and video.duration:
             duration = video.duration
@@ -296,7 +297,7 @@ def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
     frames = samples = 0
     try:
         with av.open(str(path), options=SAFE_OPTIONS) as container:
-            streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+            streams = list(container.streams.video[:1] + container.streams.audio[:1])
             for s in streams:
                 s.thread_type = "AUTO"
             for packet in container.demux(*streams):
@@ -307,9 +308,8 @@ def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
                         else:
                             samples += frame.samples
                 except av.error.FFmpegError as exc:
-                    errors.append(
-                        f"decode error at {float(packet.pts * packet.time_base) if packet.pts is not None else '?'} s: {exc}"
-                    )
+                    at = f"{float(packet.pts * packet.time_base):.3f}" if packet.pts is not None else "?"
+                    errors.append(f"decode error at {at} s: {exc}")
                     if len(errors) > 20:
                         break
     except av.error.FFmpegError as exc:

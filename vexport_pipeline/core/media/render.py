@@ -87,6 +87,83 @@ class ClipRender:
     settings: list[EncodeSettings] = field(default_factory=list)  # as encoded (a size cap may have set a bitrate)
 
 
+@dataclass
+class _Batch:
+    """The targets of a clip that neither the cache nor a stream copy served: one FFmpeg process."""
+
+    source: MediaInfo
+    clip: Clip
+    settings: list[EncodeSettings]  # every target of the clip; `todo` indexes the ones this batch encodes
+    finals: list[Path]
+    todo: list[int]
+    on_progress: Callable[[Progress], None] | None
+    timeout: float | None
+
+    @property
+    def where(self) -> str:
+        return f"clip {self.clip.clip_id}" if self.clip.clip_id else "timeline"
+
+    @property
+    def partials(self) -> list[Path]:
+        return [partial_path(self.finals[i]) for i in self.todo]
+
+    def passlogs(self) -> dict[int, str]:
+        return {
+            n: str(partial_path(self.finals[i]).with_suffix(".pass"))
+            for n, i in enumerate(self.todo)
+            if self.settings[i].video_bitrate and self.settings[i].video_codec in TWO_PASS
+        }
+
+    def command(self, passlogs: dict[int, str], **extra) -> list[str]:
+        return build_clip_command(
+            ffmpeg_exe(),
+            Path(self.source.path),
+            self.clip,
+            [self.settings[i] for i in self.todo],
+            self.partials,
+            source_has_audio=self.source.has_audio,
+            passlogs=passlogs,
+            source_size=_size(self.source),
+            stream_starts=_starts(self.source),
+            **extra,
+        )
+
+    def run(self, argv: list[str], outputs: list[Path] | None = None, where: str | None = None) -> RunResult:
+        return run_ffmpeg(
+            argv,
+            duration=self.clip.duration,
+            outputs=outputs or (),
+            on_progress=self.on_progress,
+            timeout=self.timeout,
+            where=where or self.where,
+        )
+
+    def encode(self, plan) -> tuple[list[str], float, bool]:
+        """(argv, FFmpeg wall time, fell back to the CPU); `settings` hold the encoders used."""
+        passlogs, wall, fell_back = self.passlogs(), 0.0, False
+        try:
+            if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
+                first = self.run(self.command(passlogs, first_pass=True), where=f"{self.where} (pass 1)")
+                wall += first.wall_s
+                _name_pass_logs(passlogs, [self.settings[i] for i in self.todo], self.source.has_audio)
+            argv = self.command(passlogs, loudness=plan)
+            try:
+                run = self.run(argv, self.partials)
+            except EncodeError as exc:
+                if all(s.encoder == CPU_ENCODERS[s.video_codec] for s in self.settings):
+                    raise
+                # a hardware encoder failed mid-job: the same clip again on the CPU encoders
+                log.warning("%s: hardware encode failed (%s); falling back to the CPU", self.where, exc)
+                self.settings = [replace(s, encoder=CPU_ENCODERS[s.video_codec]) for s in self.settings]
+                argv = self.command(passlogs, loudness=plan)
+                run, fell_back = self.run(argv, self.partials), True
+            return argv, wall + run.wall_s, fell_back
+        finally:
+            for prefix in passlogs.values():
+                for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
+                    leftover.unlink(missing_ok=True)
+
+
 def render_clip(
     source: MediaInfo,
     clip: Clip,
@@ -104,81 +181,29 @@ def render_clip(
     for p in finals:
         p.parent.mkdir(parents=True, exist_ok=True)
     settings = [fit_size_cap(s, clip.duration) for s in settings]
-    keys = [rendition_key(source_sha256, clip, s, loudness) if cache and source_sha256 else None for s in settings]
+    keyed = bool(cache and source_sha256)
+    keys = [rendition_key(source_sha256, clip, s, loudness) if keyed else None for s in settings]
     plan = None
-    if (
-        loudness
-        and source.has_audio
-        and not all(bool(k and cache.path(k, s.ext).exists()) for k, s in zip(keys, settings))
-    ):
+    if loudness and source.has_audio and not all(k and cache.path(k, s.ext).exists() for k, s in zip(keys, settings)):
         plan = loud.measure(clip_audio(Path(source.path), clip), *loudness)
     cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
     copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
     argv: list[str] = []
-    wall = 0.0
-    fell_back = False
+    wall, fell_back = 0.0, False
     for i in copies:
         run = _copy(source, clip, settings[i], finals[i], plan, timeout)
         argv, wall = argv or run.argv, wall + run.wall_s
         if keys[i]:
             cache.store(keys[i], settings[i].ext, finals[i])
     if todo:
-        partials = [partial_path(finals[i]) for i in todo]
-        where = f"clip {clip.clip_id}" if clip.clip_id else "timeline"
-        passlogs = {
-            n: str(partial_path(finals[i]).with_suffix(".pass"))
-            for n, i in enumerate(todo)
-            if settings[i].video_bitrate and settings[i].video_codec in TWO_PASS
-        }
-
-        def command(**extra) -> list[str]:
-            return build_clip_command(
-                ffmpeg_exe(),
-                Path(source.path),
-                clip,
-                [settings[i] for i in todo],
-                partials,
-                source_has_audio=source.has_audio,
-                passlogs=passlogs,
-                source_size=_size(source),
-                stream_starts=_starts(source),
-                **extra,
-            )
-
-        def encode() -> RunResult:
-            return run_ffmpeg(
-                argv, duration=clip.duration, outputs=partials, on_progress=on_progress, timeout=timeout, where=where
-            )
-
-        try:
-            if passlogs:  # bitrate targets: an analysis pass first, for all of them in one process
-                wall += run_ffmpeg(
-                    command(first_pass=True),
-                    duration=clip.duration,
-                    on_progress=on_progress,
-                    timeout=timeout,
-                    where=f"{where} (pass 1)",
-                ).wall_s
-                _name_pass_logs(passlogs, [settings[i] for i in todo], source.has_audio)
-            argv = command(loudness=plan)
-            try:
-                run = encode()
-            except EncodeError as exc:
-                if all(s.encoder == CPU_ENCODERS[s.video_codec] for s in settings):
-                    raise
-                # a hardware encoder failed mid-job: the same clip again on the CPU encoders
-                log.warning("%s: hardware encode failed (%s); falling back to the CPU", where, exc)
-                settings = [replace(s, encoder=CPU_ENCODERS[s.video_codec]) for s in settings]
-                keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
-                argv = command(loudness=plan)
-                run, fell_back = encode(), True
-            wall += run.wall_s
-        finally:
-            for prefix in passlogs.values():
-                for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
-                    leftover.unlink(missing_ok=True)
-        for i, part in zip(todo, partials):
+        batch = _Batch(source, clip, settings, finals, todo, on_progress, timeout)
+        argv, batch_wall, fell_back = batch.encode(plan)
+        wall += batch_wall
+        if fell_back:  # the files are CPU encodes now: cache them under the CPU settings' keys
+            settings = batch.settings
+            keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
+        for i, part in zip(todo, batch.partials):
             os.replace(part, finals[i])
             if keys[i]:
                 cache.store(keys[i], settings[i].ext, finals[i])

@@ -20,7 +20,7 @@ def test_detection_tries_each_encoder_and_says_why_it_failed(media):
     if not found["h264"]:  # no GPU with NVENC/QSV here: the resource keeps the CPU encoder
         s = PresetBook.load().resolve(Target(preset="web_720p"), probe(media["av"]))
         chosen, report = EncoderResource(hardware="auto").choose([s])
-        assert chosen[0].encoder == "libx264" and "h264_nvenc" in report["hardware"]
+        assert chosen[0].encoder == "libx264" and "h264_nvenc" in report
 
 
 def test_a_failing_hardware_encode_falls_back_to_the_cpu(media, tmp_path):
