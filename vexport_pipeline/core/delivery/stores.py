@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vexport_pipeline.core.errors import StorageError
+from vexport_pipeline.core.files import link_or_copy
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,6 @@ class Store(ABC):
 def _check_name(name: str, where: str) -> None:
     if Path(name).name != name or name.startswith(".") or not name:
         raise StorageError(f"refusing file name {name!r}", where=where)
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # same file system: no copy
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 class LocalStore(Store):

@@ -6,10 +6,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media import loudness as loud
 from vexport_pipeline.core.media.commands import clip_audio
 from vexport_pipeline.core.media.probe import probe
-from vexport_pipeline.core.media.render import join_pieces, sha256_file
+from vexport_pipeline.core.media.render import join_pieces
 from vexport_pipeline.core.media.timeline import Clip, Timeline
 from vexport_pipeline.core.records import Encoded, EncodeResult, ExportSource, Rendition
 from vexport_pipeline.core.spec.presets import EncodeSettings

@@ -4,13 +4,16 @@ unchanged export is never encoded twice."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import uuid
 from pathlib import Path
 
+from vexport_pipeline.core.files import place_atomically
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.presets import EncodeSettings
 
@@ -20,15 +23,46 @@ from .timeline import Clip
 CACHE_VERSION = 2
 
 
+# The modules whose code decides the bytes of a rendition (settings -> FFmpeg commands -> files).
+BUILDER_MODULES = (
+    "vexport_pipeline.core.media.commands",
+    "vexport_pipeline.core.media.render",
+    "vexport_pipeline.core.media.loudness",
+    "vexport_pipeline.core.spec.presets",
+)
+
+
+class _Normalize(ast.NodeTransformer):
+    """Drop what does not change behaviour: imports (they move with the modules) and docstrings."""
+
+    def visit_Import(self, node):
+        return None
+
+    visit_ImportFrom = visit_Import
+
+    def generic_visit(self, node):
+        node = super().generic_visit(node)
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = body[1:]
+        return node
+
+
+def code_fingerprint(sources: list[str]) -> str:
+    """A hash of what the code does, not how it is written: the syntax tree without imports,
+    docstrings, comments, formatting or line numbers."""
+    h = hashlib.sha256()
+    for text in sources:
+        h.update(ast.dump(_Normalize().visit(ast.parse(text)), include_attributes=False).encode())
+    return h.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=1)
 def builder_version() -> str:
-    """A hash of the code that turns settings into FFmpeg commands: changing how files are made
-    invalidates every cached rendition, with no version to remember to bump."""
-    here = Path(__file__).parent
-    h = hashlib.sha256()
-    for name in ("commands.py", "render.py", "loudness.py", "../spec/presets.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:16]
+    """The fingerprint of the command-building code: changing how files are made invalidates every
+    cached rendition, with no version to remember to bump; moving or reformatting the code does not."""
+    return code_fingerprint([Path(importlib.util.find_spec(m).origin).read_text() for m in BUILDER_MODULES])
 
 
 # Settings that only label or judge a rendition; they do not change its bytes.
@@ -67,7 +101,7 @@ class RenditionCache:
         src = self.path(key, ext)
         if not src.exists():
             return False
-        _place(src, dest)
+        place_atomically(src, dest)
         return True
 
     def store(self, key: str, ext: str, src: Path) -> None:
@@ -76,16 +110,5 @@ class RenditionCache:
             return
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{uuid.uuid4().hex}.{ext}")
-        _place(src, tmp)
+        place_atomically(src, tmp)
         os.replace(tmp, dst)
-
-
-def _place(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:6]}")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)

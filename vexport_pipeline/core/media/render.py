@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,15 +19,6 @@ from .commands import TWO_PASS, build_clip_command, build_cut_command, build_joi
 from .probe import MediaInfo
 from .runner import Progress, RunResult, run_ffmpeg
 from .timeline import Clip
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 log = logging.getLogger("vexport.render")
 CPU_ENCODERS = {codec: encoder for codec, (encoder, _) in CODECS.items()}

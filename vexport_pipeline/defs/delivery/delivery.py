@@ -4,7 +4,7 @@ from vexport_pipeline.core.delivery import summary
 from vexport_pipeline.core.delivery.links import LinkPolicy, mint
 from vexport_pipeline.core.delivery.publish import SUMMARY, check_deliverable, publish
 from vexport_pipeline.core.delivery.stores import Store, Version
-from vexport_pipeline.core.media.render import sha256_file
+from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import ExportSource, Rendition, ValidationOutcome
 from vexport_pipeline.defs.failures import reported

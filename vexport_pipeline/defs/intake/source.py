@@ -4,9 +4,9 @@ from pathlib import Path
 import dagster as dg
 
 from vexport_pipeline.core.errors import InputError
+from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe, require_video
-from vexport_pipeline.core.media.render import sha256_file
 from vexport_pipeline.core.media.timeline import check_segments
 from vexport_pipeline.core.records import ExportSource
 from vexport_pipeline.core.spec.presets import PresetBook, unique_labels

@@ -142,8 +142,8 @@ def test_loudness_normalization_reaches_the_target(media, tmp_path):
 
 
 def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_path):
+    from vexport_pipeline.core.files import sha256_file
     from vexport_pipeline.core.media.cache import RenditionCache
-    from vexport_pipeline.core.media.render import sha256_file
 
     info = probe(media["av"])
     cache = RenditionCache(tmp_path / "cache")
@@ -170,6 +170,33 @@ def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_p
         info, Clip(None, [(0.0, 1.2)]), ss[:1], [tmp_path / "a4.mp4"], cache=cache, source_sha256=sha
     )
     assert other_cut.cached == [False]
+    # no stray hard links beside the files the cache placed (a link renamed over itself stays behind)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_cache_key_follows_what_the_builder_does_not_how_it_is_written():
+    """Moving, reformatting or re-importing the command builder keeps cached renditions; changing what
+    it does (a constant, an argument) invalidates them."""
+    import importlib.util
+    from pathlib import Path
+
+    from vexport_pipeline.core.media.cache import BUILDER_MODULES, builder_version, code_fingerprint
+
+    sources = [Path(importlib.util.find_spec(m).origin).read_text() for m in BUILDER_MODULES]
+    assert code_fingerprint(sources) == builder_version()
+    commands = sources[0]
+    moved = commands.replace(
+        "from .loudness import LoudnessPlan", "from vexport_pipeline.core.media.loudness import (\n    LoudnessPlan,\n)"
+    )
+    assert moved != commands
+    reformatted = moved.replace('"""FFmpeg command building', '"""Builds FFmpeg commands') + "\n\n# a comment\n"
+    reformatted = reformatted.replace("def _num(x: float) -> str:", "def _num(x: float) -> str:  # formats a number")
+    assert code_fingerprint([reformatted, *sources[1:]]) == builder_version()
+    assert '"-nostats"' in commands
+    changed = commands.replace('"-nostats"', '"-stats"')
+    assert code_fingerprint([changed, *sources[1:]]) != builder_version()
+    tweaked = commands.replace('auto-alt-ref": 1', 'auto-alt-ref": 0')
+    assert tweaked != commands and code_fingerprint([tweaked, *sources[1:]]) != builder_version()
 
 
 @pytest.fixture(scope="module")
