@@ -16,7 +16,7 @@ from vexport_pipeline.core.media.chunks import EncodeJob
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.presets import EncodeSettings
-from vexport_pipeline.core.validation.checks import Issue, Report
+from vexport_pipeline.core.validation.verdict import Issue, Report
 
 
 def label(clip_id: str | None, target: str) -> str:

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import Checked, ExportSource, Rendition
-from vexport_pipeline.core.validation.checks import Issue, check_file, load_brands, verdict
+from vexport_pipeline.core.validation.checks import check_file, load_brands
+from vexport_pipeline.core.validation.verdict import Issue, verdict
 
 
 def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import os
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from vexport_pipeline.core.errors import ProcessingError
+from vexport_pipeline.core.settings import current
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,7 +33,8 @@ PROBE_JS = """async (src) => {
   document.body.appendChild(v);
   const waitFor = (ev) => new Promise((ok, bad) => {
     v.addEventListener(ev, ok, {once: true});
-    v.addEventListener('error', () => bad(new Error('media error ' + (v.error && v.error.code) + ': ' + (v.error && v.error.message))), {once: true});
+    const why = () => 'media error ' + (v.error && v.error.code) + ': ' + (v.error && v.error.message);
+    v.addEventListener('error', () => bad(new Error(why())), {once: true});
     setTimeout(() => bad(new Error('timed out waiting for ' + ev)), 20000);
   });
   await waitFor('loadedmetadata');
@@ -48,7 +51,7 @@ PROBE_JS = """async (src) => {
 
 
 def chromium() -> str | None:
-    return os.environ.get("VEXPORT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return current().chromium or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -75,7 +78,9 @@ def play(files: list[Path], *, executable: str | None = None) -> list[dict]:
 
     exe = executable or chromium()
     if not exe:
-        raise RuntimeError("no Chromium found (install Debian's chromium, or set VEXPORT_CHROMIUM)")
+        raise ProcessingError(
+            "no Chromium found (install Debian's chromium, or set VEXPORT_CHROMIUM)", code="playback_failed"
+        )
     results = []
     for f in files:  # each file from its own folder, so any name works
         with _serve(Path(f).parent) as base, sync_playwright() as pw:

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import pandas as pd
 
+from vexport_pipeline.core.errors import ProcessingError
 from vexport_pipeline.core.media.probe import SAFE_OPTIONS
 from vexport_pipeline.core.media.runner import capture
 from vexport_pipeline.core.settings import ffmpeg_exe
@@ -40,7 +41,9 @@ def contact_sheet(video: Path, out: Path, duration: float, width: int = 160) -> 
         timeout=600,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"contact sheet failed: {proc.stderr.strip()[-300:]}")
+        raise ProcessingError(
+            f"contact sheet failed: {proc.stderr.strip()[-300:]}", where=str(video), code="report_failed"
+        )
     return out
 
 
@@ -108,7 +111,8 @@ def markdown(reports: list[dict], images: dict[str, tuple[Path, Path]]) -> str:
         ]
         if q:
             facts.append(
-                f"VMAF {q['vmaf_mean']} (p5 {q['vmaf_p5']}, min {q['vmaf_min']}, {q['model']}), PSNR {q['psnr_mean']} dB, "
+                f"VMAF {q['vmaf_mean']} (p5 {q['vmaf_p5']}, min {q['vmaf_min']}, {q['model']}),"
+                f" PSNR {q['psnr_mean']} dB, "
                 f"SSIM {q['ssim_mean']}"
             )
         if m.get("integrated_lufs") is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ffmpeg
 
+from vexport_pipeline.core.errors import ProcessingError
 from vexport_pipeline.core.media.commands import clip_video
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.runner import capture
@@ -88,7 +89,9 @@ def score(
         )
         proc = capture(argv, timeout=timeout)
         if proc.returncode != 0 or not log.exists():
-            raise RuntimeError(f"libvmaf failed: {proc.stderr.strip()[-500:]}")
+            raise ProcessingError(
+                f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=str(rendition), code="quality_failed"
+            )
         data = json.loads(log.read_text())
     frames = [f["metrics"] for f in data["frames"]]
     vmaf = [f["vmaf"] for f in frames]

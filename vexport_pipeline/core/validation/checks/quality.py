@@ -1,0 +1,33 @@
+"""Objective quality against the source (VMAF, PSNR, SSIM) and the tier's floor."""
+
+from __future__ import annotations
+
+from vexport_pipeline.core.validation.verdict import Issue
+from vexport_pipeline.core.validation.vmaf import TIER_MIN_VMAF, comparable, score
+
+from .context import CheckContext
+
+
+def tier_floor(ctx: CheckContext) -> list[Issue]:
+    s = ctx.s
+    unreadable = any(i.code in ("unreadable", "decode_error") for i in ctx.issues)
+    if ctx.reference is None or ctx.quality == "off" or ctx.v is None or unreadable:
+        return []
+    source, clip = ctx.reference
+    if why_not := comparable(source, s):
+        ctx.measurements["quality_skipped"] = why_not
+        return []
+    q = score(ctx.path, source, clip, s, full=ctx.quality == "full")
+    ctx.measurements["per_frame_vmaf"] = q.pop("per_frame")
+    ctx.measurements["quality"] = q
+    ctx.vmaf = q["vmaf_mean"]
+    floor = TIER_MIN_VMAF.get(s.quality)
+    if floor and ctx.vmaf < floor and not s.video_bitrate:
+        return [
+            ctx.error(
+                "vmaf_below_tier",
+                f"mean VMAF {ctx.vmaf} ({q['model']}) is under the {s.quality} tier's {floor}",
+                "use a higher quality tier or a lower CRF",
+            )
+        ]
+    return []
