@@ -37,10 +37,10 @@ def test_platform_limits_fail_firm_ones_and_only_warn_uncertain_ones():
 
 
 def test_sync_is_judged_on_the_change_from_the_source():
-    late = replace(INFO, audio=replace(AUDIO, start_time=0.2))  # audio starts 200 ms after the video
+    late = replace(INFO, audio=replace(AUDIO, start_time=0.2, duration=9.8))  # starts 200 ms late, ends on time
     assert [i.code for i in sync.av_sync(context(info=late))] == ["av_sync"]
     assert sync.av_sync(context(info=late, source_av_offset_ms=-200.0)) == []  # the source was like that
-    slight = replace(INFO, audio=replace(AUDIO, start_time=0.06))  # 60 ms late
+    slight = replace(INFO, audio=replace(AUDIO, start_time=0.06, duration=9.94))  # 60 ms late
     [issue] = sync.av_sync(context(info=slight))
     assert issue.severity == "warning"  # between the ATSC and ITU limits
 
