@@ -168,10 +168,6 @@ class Home:
 
     root: Path
 
-    @classmethod
-    def from_env(cls) -> Home:
-        return current().paths
-
     @property
     def dagster(self) -> Path:
         return self.root / "dagster"
@@ -232,11 +228,6 @@ class MediaPolicy:
     """Which folders a manifest may read media from: the home's media folder and `VEXPORT_MEDIA_ROOTS`."""
 
     roots: tuple[Path, ...] = ()
-
-    @classmethod
-    def from_env(cls, home: Home | None = None) -> MediaPolicy:
-        s = current()
-        return MediaPolicy(((home or s.paths).media.resolve(), *s.media_roots))
 
 
 def ffmpeg_exe() -> str:
