@@ -120,18 +120,27 @@ def presets(as_json: bool) -> None:
 @click.option("--no-decode", is_flag=True, help="Skip the full decode (faster, less thorough).")
 def validate(file: Path, preset_name: str, json_out: str | None, no_decode: bool) -> None:
     """Validate any media FILE against a preset; exit 0 on pass or warn, 1 on fail."""
+    from vexport_pipeline.core.errors import InputError
     from vexport_pipeline.core.media.probe import probe, require_video
     from vexport_pipeline.core.spec.composition import Target
     from vexport_pipeline.core.spec.presets import PresetBook
     from vexport_pipeline.core.validation.checks import check_file
+    from vexport_pipeline.core.validation.verdict import Issue, Report, verdict
 
     try:
-        info = require_video(probe(file, where=str(file)), where=str(file))
         book = PresetBook.load()
-        settings = book.resolve(Target(preset=preset_name), info, "--preset")
+        book.get(preset_name, "--preset")  # an unknown preset is refused input (exit 2), not a failed file
+        if not file.is_file():
+            raise InputError("does not exist or is not a regular file", where=str(file), code="file_missing")
     except VexportError as exc:
         _fail(exc)
-    report = check_file(file, settings, source_has_audio=info.has_audio, decode=not no_decode, info=info)
+    try:
+        info = require_video(probe(file, where=str(file)), where=str(file))
+        settings = book.resolve(Target(preset=preset_name), info, "--preset")
+        report = check_file(file, settings, source_has_audio=info.has_audio, decode=not no_decode, info=info)
+    except InputError as exc:  # the file itself is bad: that is a failed validation with its reason
+        issues = [Issue("error", exc.code, str(exc), "re-encode or re-export the file; it cannot be read whole")]
+        report = Report(*verdict(issues), issues)
     data = {"file": str(file), "preset": preset_name, **report.to_dict()}
     _write_json(json_out, data)
     click.echo(f"{file}: {report.status} (score {report.score}) against {preset_name}")

@@ -155,6 +155,60 @@ def test_validate_standalone_exit_codes(home, media, tmp_path):
     assert late.returncode == 1 and "moov_at_end" in late.stdout and "+faststart" in late.stdout
     unknown = vexport("validate", media["av"], "--preset", "tiktk")
     assert unknown.returncode == 2 and "did you mean 'tiktok'" in unknown.stderr
+    missing = vexport("validate", tmp_path / "nope.mp4", "--preset", "vimeo")
+    assert missing.returncode == 2 and "nope.mp4" in missing.stderr
+
+
+def test_validate_reports_unreadable_files_as_failures_with_the_reason(media, tmp_path):
+    """A CI script needs a `fail` report saying why, not a refusal: truncated and headerless files."""
+    data = media["av"].read_bytes()
+    for name, cut in (("half.mp4", data[: len(data) // 2]), ("head.mp4", data[:2000])):
+        broken, out = tmp_path / name, tmp_path / f"{name}.json"
+        broken.write_bytes(cut)
+        proc = vexport("validate", broken, "--preset", "vimeo", "--json", out)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        report = json.loads(out.read_text())
+        assert report["status"] == "fail" and report["issues"][0]["severity"] == "error"
+        assert report["issues"][0]["message"] and "Traceback" not in proc.stderr
+
+
+def test_a_plain_ffmpeg_mp4_with_an_edit_list_only_warns_for_youtube(tmp_path):
+    plain = tmp_path / "plain.mp4"
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=1920x1080:r=25:d=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=d=1:r=48000",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+            "-movflags",
+            "+faststart",
+            str(plain),
+        ],
+        check=True,
+    )
+    out = tmp_path / "yt.json"
+    proc = vexport("validate", plain, "--preset", "youtube_1080p", "--json", out)
+    issues = {i["code"]: i for i in json.loads(out.read_text())["issues"]}
+    assert issues["edit_list"]["severity"] == "warning" and "No Edit Lists" in issues["edit_list"]["message"]
+    assert proc.returncode == 0, proc.stdout
+    strict = vexport("validate", plain, "--preset", "instagram_reels")
+    assert "edit_list" in strict.stdout and strict.returncode == 1  # Instagram's API spec requires none
 
 
 def test_presets_lists_every_contract_preset():

@@ -66,7 +66,7 @@ def builder_version() -> str:
 
 
 # Settings that only label or judge a rendition; they do not change its bytes.
-NOT_IN_KEY = {"label", "limits", "uncertain"}
+NOT_IN_KEY = {"label", "limits", "uncertain", "notes"}
 
 
 @functools.lru_cache(maxsize=4)

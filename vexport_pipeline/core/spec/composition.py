@@ -140,8 +140,13 @@ class Delivery(_Strict):
         return out
 
 
+def _quality_mode(value: object) -> object:
+    """YAML 1.1 reads an unquoted `off` (or `no`, `false`) as False: that means off."""
+    return "off" if value is False else value
+
+
 class Validation(_Strict):
-    quality: Literal["sampled", "full", "off"] = Field(
+    quality: Annotated[Literal["sampled", "full", "off"], BeforeValidator(_quality_mode)] = Field(
         default="sampled", description="VMAF/PSNR/SSIM on every 10th frame, every frame, or not at all."
     )
     playback: bool = Field(

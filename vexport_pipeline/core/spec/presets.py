@@ -137,6 +137,7 @@ class EncodeSettings:
     channels: int
     limits: dict = field(default_factory=dict)
     uncertain: tuple = ()
+    notes: dict = field(default_factory=dict)  # limit -> the platform's own wording, quoted in reports
     silent_audio: bool = False  # add a silent track: the source has none and the platform requires audio
     crf_explicit: bool = False  # the user asked for a CRF: always encode, never stream-copy
 
@@ -209,6 +210,7 @@ class PresetBook:
                     "target": target,
                     "limits": {**base.get("limits", {}), **spec.get("limits", {})},
                     "uncertain": list(spec.get("uncertain", base.get("uncertain", []))),
+                    "notes": {**base.get("notes", {}), **spec.get("notes", {})},
                 }
         return cls(presets)
 
@@ -333,6 +335,7 @@ class PresetBook:
             channels=2,
             limits=limits,
             uncertain=tuple(preset.get("uncertain", ())),
+            notes=dict(preset.get("notes", {})),
             silent_audio=silent,
             crf_explicit=f.get("crf") is not None,
         )

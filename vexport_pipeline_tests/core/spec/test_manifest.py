@@ -178,3 +178,14 @@ def test_builtin_presets_are_data_that_yaml_reads_as_meant():
                 assert isinstance(value, bool), (name, key, value)
         assert set(p.get("uncertain", [])) <= set(p.get("limits", {})), name
     assert presets["youtube_1080p"]["limits"]["max_file_bytes"] == 256_000_000_000
+
+
+def test_yaml_off_means_quality_off(tmp_path):
+    from vexport_pipeline.core.spec.loading import load_composition
+
+    src = tmp_path / "a.mp4"
+    src.write_bytes(b"")
+    for text in ("off", "false", "no", "'off'"):
+        manifest = tmp_path / "c.yaml"
+        manifest.write_text(f"source: a.mp4\nvalidation: {{quality: {text}}}\ntargets: [{{preset: web_720p}}]\n")
+        assert load_composition(manifest).validation.quality == "off"

@@ -38,14 +38,9 @@ def file_limits(ctx: CheckContext) -> list[Issue]:
             )
         )
     if lim.get("no_edit_list") and info.extra.get("edit_list"):
-        out.append(
-            ctx.limit(
-                "no_edit_list",
-                "edit_list",
-                "the file carries an edit list, which this platform asks not to have",
-                "remux with -use_editlist 0 -movflags +negative_cts_offsets",
-            )
-        )
+        why = ctx.s.notes.get("no_edit_list", "the platform asks for none")
+        hint = "remux with -use_editlist 0 -movflags +negative_cts_offsets"
+        out.append(ctx.limit("no_edit_list", "edit_list", f"the file carries an edit list ({why})", hint))
     return out
 
 
