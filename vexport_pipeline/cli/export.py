@@ -9,7 +9,7 @@ from vexport_pipeline.core.errors import VexportError
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.intake.registry import Registered
 from vexport_pipeline.core.media.probe import probe, require_video
-from vexport_pipeline.core.media.timeline import check_segments
+from vexport_pipeline.core.planning import plan_export
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.core.spec.loading import load_composition, resolve_source, slug
 from vexport_pipeline.defs.instance import ensure_dagster_home
@@ -21,7 +21,7 @@ def prepare(manifest: Path) -> Registered:
     home = settings.paths.ensure()
     comp = load_composition(manifest)
     source = resolve_source(comp, manifest.resolve().parent, settings.policy)
-    check_segments(comp, require_video(probe(source)))
+    plan_export(comp, require_video(probe(source)))  # refused now if sure to fail: nothing is encoded
     return registry.register(home, comp, source, manifest=manifest.resolve())
 
 

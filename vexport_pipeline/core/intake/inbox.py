@@ -18,6 +18,7 @@ import yaml
 
 from vexport_pipeline.core.errors import InputError, VexportError
 from vexport_pipeline.core.settings import Home, MediaPolicy, current
+from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.loading import load_composition, parse_composition, read_manifest, resolve_source, slug
 
 from . import registry
@@ -74,6 +75,25 @@ def _ready(path: Path, min_age_s: float) -> bool:
         return False
 
 
+def admit(comp: Composition, source: Path) -> None:
+    """The checks `vexport export` makes before any work: readable video, segments inside it, and no
+    target sure to fail its platform (the same for `submit` and the sensor)."""
+    from vexport_pipeline.core.media.probe import probe, require_video
+    from vexport_pipeline.core.planning import plan_export
+
+    plan_export(comp, require_video(probe(source)))
+
+
+def _regular(path: Path) -> None:
+    """Only regular files dropped into the inbox itself are taken: a symlink could point anywhere."""
+    if path.is_symlink() or not path.is_file():
+        raise InputError(
+            "only regular files are taken from the inbox (this is a link or not a file)",
+            where=path.name,
+            code="inbox_not_regular",
+        )
+
+
 def process(home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0) -> tuple[list[Accepted], list[Rejected]]:
     """One pass over the inbox. Files younger than `min_age_s` may still be being written: next pass."""
     home.ensure()
@@ -93,8 +113,10 @@ def process(home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0) -> tuple
             pass
     for m in manifests:
         try:
+            _regular(m)
             comp = load_composition(m)
             source = resolve_source(comp, m.parent, policy)
+            admit(comp, source)
             source = _adopt(home, comp.id, source)
             record = registry.register(home, comp, source, manifest=m)
             _aside(m, home.inbox / "accepted")
@@ -105,8 +127,10 @@ def process(home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0) -> tuple
         if v.suffix.lower() not in VIDEO_EXTS or v.resolve() in claimed or not v.exists():
             continue
         try:
+            _regular(v)
             export_id = slug(v.stem)
             comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
+            admit(comp, v)
             source = _adopt(home, comp.id, v.resolve())
             record = registry.register(home, comp, source, manifest=None)
             accepted.append(Accepted(record, v.name))
@@ -142,10 +166,7 @@ def submit(home: Home, file: Path, policy: MediaPolicy) -> Path:
             where=str(file),
             code="input_unknown",
         )
-    from vexport_pipeline.core.media.probe import probe, require_video
-    from vexport_pipeline.core.media.timeline import check_segments
-
-    check_segments(comp, require_video(probe(source)))
+    admit(comp, source)
     media = source
     if not any(source.is_relative_to(r) for r in policy.roots):
         folder = home.media / "submitted" / comp.id

@@ -7,9 +7,8 @@ from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe, require_video
-from vexport_pipeline.core.media.timeline import check_segments
+from vexport_pipeline.core.planning import plan_export
 from vexport_pipeline.core.records import ExportSource
-from vexport_pipeline.core.spec.presets import PresetBook, unique_labels
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.jobs import run_tags
 from vexport_pipeline.defs.partitions import exports
@@ -50,15 +49,14 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         if not record.source_path.is_file():
             raise InputError(f"{record.source_path} no longer exists", where="source", code="source_missing")
         info = require_video(probe(record.source_path))
-        check_segments(comp, info)  # refuse segments outside the source before anything is encoded
-        book = PresetBook.load()  # read once: the resolved targets travel with the export from here on
-        targets = tuple(book.resolve(t, info, f"targets[{i}]") for i, t in enumerate(comp.targets))
+        # refused here if sure to fail; the presets are read once: the resolved targets travel with the export
+        plan = plan_export(comp, info)
         value = ExportSource(
             export_id=comp.id,
             owner=record.owner,
             composition=comp,
-            targets=targets,
-            labels=tuple(unique_labels(list(targets))),
+            targets=plan.targets,
+            labels=plan.labels,
             info=info,
             source_path=record.source_path,
             work_source=_link_into(paths.work / comp.id, record.source_path),

@@ -34,6 +34,7 @@ CHECKS: tuple[Check, ...] = (
     platform.rate_limits,
     conformance.bitstream,
     conformance.stream_layout,
+    conformance.against_source,
     content.decoded,
     content.black_and_silence,
     audio.levels,

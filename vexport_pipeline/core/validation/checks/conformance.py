@@ -169,3 +169,13 @@ def stream_layout(ctx: CheckContext) -> list[Issue]:
             )
         ]
     return []
+
+
+def against_source(ctx: CheckContext) -> list[Issue]:
+    """Allowed, but worth knowing: more pixels or frames than the source has (nothing is gained)."""
+    if ctx.reference is None:
+        return []
+    from vexport_pipeline.core.planning import source_notes
+
+    hint = "pick a resolution and rate the source has, unless the platform needs these"
+    return [ctx.warning("beyond_source", note, hint) for note in source_notes(ctx.s, ctx.reference[0])]

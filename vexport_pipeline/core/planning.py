@@ -1,0 +1,122 @@
+"""Planning an export: everything that can be known from the composition and the probe is checked
+before any encode starts, by `vexport export`, `vexport submit`, the inbox sensor and the `source`
+asset alike. A target that is sure to fail its platform's firm limits is refused (exit 2) naming the
+target, the limit and the value; limits marked uncertain are left to validation, which only warns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from vexport_pipeline.core.errors import InputError
+from vexport_pipeline.core.media.probe import MediaInfo
+from vexport_pipeline.core.media.timeline import Timeline, build_timeline
+from vexport_pipeline.core.spec.composition import Composition
+from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook, fit_size_cap, unique_labels
+
+# The least video bitrate a platform could accept for a picture (bits per pixel per frame). Below it a
+# size cap cannot be met at any bitrate worth encoding.
+MIN_BITS_PER_PIXEL = 0.005
+
+
+@dataclass(frozen=True)
+class Plan:
+    targets: tuple[EncodeSettings, ...]
+    labels: tuple[str, ...]
+    timeline: Timeline
+
+
+def _firm(s: EncodeSettings, key: str) -> bool:
+    return key in s.limits and key not in s.uncertain
+
+
+def _duration_problems(where: str, s: EncodeSettings, timeline: Timeline) -> list[str]:
+    out = []
+    for clip in timeline.clips:
+        what = f"clip {clip.clip_id} lasts" if clip.clip_id else "the output lasts"
+        if _firm(s, "min_duration") and clip.duration < s.limits["min_duration"] - 1e-3:
+            out.append(
+                f"{where}: {what} {clip.duration:.2f} s, under {s.label}'s {s.limits['min_duration']} s "
+                "minimum (min_duration)"
+            )
+        if _firm(s, "max_duration") and clip.duration > s.limits["max_duration"] + 1e-3:
+            out.append(
+                f"{where}: {what} {clip.duration:.2f} s, over {s.label}'s {s.limits['max_duration']} s "
+                "maximum (max_duration)"
+            )
+    return out
+
+
+def _picture_problems(where: str, s: EncodeSettings) -> list[str]:
+    out, aspect, fps = [], s.width / s.height, float(Fraction(s.fps))
+    if _firm(s, "min_aspect") and aspect < s.limits["min_aspect"] - 1e-3:
+        out.append(
+            f"{where}: {s.width}x{s.height} (aspect {aspect:.3f}) is narrower than {s.label}'s "
+            f"{s.limits['min_aspect']:.3f} (min_aspect); set a resolution the platform takes, with fit"
+        )
+    if _firm(s, "max_aspect") and aspect > s.limits["max_aspect"] + 1e-3:
+        out.append(
+            f"{where}: {s.width}x{s.height} (aspect {aspect:.3f}) is wider than {s.label}'s "
+            f"{s.limits['max_aspect']:.3f} (max_aspect); set a resolution the platform takes, with fit"
+        )
+    if _firm(s, "max_fps") and fps > s.limits["max_fps"] + 0.01:
+        out.append(f"{where}: {fps:g} fps is above {s.label}'s {s.limits['max_fps']} fps maximum (max_fps); set fps")
+    if _firm(s, "min_fps") and fps < s.limits["min_fps"] - 0.01:
+        out.append(f"{where}: {fps:g} fps is below {s.label}'s {s.limits['min_fps']} fps minimum (min_fps); set fps")
+    return out
+
+
+def _size_problems(where: str, s: EncodeSettings, timeline: Timeline) -> list[str]:
+    if not _firm(s, "max_file_bytes") or s.video_codec == "prores":
+        return []
+    floor = MIN_BITS_PER_PIXEL * s.width * s.height * float(Fraction(s.fps))
+    for clip in timeline.clips:
+        try:
+            capped = fit_size_cap(s, clip.duration)
+        except InputError as exc:
+            return [f"{where}: {exc.message} (max_file_bytes)"]
+        if capped.video_bitrate and capped.video_bitrate < floor:
+            cap = s.limits["max_file_bytes"]
+            return [
+                f"{where}: {clip.duration:.1f} s at {s.width}x{s.height} cannot fit under {s.label}'s "
+                f"{cap / 1e6:.0f} MB cap at a watchable bitrate ({capped.video_bitrate / 1e3:.0f} kb/s, under "
+                f"{floor / 1e3:.0f} kb/s) (max_file_bytes); cut it shorter or lower the resolution"
+            ]
+    return []
+
+
+def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = None) -> Plan:
+    """Resolve every target against the source and refuse the composition, listing every problem,
+    if any target is sure to fail. Nothing is encoded or written."""
+    book = book or PresetBook.load()
+    timeline = build_timeline(comp, info)
+    targets, problems = [], []
+    for i, t in enumerate(comp.targets):
+        where = f"targets[{i}]"
+        s = book.resolve(t, info, where)
+        problems += _duration_problems(where, s, timeline)
+        problems += _picture_problems(where, s)
+        problems += _size_problems(where, s, timeline)
+        targets.append(s)
+    if problems:
+        raise InputError(
+            "the export is sure to fail, nothing was started:\n  " + "\n  ".join(problems),
+            where=comp.id,
+            code="plan_refused",
+        )
+    return Plan(tuple(targets), tuple(unique_labels(targets)), timeline)
+
+
+def source_notes(s: EncodeSettings, info: MediaInfo) -> list[str]:
+    """What the plan allows but a user should know: upscaling, a frame rate raised above the source's."""
+    v, notes = info.video, []
+    if v is None:
+        return notes
+    sw, sh = v.display_width, v.display_height
+    grow = (max if s.fit == "crop" else min)(s.width / sw, s.height / sh)
+    if grow > 1.01:
+        notes.append(f"upscaled {grow:.2f}x from the {sw}x{sh} source to {s.width}x{s.height}")
+    if float(Fraction(s.fps)) > v.fps * 1.01:
+        notes.append(f"frame rate raised from the source's {v.fps:g} to {float(Fraction(s.fps)):g} fps")
+    return notes
