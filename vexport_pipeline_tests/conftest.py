@@ -197,6 +197,12 @@ def home(tmp_path, monkeypatch, media):
     return Home(h).ensure()
 
 
+def passed(validation: dict) -> bool:
+    """A rendition that passed, or only warns that it has more pixels or frames than its small test source."""
+    codes = {i["code"] for i in validation["issues"]}
+    return validation["status"] == "pass" or (validation["status"] == "warn" and codes <= {"beyond_source"})
+
+
 def write_manifest(folder: Path, data: dict, name="comp.yaml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

@@ -184,6 +184,7 @@ class EncodePlan:
     targets: tuple[EncodeSettings, ...]
     labels: tuple[str, ...]
     hardware: str
+    tuning: tuple[dict, ...] = ()  # the CRF search per target: trials (crf, vmaf, kb/s) and the choice
 
 
 @dataclass(frozen=True)

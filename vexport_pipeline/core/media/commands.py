@@ -17,6 +17,11 @@ from vexport_pipeline.core.spec.presets import PRORES_PROFILES, EncodeSettings
 from .loudness import LoudnessPlan
 from .timeline import Clip
 
+# libvpx speed per tier (lower is slower and better); `good` deadline throughout.
+VPX_CPU_USED = {
+    "vp9": {"draft": 6, "low": 5, "standard": 4, "medium": 4, "high": 3, "master": 2},
+    "vp8": {"draft": 5, "low": 4, "standard": 3, "medium": 3, "high": 2, "master": 1},
+}
 GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
 
 
@@ -78,21 +83,22 @@ def video_args(s: EncodeSettings) -> dict:
         else:
             a.update({"crf": s.crf, "maxrate": s.maxrate, "bufsize": s.bufsize})
     elif s.video_codec in ("vp8", "vp9"):
-        fast = s.quality in ("draft", "low")
+        # `good` deadline at every tier: `realtime` made rate control erratic (twice the bits for the same
+        # picture with jittered timestamps). Speed comes from cpu-used, row-mt and tile columns instead.
         a.update(
             {
-                "deadline": "realtime" if fast else "good",
-                "cpu-used": 8 if fast else 4,
+                "deadline": "good",
+                "cpu-used": VPX_CPU_USED[s.video_codec][s.quality],
                 "auto-alt-ref": 1,
                 "lag-in-frames": 16,
             }
         )
         if s.video_codec == "vp9":
-            a["row-mt"] = 1
+            a.update({"row-mt": 1, "tile-columns": 2 if s.width >= 1280 else 1, "frame-parallel": 0})
         if s.video_bitrate:
             a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
-        else:  # constrained quality: CRF with the tier's cap as the target rate
-            a.update({"crf": s.crf, "b:v": s.maxrate})
+        else:  # constant quality, or constrained quality under a platform's rate cap
+            a.update({"crf": s.crf, "b:v": s.maxrate or 0})
     elif s.video_codec == "av1":
         a.update({"preset": 10 if s.quality in ("draft", "low") else 8})
         if s.video_bitrate:

@@ -116,6 +116,9 @@ class Target(_Strict):
     fps: Fps | None = None
     quality: Literal["draft", "low", "standard", "medium", "high", "master"] | None = None
     crf: int | None = Field(default=None, ge=0, le=63)
+    vmaf: float | None = Field(
+        default=None, ge=40, le=99, description="A VMAF target; the engine finds the setting that reaches it."
+    )
     video_bitrate: Bitrate | None = None
     fit: Literal["pad", "crop", "blur"] | None = None
     profile: Literal["proxy", "lt", "standard", "hq", "4444", "4444xq"] | None = None

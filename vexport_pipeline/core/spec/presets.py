@@ -37,7 +37,19 @@ def builtin_presets() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(BUILTIN_FILE.read_text())
 
 
-# quality tier -> x264-scale CRF, max bitrate at 1080p30, x264 speed preset
+# The promise of each tier: the mean VMAF (against the source as the encode saw it) the engine aims at.
+# Calibrated on the sample corpus (bench/README.md); validation's floor is the target less VMAF_TOLERANCE.
+TIER_VMAF: dict[str, float] = {
+    "draft": 80.0,
+    "low": 86.0,
+    "standard": 91.0,
+    "medium": 91.0,
+    "high": 94.0,
+    "master": 96.0,
+}
+VMAF_TOLERANCE = 2.0
+# quality tier -> x264-scale CRF (where the search starts; what a render without a search uses), the
+# old fixed cap at 1080p30 (kept for explicit CRFs), x264 speed preset
 TIERS: dict[str, tuple[int, int, str]] = {
     "draft": (30, 2 * MB, "veryfast"),
     "low": (28, 2 * MB, "veryfast"),
@@ -97,6 +109,12 @@ def h264_level(width: int, height: int, rate: Fraction, maxrate: int | None) -> 
     return "6.2"
 
 
+def h264_level_rate(width: int, height: int, rate: Fraction) -> int:
+    """The peak bitrate (b/s) of the lowest H.264 level this size and rate need."""
+    level = h264_level(width, height, rate, None)
+    return next(kbps for name, _, _, kbps in H264_LEVELS if name == level) * 1000
+
+
 def source_rate(video) -> Fraction:
     """A constant output rate for 'source': the source's own, or for VFR the nearest standard rate to its base rate."""
     if not video.vfr:
@@ -140,6 +158,7 @@ class EncodeSettings:
     notes: dict = field(default_factory=dict)  # limit -> the platform's own wording, quoted in reports
     silent_audio: bool = False  # add a silent track: the source has none and the platform requires audio
     crf_explicit: bool = False  # the user asked for a CRF: always encode, never stream-copy
+    vmaf_target: float | None = None  # the VMAF the engine aims at (the tier's, or the target's `vmaf`)
 
     @property
     def ext(self) -> str:
@@ -263,6 +282,10 @@ class PresetBook:
             return f"{where}.profile: profiles apply to ProRes only, not {vc}"
         if target.crf is not None and target.video_bitrate is not None:
             return f"{where}: give crf or video_bitrate, not both"
+        if target.vmaf is not None and (target.crf is not None or target.video_bitrate is not None):
+            return f"{where}: give a vmaf target, or crf/video_bitrate, not both"
+        if target.vmaf is not None and f["video_codec"] == "prores":
+            return f"{where}.vmaf: ProRes has no quality target; its profile is the quality"
         return None
 
     def resolve(self, target: Target, source: MediaInfo, where: str = "target") -> EncodeSettings:
@@ -277,23 +300,7 @@ class PresetBook:
         fps_text = f.get("fps", "source")
         rate = source_rate(video) if fps_text == "source" else Fraction(fps_text)
         quality = f.get("quality", "medium")
-        tier_crf, tier_rate, speed = TIERS[quality]
-        scale = (width * height / (1920 * 1080)) ** 0.75 * (1.5 if rate > 31 else 1.0)
-        maxrate = int(tier_rate * scale)
-        crf: int | None = f.get("crf")
-        bitrate: int | None = f.get("video_bitrate")
-        if crf is None and bitrate is None:
-            crf = {
-                "h265": tier_crf + 5,
-                "vp9": min(63, tier_crf + 10),
-                "vp8": min(63, tier_crf + 6),
-                "av1": min(63, tier_crf + 12),
-            }.get(vc, tier_crf)
-        if bitrate:
-            maxrate = int(bitrate * 1.5)
-        if vc == "prores":
-            crf = bitrate = maxrate = None
-            speed = None
+        rc = _rate_control(f, vc, quality, width, height, rate, preset.get("limits", {}))
         profile = f.get("profile") or ("hq" if vc == "prores" else None)
         if vc == "prores":
             pix_fmt = "yuva444p10le" if profile in ("4444", "4444xq") else "yuv422p10le"
@@ -322,14 +329,11 @@ class PresetBook:
             fit=f.get("fit", "pad"),
             pix_fmt=pix_fmt,
             quality=quality,
-            crf=crf,
-            video_bitrate=bitrate,
-            maxrate=maxrate,
-            bufsize=2 * maxrate if maxrate else None,
+            **rc,
+            bufsize=2 * rc["maxrate"] if rc["maxrate"] else None,
             gop=max(1, math.ceil(float(rate) * 2)),
-            speed=speed,
             profile=profile,
-            level=h264_level(width, height, rate, maxrate) if vc == "h264" else None,
+            level=h264_level(width, height, rate, rc["maxrate"]) if vc == "h264" else None,
             audio_bitrate=audio_bitrate,
             sample_rate=48000,
             channels=2,
@@ -339,6 +343,49 @@ class PresetBook:
             silent_audio=silent,
             crf_explicit=f.get("crf") is not None,
         )
+
+
+# Where the CRF search starts for each codec, as an offset from the tier's x264 CRF.
+CRF_OFFSET = {"h265": 5, "vp9": 16, "vp8": 8, "av1": 12}
+
+
+def _rate_control(f: dict, vc: str, quality: str, width: int, height: int, rate: Fraction, limits: dict) -> dict:
+    """crf, video_bitrate, maxrate, speed and vmaf_target of a target.
+
+    A tier or `vmaf` target aims at a VMAF (the CRF found by the search; this one is where it starts), capped
+    only by the platform's rate limit and H.264's level. An explicit CRF keeps the tier's old rate cap; a
+    bitrate encodes two-pass. ProRes has none of these: its profile is the quality."""
+    tier_crf, tier_rate, speed = TIERS[quality]
+    if vc == "prores":
+        return {"crf": None, "video_bitrate": None, "maxrate": None, "speed": None, "vmaf_target": None}
+    crf, bitrate = f.get("crf"), f.get("video_bitrate")
+    if bitrate:
+        return {
+            "crf": None,
+            "video_bitrate": bitrate,
+            "maxrate": int(bitrate * 1.5),
+            "speed": speed,
+            "vmaf_target": None,
+        }
+    if crf is not None:
+        scale = (width * height / (1920 * 1080)) ** 0.75 * (1.5 if rate > 31 else 1.0)
+        return {
+            "crf": crf,
+            "video_bitrate": None,
+            "maxrate": int(tier_rate * scale),
+            "speed": speed,
+            "vmaf_target": None,
+        }
+    maxrate = limits.get("max_video_bitrate")
+    if vc == "h264":
+        maxrate = min(maxrate or 10**12, h264_level_rate(width, height, rate))
+    return {
+        "crf": min(63, tier_crf + CRF_OFFSET.get(vc, 0)),
+        "video_bitrate": None,
+        "maxrate": maxrate,
+        "speed": speed,
+        "vmaf_target": float(f.get("vmaf") or TIER_VMAF[quality]),
+    }
 
 
 def codecs_for(fmt: str) -> set[str]:

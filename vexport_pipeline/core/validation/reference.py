@@ -22,13 +22,19 @@ def model_for(s: EncodeSettings) -> str:
     return VMAF_4K_MODEL if min(s.width, s.height) >= 2160 else VMAF_MODEL
 
 
+def same_picture(source_size: tuple[int, int], s: EncodeSettings) -> bool:
+    """The rendition shows the whole source picture and nothing else (no crop, bars or fill)."""
+    sw, sh = source_size
+    return abs(sw * s.height - sh * s.width) <= max(sw, sh)
+
+
 def picture_box(source_size: tuple[int, int], s: EncodeSettings) -> tuple[int, int, int, int]:
     """(x, y, w, h) of the source picture inside the rendition's frame: the whole frame unless the fit
     pads or blurs the sides (the same arithmetic as FFmpeg's scale with force_original_aspect_ratio=decrease
     and force_divisible_by=2, centred as the pad and overlay filters place it)."""
     sw, sh = source_size
     w, h = s.width, s.height
-    if abs(sw * h - sh * w) <= max(sw, sh) or s.fit == "crop":
+    if same_picture(source_size, s) or s.fit == "crop":
         return 0, 0, w, h
     pw, ph = min(w, _near(h * sw / sh)), min(h, _near(w * sh / sw))
     pw, ph = _near(pw / 2) * 2, _near(ph / 2) * 2  # FFmpeg rounds to the nearest even size, halves up

@@ -1,10 +1,11 @@
-"""Objective quality against the source: VMAF (pinned model), PSNR and SSIM in one libvmaf pass.
+"""Objective quality: VMAF (pinned models), PSNR and SSIM, in one FFmpeg process that decodes the
+source timeline and the rendition once.
 
-The reference is the clip's own timeline of the source (same cuts and transitions as the encode),
-brought to the rendition's frame rate; the rendition is upscaled (bicubic) to the reference size and
-both timelines start at zero. Frame subsampling by default (quick); full scoring on request.
-Renditions whose picture geometry differs from the source (cropped, padded, blurred fill) are not
-comparable frame to frame and are skipped with that reason."""
+The figure the tiers are judged on measures what the encode controls: the rendition against the
+clip's own timeline of the source brought to the rendition's size, rate and fit by the encode's own
+filter chain (`reference`), picture area only. Beside it, as information, the full-reference figure
+against the source at its own size (the rendition upscaled, bicubic), on every third scored frame.
+Frame subsampling by default (quick); every frame on request."""
 
 from __future__ import annotations
 
@@ -21,20 +22,17 @@ from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.runner import capture
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.settings import ffmpeg_exe
-from vexport_pipeline.core.spec.presets import EncodeSettings
+from vexport_pipeline.core.spec.presets import VMAF_TOLERANCE, EncodeSettings
 
-VMAF_MODEL = "vmaf_v0.6.1"  # scores of different models are not comparable: always reported with the name
+from .reference import VMAF_4K_MODEL, VMAF_MODEL, model_for, rendition_picture, same_picture, scaled_reference
+
 SUBSAMPLE = 10
-# mean VMAF a tier must reach (draft: no floor)
-TIER_MIN_VMAF = {"master": 95.0, "high": 93.0, "standard": 90.0, "medium": 85.0, "low": 75.0}
+SOURCE_SIZE_EVERY = 3  # the informational source-size figure scores every 3rd of the scored frames
 
 
-def comparable(source: MediaInfo, s: EncodeSettings) -> str | None:
-    """None if the rendition shows the same picture as the source; else why not."""
-    w, h = source.video.display_width, source.video.display_height
-    if abs(w * s.height - h * s.width) > max(w, h):
-        return f"picture reframed ({s.fit}) from {w}x{h} to {s.width}x{s.height}"
-    return None
+def floor(s: EncodeSettings) -> float | None:
+    """The mean VMAF a rendition must reach: its target less the tolerance (None: no promise made)."""
+    return s.vmaf_target - VMAF_TOLERANCE if s.vmaf_target else None
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -44,6 +42,42 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def _graph(rendition: Path, source: MediaInfo, clip: Clip, s: EncodeSettings, sub: int, logs: tuple[Path, Path]):
+    size = (source.video.display_width, source.video.display_height)
+    w, h = size[0] - size[0] % 2, size[1] - size[1] % 2
+    src = clip_video(Path(source.path), clip).filter_multi_output("split", 2)
+    dist = ffmpeg.input(f"file:{rendition}", protocol_whitelist="file").video.filter_multi_output("split", 2)
+    at_size = ffmpeg.filter(
+        [rendition_picture(dist[0], s, size), scaled_reference(src[0], s, size)],
+        "libvmaf",
+        model=f"version={model_for(s)}",
+        n_threads=2,
+        n_subsample=sub,
+        feature="name=psnr|name=float_ssim",
+        log_fmt="json",
+        log_path=str(logs[0]),
+    )
+    full_ref = ffmpeg.filter(
+        [
+            dist[1].filter("scale", w, h, flags="bicubic").filter("setpts", "PTS-STARTPTS").filter("format", "yuv420p"),
+            src[1]
+            .filter("fps", fps=s.fps)
+            .filter("scale", w, h)
+            .filter("setpts", "PTS-STARTPTS")
+            .filter("format", "yuv420p"),
+        ],
+        "libvmaf",
+        model=f"version={VMAF_4K_MODEL if min(w, h) >= 2160 else VMAF_MODEL}",
+        n_threads=2,
+        n_subsample=sub * SOURCE_SIZE_EVERY,
+        log_fmt="json",
+        log_path=str(logs[1]),
+    )
+    if not same_picture(size, s):  # cropped, padded or blurred: the source-size figure would compare apples to pears
+        return ffmpeg.output(at_size, "-", f="null")
+    return ffmpeg.merge_outputs(ffmpeg.output(at_size, "-", f="null"), ffmpeg.output(full_ref, "-", f="null"))
+
+
 def score(
     rendition: Path,
     source: MediaInfo,
@@ -51,60 +85,37 @@ def score(
     s: EncodeSettings,
     *,
     full: bool = False,
-    threads: int = 2,
+    subsample: int | None = None,
     timeout: float = 6 * 3600,
 ) -> dict:
-    """{'model', 'vmaf_mean', 'vmaf_p5', 'vmaf_min', 'psnr_mean', 'ssim_mean', 'frames', 'per_frame': [...]}."""
-    w, h = source.video.display_width, source.video.display_height
-    w, h = w - w % 2, h - h % 2
-    ref = (
-        clip_video(Path(source.path), clip)
-        .filter("fps", fps=s.fps)
-        .filter("scale", w, h)
-        .filter("setpts", "PTS-STARTPTS")
-        .filter("format", "yuv420p")
-    )
-    dist = (
-        ffmpeg.input(f"file:{rendition}", protocol_whitelist="file")
-        .video.filter("scale", w, h, flags="bicubic")
-        .filter("setpts", "PTS-STARTPTS")
-        .filter("format", "yuv420p")
-    )
+    """{'model', 'vmaf_mean', 'vmaf_p5', 'vmaf_min', 'psnr_mean', 'ssim_mean', 'frames', 'per_frame',
+    'vmaf_source_size', ...}."""
+    sub = 1 if full else (subsample or SUBSAMPLE)
     with tempfile.TemporaryDirectory(prefix="vexport-vmaf-") as tmp:
-        log = Path(tmp) / "vmaf.json"
-        scored = ffmpeg.filter(
-            [dist, ref],
-            "libvmaf",
-            model=f"version={VMAF_MODEL}",
-            n_threads=threads,
-            n_subsample=1 if full else SUBSAMPLE,
-            feature="name=psnr|name=float_ssim",
-            log_fmt="json",
-            log_path=str(log),
-        )
-        argv = (
-            ffmpeg.output(scored, "-", f="null")
-            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-            .compile(cmd=ffmpeg_exe())
-        )
+        logs = (Path(tmp) / "vmaf.json", Path(tmp) / "vmaf_source.json")
+        graph = _graph(rendition, source, clip, s, sub, logs)
+        argv = graph.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
         proc = capture(argv, timeout=timeout)
-        if proc.returncode != 0 or not log.exists():
+        if proc.returncode != 0 or not logs[0].exists():
             raise ProcessingError(
                 f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=str(rendition), code="quality_failed"
             )
-        data = json.loads(log.read_text())
+        data = json.loads(logs[0].read_text())
+        at_source = json.loads(logs[1].read_text())["pooled_metrics"]["vmaf"]["mean"] if logs[1].exists() else None
     frames = [f["metrics"] for f in data["frames"]]
     vmaf = [f["vmaf"] for f in frames]
     rate = float(Fraction(s.fps))
     return {
-        "model": VMAF_MODEL,
-        "subsample": 1 if full else SUBSAMPLE,
+        "model": model_for(s),
+        "reference": "source at the rendition's size, rate and fit (picture area)",
+        "subsample": sub,
         "frames": len(frames),
         "vmaf_mean": round(sum(vmaf) / len(vmaf), 2),
         "vmaf_p5": round(_percentile(vmaf, 0.05), 2),
         "vmaf_min": round(min(vmaf), 2),
         "psnr_mean": round(sum(f["psnr_y"] for f in frames) / len(frames), 2),
         "ssim_mean": round(sum(f["float_ssim"] for f in frames) / len(frames), 4),
+        "vmaf_source_size": round(at_source, 2) if at_source is not None else None,
         "per_frame": [
             (round(f["frameNum"] / rate, 3) if "frameNum" in f else None, m["vmaf"])
             for f, m in zip(data["frames"], frames)

@@ -14,6 +14,7 @@ from vexport_pipeline.core.media.probe import keyframe_times
 from vexport_pipeline.core.media.render import can_copy, render_clip
 from vexport_pipeline.core.media.runner import Progress
 from vexport_pipeline.core.media.timeline import Timeline
+from vexport_pipeline.core.media.tuning import tune
 from vexport_pipeline.core.records import Encoded, EncodePlan, EncodeResult, EncodeTask, ExportSource, Rendition
 from vexport_pipeline.core.tables import md_table
 from vexport_pipeline.defs.failures import reported
@@ -44,11 +45,31 @@ def _out_dir(home: HomeResource, export_id: str) -> Path:
     return home.paths.work / export_id / "renditions"
 
 
-@dg.op(out=dg.DynamicOut(EncodeTask), description="Choose the encoders and split the timeline into encode jobs.")
-def plan_encodes(context: dg.OpExecutionContext, encoders: EncoderResource, source: ExportSource, segments: Timeline):
+def _tune(context, home: HomeResource, source: ExportSource, timeline: Timeline, targets: list) -> tuple[list, tuple]:
+    """Target quality: the CRF of each target found on samples of this export (cached by content)."""
+    cache, out, report = RenditionCache(home.paths.cache), [], []
+    for label, s in zip(source.labels, targets):
+        tuned = tune(source.info, timeline, s, cache=cache, source_sha256=source.sha256)
+        out.append(tuned.settings)
+        if tuned.trials:
+            report.append({**tuned.to_dict(), "label": label})
+            trials = ", ".join(f"crf {t.crf}: VMAF {t.vmaf}" for t in tuned.trials)
+            context.log.info(f"{label}: target VMAF {s.vmaf_target:g} -> crf {tuned.settings.crf} ({trials})")
+    return out, tuple(report)
+
+
+@dg.op(out=dg.DynamicOut(EncodeTask), description="Choose encoders and CRFs (target quality), split into encode jobs.")
+def plan_encodes(
+    context: dg.OpExecutionContext,
+    home: HomeResource,
+    encoders: EncoderResource,
+    source: ExportSource,
+    segments: Timeline,
+):
     with reported():
         targets, hardware = encoders.choose(list(source.targets))
         context.log.info(f"encoders: {hardware}")
+        targets, tuning = _tune(context, home, source, segments, targets)
         info, chunk_s = source.info, encoders.chunk_seconds or None
         jobs = plan_jobs(
             segments,
@@ -59,7 +80,7 @@ def plan_encodes(context: dg.OpExecutionContext, encoders: EncoderResource, sour
             copyable=lambda s, clip: can_copy(info, clip, s),
         )
     context.log.info(f"{len(jobs)} encode job(s): " + ", ".join(j.key for j in jobs))
-    plan = EncodePlan(tuple(targets), source.labels, hardware)
+    plan = EncodePlan(tuple(targets), source.labels, hardware, tuning)
     for job in jobs:
         yield dg.DynamicOutput(EncodeTask(plan, job), mapping_key=job.key)
 
@@ -146,8 +167,23 @@ def _metadata(out: list[Rendition], results: list[EncodeResult]) -> dict:
         "encoders": ", ".join(sorted({r.encoder for r in out})),
         "hardware_detection": results[0].task.plan.hardware if results else "",
         "loudness": ", ".join(loudness) or "not normalized",
+        "target_quality": dg.MetadataValue.md(_tuning_table(results[0].task.plan.tuning if results else ())),
         "table": dg.MetadataValue.md(md_table(headers, rows)),
     }
+
+
+def _tuning_table(tuning: tuple[dict, ...]) -> str:
+    rows = [
+        (
+            t["label"],
+            t["target"],
+            t["crf"],
+            "; ".join(f"crf {x['crf']}: {x['vmaf']} @ {x['kbps']} kb/s" for x in t["trials"]),
+            "cache" if t["cached"] else "searched",
+        )
+        for t in tuning
+    ]
+    return md_table(["target", "VMAF target", "CRF chosen", "probes (VMAF, bitrate)", "search"], rows) if rows else "-"
 
 
 @dg.op(description="Join chunks without re-encoding, probe every rendition and describe it.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vexport_pipeline.core.validation.verdict import Issue
-from vexport_pipeline.core.validation.vmaf import TIER_MIN_VMAF, comparable, score
+from vexport_pipeline.core.validation.vmaf import floor, score
 
 from .context import CheckContext
 
@@ -14,20 +14,18 @@ def tier_floor(ctx: CheckContext) -> list[Issue]:
     if ctx.reference is None or ctx.quality == "off" or ctx.v is None or unreadable:
         return []
     source, clip = ctx.reference
-    if why_not := comparable(source, s):
-        ctx.measurements["quality_skipped"] = why_not
-        return []
     q = score(ctx.path, source, clip, s, full=ctx.quality == "full")
     ctx.measurements["per_frame_vmaf"] = q.pop("per_frame")
     ctx.measurements["quality"] = q
     ctx.vmaf = q["vmaf_mean"]
-    floor = TIER_MIN_VMAF.get(s.quality)
-    if floor and ctx.vmaf < floor and not s.video_bitrate:
+    least = floor(s)
+    if least and ctx.vmaf < least:
         return [
             ctx.error(
                 "vmaf_below_tier",
-                f"mean VMAF {ctx.vmaf} ({q['model']}) is under the {s.quality} tier's {floor}",
-                "use a higher quality tier or a lower CRF",
+                f"mean VMAF {ctx.vmaf} ({q['model']}) is under {least:g}, the target {s.vmaf_target:g} less the"
+                " tolerance",
+                "use a lower CRF or a higher tier",
             )
         ]
     return []
