@@ -78,6 +78,7 @@ def failed_summary(export_id: str, result) -> tuple[dict, int]:
     src, segs = _maybe(result, "source"), _maybe(result, "segments")
     rends, outcome = _maybe(result, "renditions") or [], _maybe(result, "validation_report")
     checked = list(outcome.renditions) if outcome else [None] * len(rends)
+    rends = outcome.files(rends) if outcome else rends
     blocks = [summary.rendition_block(r, c, []) for r, c in zip(rends, checked)]
     if outcome and outcome.status == "fail":
         errors.append(

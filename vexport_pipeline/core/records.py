@@ -133,6 +133,7 @@ class Checked:
     target: str
     clip_id: str | None
     report: Report
+    rendition: Rendition | None = None  # the file as finally validated, where the closed loop re-encoded it
 
     @property
     def label(self) -> str:
@@ -164,6 +165,10 @@ class ValidationOutcome:
         statuses = {c.status for c in checked}
         status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
         return cls(status, tuple(checked))
+
+    def files(self, renditions: list[Rendition]) -> list[Rendition]:
+        """The renditions as validated: a file the closed loop re-encoded replaces the one encoded first."""
+        return [c.rendition or r for r, c in zip(renditions, self.renditions)]
 
     @property
     def failed(self) -> list[str]:

@@ -64,7 +64,7 @@ def _join(
     )
 
 
-def _describe(source: ExportSource, clip: Clip, label: str, out: Encoded, chunks: int) -> Rendition:
+def describe(source: ExportSource, clip: Clip, label: str, out: Encoded, chunks: int) -> Rendition:
     got = probe(out.path, where=str(out.path))
     s = out.settings
     return Rendition(
@@ -107,7 +107,7 @@ def assemble(
         )
     shutil.rmtree(out_dir / ".chunks", ignore_errors=True)
     return [
-        _describe(source, clip, plan.labels[i], whole[(ci, i)], len(chunks.get((ci, i), ())) or 1)
+        describe(source, clip, plan.labels[i], whole[(ci, i)], len(chunks.get((ci, i), ())) or 1)
         for ci, clip in enumerate(timeline.clips)
         for i in range(len(plan.targets))
     ]

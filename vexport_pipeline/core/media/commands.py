@@ -57,6 +57,11 @@ def video_chain(stream, s: EncodeSettings, source_size: tuple[int, int] | None =
 
 
 def video_args(s: EncodeSettings) -> dict:
+    """The encoder's options; a setting that is not set (no rate cap, say) is left out, not passed empty."""
+    return {k: v for k, v in _video_args(s).items() if v is not None}
+
+
+def _video_args(s: EncodeSettings) -> dict:
     a: dict = {"c:v": s.encoder, "pix_fmt": s.pix_fmt}
     if s.video_codec == "prores":
         a.update({"profile:v": str(PRORES_PROFILES[s.profile or "hq"]), "vendor": "apl0"})
@@ -155,6 +160,9 @@ def _joined_audio(auds: list, crossfade: float, loudness: LoudnessPlan | None = 
             a = ffmpeg.filter([a, nxt], "acrossfade", d=_num(crossfade))
     else:
         a = ffmpeg.concat(*auds, v=0, a=1)
+    # every target is stereo: downmix once here, before loudness is measured or applied, so that what is
+    # normalized is what is delivered, whatever the audio codec (5.1 downmixed per output came out 7 LU apart)
+    a = a.filter("aformat", channel_layouts="stereo")
     if loudness is not None:  # pass 2 of loudnorm; it resamples internally, so -ar is set per output
         a = a.filter("loudnorm", **loudness.filter_args())
     return a

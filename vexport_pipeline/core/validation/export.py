@@ -8,6 +8,7 @@ from dataclasses import replace
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 from vexport_pipeline.core.validation.checks import check_file, load_brands
+from vexport_pipeline.core.validation.retry import improve
 from vexport_pipeline.core.validation.verdict import Issue, verdict
 
 
@@ -21,28 +22,33 @@ def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | 
 
 
 def validate_export(source: ExportSource, timeline: Timeline, renditions: list[Rendition]) -> list[Checked]:
+    """Every rendition checked; one under its quality floor is re-encoded alone (the closed loop)."""
     comp = source.composition
     brand = load_brands().get(comp.owner, {}) if comp.owner else {}
     loudness = loudness_target(source, brand)
     clips = {c.clip_id: c for c in timeline.clips}
-    return [
-        Checked(
-            r.target,
-            r.clip_id,
-            check_file(
-                r.path,
-                r.settings,
-                expected_duration=r.expected_duration,
-                source_has_audio=r.source_has_audio,
-                source_av_offset_ms=source.av_offset_ms,
-                loudness_target=loudness,
-                reference=(source.info, clips[r.clip_id]),
-                quality=comp.validation.quality,
-                brand=brand,
-            ),
+
+    def check(r: Rendition) -> Checked:
+        report = check_file(
+            r.path,
+            r.settings,
+            expected_duration=r.expected_duration,
+            source_has_audio=r.source_has_audio,
+            source_av_offset_ms=source.av_offset_ms,
+            loudness_target=loudness,
+            reference=(source.info, clips[r.clip_id]),
+            quality=comp.validation.quality,
+            brand=brand,
         )
-        for r in renditions
-    ]
+        return Checked(r.target, r.clip_id, report)
+
+    out = []
+    for r in renditions:
+        c = check(r)
+        if c.status == "fail":
+            _, c = improve(source, timeline, r, c, check, brand.get("min_vmaf"))
+        out.append(c)
+    return out
 
 
 def with_playback(renditions: list[Rendition], checked: list[Checked]) -> tuple[list[Checked], list[str]]:
@@ -50,6 +56,7 @@ def with_playback(renditions: list[Rendition], checked: list[Checked]) -> tuple[
     Returns the updated reports and one log line per file played."""
     from vexport_pipeline.core.validation.playback import WEB_CODECS, play, playback_issues
 
+    renditions = [c.rendition or r for r, c in zip(renditions, checked)]
     web = [n for n, r in enumerate(renditions) if (r.container, r.video_codec) in WEB_CODECS]
     seen_all = play([renditions[n].path for n in web])
     out, lines = list(checked), []

@@ -37,6 +37,7 @@ def delivery(
     comp, target = source.composition, store.get()
     with reported():
         check_deliverable(target, comp.id, validation_report)
+        renditions = validation_report.files(renditions)
         files = {r.delivered_name: r.path for r in renditions}
         bundle = f"{comp.id}.zip" if comp.delivery.zip else None
         # the files first, committed whole; links and the summary only for a version that exists

@@ -69,7 +69,7 @@ def validation_report(
             for line in lines:
                 context.log.info(line)
     outcome = ValidationOutcome.of(checked)
-    metadata = _metadata(context, outcome, renditions, source.work_source.parent / "report")
+    metadata = _metadata(context, outcome, outcome.files(renditions), source.work_source.parent / "report")
     yield dg.Output(outcome, metadata=metadata)
     failed = outcome.failed
     yield dg.AssetCheckResult(

@@ -34,11 +34,18 @@ def test_sizes_are_even_and_keep_aspect():
     assert output_size("1001x999", 10, 10) == (1002, 1000)
 
 
-def test_tiers_scale_quality_and_caps():
+def test_tiers_are_vmaf_targets_capped_only_by_platform_and_level():
     low, high = resolve(preset="web_720p", quality="low"), resolve(preset="web_720p", quality="high")
-    assert high.crf < low.crf and high.maxrate > low.maxrate
+    assert high.vmaf_target > low.vmaf_target and high.crf < low.crf  # the search starts from the tier's CRF
     hd = resolve(preset="youtube_1080p", quality="high")
-    assert (hd.width, hd.height, hd.crf, hd.maxrate) == (1920, 1080, 18, 8_000_000)
+    assert (hd.width, hd.height, hd.crf, hd.vmaf_target) == (1920, 1080, 18, 94.0)
+    assert hd.maxrate == 25_000_000 and hd.level == "4.0"  # H.264 level 4.0's peak, not a tier's guess
+    reels = resolve(preset="instagram_reels")
+    assert reels.maxrate == 25_000_000 and reels.vmaf_target == 91.0  # the platform's 25 Mb/s cap
+    fixed = resolve(preset="web_720p", crf=20)
+    assert fixed.crf == 20 and fixed.vmaf_target is None  # an explicit CRF wins: no search, no floor
+    assert resolve(preset="web_720p", vmaf=95).vmaf_target == 95.0
+    assert resolve(format="mov", video_codec="prores").vmaf_target is None
     assert resolve(format="webm", resolution="720p").encoder == "libvpx-vp9"
     assert resolve(format="webm", resolution="720p").audio_encoder == "libopus"
     assert resolve(preset="tiktok").fps == "30000/1001" and resolve(preset="tiktok", fps=25).fps == "25"

@@ -291,3 +291,23 @@ def test_size_cap_of_a_platform_is_met(media, tmp_path, monkeypatch):
     size = (tmp_path / "capped.mp4").stat().st_size
     assert size <= 250_000 and size > 150_000, size  # under the cap, without wasting it
     assert (tmp_path / "free.mp4").stat().st_size > 250_000
+
+
+def test_loudness_normalization_holds_for_every_audio_codec_on_a_surround_source(awkward, tmp_path):
+    """5.1 in, stereo out: PCM in MOV, AAC and Opus all land on the target (the downmix comes before loudnorm)."""
+    from vexport_pipeline.core.validation.analyze import analyze
+
+    info = probe(awkward["surround"])
+    ss = settings(
+        info,
+        {"preset": "prores_master", "profile": "proxy"},
+        {"preset": "web_720p", "quality": "draft"},
+        {"format": "webm", "resolution": "720p", "quality": "draft"},
+    )
+    outs = [tmp_path / "m.mov", tmp_path / "w.mp4", tmp_path / "w.webm"]
+    render_clip(info, Clip(None, [(0.0, 2.0)]), ss, outs, loudness=(-16.0, -1.5))
+    for out in outs:
+        found = analyze(out)
+        assert found.integrated_lufs == pytest.approx(-16.0, abs=1.0), out.name
+        assert found.true_peak_dbtp <= -1.4, out.name
+        assert probe(out).audio.channels == 2

@@ -163,8 +163,10 @@ def test_quality_scores_against_the_source_timeline_and_tier_floor(media, tmp_pa
     )
     assert "vmaf_below_tier" in codes(poor, "error") and poor.measurements["quality"]["subsample"] == 1
     assert poor.vmaf < ok.vmaf - 10
-    skipped = check_file(paths[2], vertical, expected_duration=2.0, source_has_audio=True, reference=(info, clip))
-    assert "reframed" in skipped.measurements["quality_skipped"] and skipped.vmaf is None
+    assert q["reference"].startswith("source at the rendition's size") and q["vmaf_source_size"] > 80
+    # a crop is scored against the same region of the source; the source-size figure does not apply
+    cropped = check_file(paths[2], vertical, expected_duration=2.0, source_has_audio=True, reference=(info, clip))
+    assert cropped.vmaf >= 90 and cropped.measurements["quality"]["vmaf_source_size"] is None
 
 
 def test_edit_lists_and_platform_audio_and_shape_rules(files, target, tmp_path):

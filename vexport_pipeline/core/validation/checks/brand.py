@@ -12,7 +12,7 @@ from vexport_pipeline.core.validation.verdict import Issue
 
 from .context import CheckContext
 
-KNOWN = {"min_height", "min_width", "max_video_bitrate", "forbidden_codecs", "loudness_lufs", "containers"}
+KNOWN = {"min_height", "min_width", "max_video_bitrate", "forbidden_codecs", "loudness_lufs", "containers", "min_vmaf"}
 
 
 def load_brands(path: str | Path | None = None) -> dict:

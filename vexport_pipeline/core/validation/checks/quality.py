@@ -18,9 +18,18 @@ def tier_floor(ctx: CheckContext) -> list[Issue]:
     ctx.measurements["per_frame_vmaf"] = q.pop("per_frame")
     ctx.measurements["quality"] = q
     ctx.vmaf = q["vmaf_mean"]
+    out = []
+    if (brand_min := ctx.brand.get("min_vmaf")) and ctx.vmaf < brand_min:
+        out.append(
+            ctx.error(
+                "brand_min_vmaf",
+                f"mean VMAF {ctx.vmaf} is under the brand's floor {brand_min}",
+                "use a higher quality tier or a vmaf target above the brand's floor",
+            )
+        )
     least = floor(s)
     if least and ctx.vmaf < least:
-        return [
+        return out + [
             ctx.error(
                 "vmaf_below_tier",
                 f"mean VMAF {ctx.vmaf} ({q['model']}) is under {least:g}, the target {s.vmaf_target:g} less the"
@@ -28,4 +37,4 @@ def tier_floor(ctx: CheckContext) -> list[Issue]:
                 "use a lower CRF or a higher tier",
             )
         ]
-    return []
+    return out
