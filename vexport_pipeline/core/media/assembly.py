@@ -10,7 +10,7 @@ from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media import loudness as loud
 from vexport_pipeline.core.media.commands import clip_audio
 from vexport_pipeline.core.media.probe import probe
-from vexport_pipeline.core.media.render import join_pieces
+from vexport_pipeline.core.media.render import join_pieces, surround
 from vexport_pipeline.core.media.timeline import Clip, Timeline
 from vexport_pipeline.core.records import Encoded, EncodeResult, ExportSource, Rendition
 from vexport_pipeline.core.spec.presets import EncodeSettings
@@ -101,7 +101,8 @@ def assemble(
     for (ci, i), pieces in chunks.items():  # chunked targets: join their pieces, audio from the source once
         clip = timeline.clips[ci]
         if source.loudness and source.info.has_audio and ci not in measured:
-            measured[ci] = loud.measure(clip_audio(Path(source.info.path), clip), *source.loudness)
+            audio = clip_audio(Path(source.info.path), clip, downmix=surround(source.info))
+            measured[ci] = loud.measure(audio, *source.loudness)
         whole[(ci, i)] = _join(
             source, clip, plan.labels[i], plan.targets[i], pieces, measured.get(ci), out_dir, timeout
         )

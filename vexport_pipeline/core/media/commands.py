@@ -151,7 +151,10 @@ def _segment_audio(inp, start: float, end: float, source_has_audio: bool, delay:
     return ffmpeg.input(f"anullsrc=r=48000:cl=stereo:d={_num(end - start)}", f="lavfi").audio  # a required silent track
 
 
-def _joined_audio(auds: list, crossfade: float, loudness: LoudnessPlan | None = None):
+def _joined_audio(auds: list, crossfade: float, loudness: LoudnessPlan | None = None, downmix: bool = False):
+    if downmix:  # every target is stereo: a surround source is downmixed once, before loudness is measured or
+        # applied, so what is normalized is what is delivered (downmixed per output, 5.1 came out 7 LU apart)
+        auds = [a.filter("aformat", channel_layouts="stereo") for a in auds]
     if len(auds) == 1:
         a = auds[0]
     elif crossfade > 0:
@@ -160,18 +163,15 @@ def _joined_audio(auds: list, crossfade: float, loudness: LoudnessPlan | None = 
             a = ffmpeg.filter([a, nxt], "acrossfade", d=_num(crossfade))
     else:
         a = ffmpeg.concat(*auds, v=0, a=1)
-    # every target is stereo: downmix once here, before loudness is measured or applied, so that what is
-    # normalized is what is delivered, whatever the audio codec (5.1 downmixed per output came out 7 LU apart)
-    a = a.filter("aformat", channel_layouts="stereo")
     if loudness is not None:  # pass 2 of loudnorm; it resamples internally, so -ar is set per output
         a = a.filter("loudnorm", **loudness.filter_args())
     return a
 
 
-def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True):
+def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True, downmix: bool = False):
     """The clip's joined audio alone, as FFmpeg will hear it in the encode (for loudness pass 1)."""
     auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
-    return _joined_audio(auds, clip.crossfade)
+    return _joined_audio(auds, clip.crossfade, downmix=downmix)
 
 
 def _joined_video(vids: list, clip: Clip):
@@ -223,6 +223,7 @@ def build_join_command(
     *,
     source_has_audio: bool,
     loudness: LoudnessPlan | None = None,
+    downmix: bool = False,
 ) -> list[str]:
     """Join video pieces (stream copies or encoded chunks, listed in `list_file`) without re-encoding,
     restart their timestamps at zero, and encode the audio once from the same exact ranges of the source."""
@@ -231,7 +232,7 @@ def build_join_command(
     audio = {}
     if s.audio_encoder:
         auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
-        streams.append(_joined_audio(auds, 0.0, loudness))
+        streams.append(_joined_audio(auds, 0.0, loudness, downmix))
         audio = audio_args(s)
     kwargs = {
         "c:v": "copy",
@@ -275,6 +276,7 @@ def build_clip_command(
     first_pass: bool = False,
     source_size: tuple[int, int] | None = None,
     stream_starts: tuple[float, float] = (0.0, 0.0),
+    downmix: bool = False,
 ) -> list[str]:
     """argv for one FFmpeg process writing every target of one clip.
 
@@ -298,7 +300,7 @@ def build_clip_command(
 
     v = _joined_video(vids, clip)
     audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
-    a = _joined_audio(auds, clip.crossfade, loudness) if audio_users else None
+    a = _joined_audio(auds, clip.crossfade, loudness, downmix) if audio_users else None
     n = len(settings)
     vsplit = v.filter_multi_output("split", n) if n > 1 else None
     asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None

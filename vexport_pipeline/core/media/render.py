@@ -115,6 +115,7 @@ class _Batch:
             passlogs=passlogs,
             source_size=_size(self.source),
             stream_starts=_starts(self.source),
+            downmix=surround(self.source),
             **extra,
         )
 
@@ -154,6 +155,11 @@ class _Batch:
                     leftover.unlink(missing_ok=True)
 
 
+def surround(source: MediaInfo) -> bool:
+    """More than two channels: downmixed to stereo in the filter graph, before loudness."""
+    return bool(source.audio and source.audio.channels > 2)
+
+
 def render_clip(
     source: MediaInfo,
     clip: Clip,
@@ -175,7 +181,7 @@ def render_clip(
     keys = [rendition_key(source_sha256, clip, s, loudness) if keyed else None for s in settings]
     plan = None
     if loudness and source.has_audio and not all(k and cache.path(k, s.ext).exists() for k, s in zip(keys, settings)):
-        plan = loud.measure(clip_audio(Path(source.path), clip), *loudness)
+        plan = loud.measure(clip_audio(Path(source.path), clip, downmix=surround(source)), *loudness)
     cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
     copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
@@ -252,6 +258,7 @@ def join_pieces(
             part,
             source_has_audio=source.has_audio,
             loudness=loudness,
+            downmix=surround(source),
         )
         run = run_ffmpeg(argv, duration=clip.duration, outputs=[part], timeout=timeout, where="join")
         os.replace(part, final)
