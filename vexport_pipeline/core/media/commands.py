@@ -102,8 +102,10 @@ def _video_args(s: EncodeSettings) -> dict:
             a.update({"row-mt": 1, "tile-columns": 2 if s.width >= 1280 else 1, "frame-parallel": 0})
         if s.video_bitrate:
             a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
-        else:  # constant quality, or constrained quality under a platform's rate cap
+        elif s.video_codec == "vp9":  # constant quality, or constrained quality under a platform's rate cap
             a.update({"crf": s.crf, "b:v": s.maxrate or 0})
+        else:  # VP8 has no constant-quality mode: b:v is the ceiling its CRF works under (0 means 256 kb/s)
+            a.update({"crf": s.crf, "b:v": s.maxrate or int(s.width * s.height * float(Fraction(s.fps)) * 0.3)})
     elif s.video_codec == "av1":
         a.update({"preset": 10 if s.quality in ("draft", "low") else 8})
         if s.video_bitrate:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -148,8 +149,17 @@ def tune(
 
 
 def _choose(s: EncodeSettings, trials: list[Trial]) -> int:
-    """The highest CRF (fewest bits) measured at or above the target; else a last interpolation."""
-    good = [t.crf for t in trials if t.vmaf >= s.vmaf_target - CLOSE_ENOUGH]
-    if good:
-        return max(good)
+    """Between the two probes that bracket the target, the CRF interpolated to it (rounded towards quality);
+    else the highest CRF measured at or above the target, or a last extrapolation."""
+    target = s.vmaf_target
+    above = [t for t in trials if t.vmaf >= target - CLOSE_ENOUGH]
+    below = [t for t in trials if t.vmaf < target - CLOSE_ENOUGH]
+    if above and below:
+        a = max(above, key=lambda t: t.crf)
+        b = min((t for t in below if t.crf > a.crf), key=lambda t: t.crf, default=None)
+        if b is not None and b.vmaf != a.vmaf:
+            return max(a.crf, math.floor(a.crf + (a.vmaf - target) * (b.crf - a.crf) / (a.vmaf - b.vmaf)))
+        return a.crf
+    if above:
+        return max(t.crf for t in above)
     return _next_crf(s, trials) if len(trials) > 1 else min(t.crf for t in trials)

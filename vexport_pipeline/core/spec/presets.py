@@ -330,7 +330,8 @@ class PresetBook:
             pix_fmt=pix_fmt,
             quality=quality,
             **rc,
-            bufsize=2 * rc["maxrate"] if rc["maxrate"] else None,
+            # a one-second buffer under a VMAF target, so a platform cap holds even over short clips
+            bufsize=(1 if rc["vmaf_target"] else 2) * rc["maxrate"] if rc["maxrate"] else None,
             gop=max(1, math.ceil(float(rate) * 2)),
             profile=profile,
             level=h264_level(width, height, rate, rc["maxrate"]) if vc == "h264" else None,

@@ -36,7 +36,7 @@ def _capped_by(r: Rendition) -> str | None:
         return f"the {s.limits['max_file_bytes'] / 1e6:.0f} MB file-size cap (max_file_bytes)"
     cap = s.limits.get("max_video_bitrate")
     if cap and r.size_bytes * 8 / max(r.duration, 1e-3) >= 0.85 * cap:
-        return f"the {cap / 1e6:.0f} Mb/s bitrate cap (max_video_bitrate)"
+        return f"the {cap / 1e6:.3g} Mb/s bitrate cap (max_video_bitrate)"
     return None
 
 

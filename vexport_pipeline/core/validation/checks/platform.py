@@ -93,7 +93,7 @@ def picture_limits(ctx: CheckContext) -> list[Issue]:
             ctx.limit(
                 "max_video_bitrate",
                 "bitrate_too_high",
-                f"video at {rate / 1e6:.1f} Mb/s, over the {cap / 1e6:.0f} Mb/s cap",
+                f"video at {rate / 1e6:.3g} Mb/s, over the {cap / 1e6:.3g} Mb/s cap",
                 "lower the quality tier or set video_bitrate",
             )
         )

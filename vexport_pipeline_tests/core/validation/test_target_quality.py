@@ -1,0 +1,113 @@
+"""Target quality and the closed loop: the engine aims at the VMAF the gate measures; a miss is
+re-encoded; a platform cap that makes the target unreachable warns instead of failing."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vexport_pipeline.core.media.assembly import describe
+from vexport_pipeline.core.media.probe import probe
+from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.timeline import Clip, Timeline
+from vexport_pipeline.core.media.tuning import tune
+from vexport_pipeline.core.records import Checked, Encoded, ExportSource
+from vexport_pipeline.core.samples import make_sample
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.loading import parse_composition
+from vexport_pipeline.core.spec.presets import VMAF_TOLERANCE, PresetBook
+from vexport_pipeline.core.validation.checks import check_file
+from vexport_pipeline.core.validation.retry import improve
+from vexport_pipeline.core.validation.vmaf import score
+
+CODECS = [("h264", "mp4"), ("h265", "mp4"), ("vp9", "webm"), ("vp8", "webm"), ("av1", "mp4")]
+KINDS = ("screen", "photo", "dark", "flat")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    return {k: make_sample(k, d / f"{k}.mp4", seconds=1.0, audio=False) for k in KINDS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("codec", "fmt"), CODECS)
+@pytest.mark.parametrize(("resolution", "tier"), [("720p", "low"), ("1080p", "high")])
+def test_each_codec_keeps_its_tier_promise_on_the_corpus(corpus, tmp_path, codec, fmt, resolution, tier):
+    """Searched on the content, encoded, measured as validation measures: at or above the floor on all four
+    kinds of content (screen text, photographs in motion, a dark scene, flat animation)."""
+    missed = []
+    for kind, path in corpus.items():
+        info = probe(path)
+        clip = Clip(None, [(0.0, info.duration)])
+        s = PresetBook.load().resolve(Target(format=fmt, video_codec=codec, resolution=resolution, quality=tier), info)
+        tuned = tune(info, Timeline("single", [clip], {}), s)
+        out = tmp_path / f"{kind}.{s.ext}"
+        render_clip(info, clip, [tuned.settings], [out])
+        vmaf = score(out, info, clip, tuned.settings, subsample=2)["vmaf_mean"]
+        if vmaf < s.vmaf_target - VMAF_TOLERANCE:
+            missed.append((kind, tuned.settings.crf, vmaf))
+    assert not missed, f"{codec} {resolution} {tier} (target {s.vmaf_target}) missed on {missed}"
+
+
+def _source(path: Path, targets: list[dict]) -> tuple[ExportSource, Timeline]:
+    info = probe(path)
+    comp = parse_composition({"id": "tq", "source": str(path), "export_type": "single", "targets": targets})
+    settings = tuple(PresetBook.load().resolve(t, info) for t in comp.targets)
+    src = ExportSource("tq", "default", comp, settings, tuple(s.label for s in settings), info, path, path, "-")
+    return src, Timeline("single", [Clip(None, [(0.0, min(2.0, info.duration))])], {})
+
+
+def _rendition(src: ExportSource, timeline: Timeline, s, out: Path):
+    clip = timeline.clips[0]
+    done = render_clip(src.info, clip, [s], [out])
+    return describe(src, clip, s.label, Encoded(0, out, False, False, done.encoders[0], s, done.wall_s), 1)
+
+
+def _checker(src, timeline):
+    def check(r):
+        report = check_file(
+            r.path,
+            r.settings,
+            expected_duration=r.expected_duration,
+            source_has_audio=True,
+            reference=(src.info, timeline.clips[0]),
+        )
+        return Checked(r.target, r.clip_id, report)
+
+    return check
+
+
+def test_a_rendition_under_its_floor_is_re_encoded_alone_and_every_attempt_is_reported(media, tmp_path):
+    src, timeline = _source(media["av"], [{"format": "mp4", "resolution": "640x360", "quality": "medium"}])
+    starved = replace(src.targets[0], crf=45)  # far above what the tier needs
+    first = _rendition(src, timeline, starved, tmp_path / "r.mp4")
+    check = _checker(src, timeline)
+    c = check(first)
+    assert c.status == "fail" and "vmaf_below_tier" in {i.code for i in c.report.issues}
+    r, fixed = improve(src, timeline, first, c, check)
+    attempts = fixed.report.measurements["attempts"]
+    assert attempts[0]["crf"] == 45 and len(attempts) >= 2 and attempts[1]["crf"] < 45
+    assert fixed.status != "fail" and fixed.report.vmaf >= 91 - VMAF_TOLERANCE
+    assert fixed.rendition is r and r.path == first.path and r.sha256 != first.sha256  # the file was replaced
+    assert probe(r.path).video.width == 640 and not list(tmp_path.glob(".retry-*"))
+
+
+def test_a_floor_a_platform_cap_makes_unreachable_warns_and_names_the_limit(media, tmp_path, monkeypatch):
+    presets = tmp_path / "presets.yaml"
+    presets.write_text(
+        "thin_pipe:\n  base: web_720p\n  target: {resolution: 640x360}\n  limits: {max_video_bitrate: 150000}\n"
+        "  uncertain: [max_video_bitrate]\n"
+    )
+    monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
+    src, timeline = _source(media["av"], [{"preset": "thin_pipe", "quality": "high"}])
+    assert src.targets[0].maxrate == 150_000
+    first = _rendition(src, timeline, src.targets[0], tmp_path / "r.mp4")
+    check = _checker(src, timeline)
+    c = check(first)
+    assert "vmaf_below_tier" in {i.code for i in c.report.issues}
+    _, settled = improve(src, timeline, first, c, check)
+    codes = {i.code: i for i in settled.report.issues}
+    assert "vmaf_below_tier" not in codes and codes["vmaf_capped"].severity == "warning"
+    assert "max_video_bitrate" in codes["vmaf_capped"].message and settled.status == "warn"
+    assert len(settled.report.measurements["attempts"]) >= 2
