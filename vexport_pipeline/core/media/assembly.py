@@ -101,7 +101,9 @@ def assemble(
     for (ci, i), pieces in chunks.items():  # chunked targets: join their pieces, audio from the source once
         clip = timeline.clips[ci]
         if source.loudness and source.info.has_audio and ci not in measured:
-            audio = clip_audio(Path(source.info.path), clip, downmix=surround(source.info))
+            audio = clip_audio(
+                Path(source.info.path), clip, downmix=surround(source.info), track=source.info.audio_index
+            )
             measured[ci] = loud.measure(audio, *source.loudness)
         whole[(ci, i)] = _join(
             source, clip, plan.labels[i], plan.targets[i], pieces, measured.get(ci), out_dir, timeout

@@ -52,8 +52,30 @@ def _fit(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
 
 
 def video_chain(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
-    """Constant frame rate (always: a VFR source comes out constant), scale/fit, square pixels, pixel format."""
-    return _fit(stream.filter("fps", fps=s.fps), s, source_size).filter("setsar", "1").filter("format", s.pix_fmt)
+    """Deinterlace (bwdif, only frames coded as fields), constant frame rate (a VFR source comes out
+    constant), scale/fit, HDR tone-mapped to SDR, square pixels, pixel format, BT.709 tags on every frame."""
+    if s.deinterlace:
+        stream = stream.filter("bwdif", mode="send_frame", parity="auto", deint="interlaced")
+    stream = _fit(stream.filter("fps", fps=s.fps), s, source_size)
+    if s.tonemap:
+        stream = _tonemap(stream, s.tonemap)
+    return (
+        stream.filter("setsar", "1")
+        .filter("format", s.pix_fmt)
+        .filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")
+    )
+
+
+def _tonemap(stream, kind: str):
+    """PQ or HLG, BT.2020 to SDR BT.709: to linear light, BT.709 primaries, Hable's curve, BT.709 transfer."""
+    tin = "smpte2084" if kind == "pq" else "arib-std-b67"
+    return (
+        stream.filter("zscale", tin=tin, pin="bt2020", min="bt2020nc", t="linear", npl=100)
+        .filter("format", "gbrpf32le")
+        .filter("zscale", p="bt709")
+        .filter("tonemap", tonemap="hable", desat=0)
+        .filter("zscale", t="bt709", m="bt709", r="tv")
+    )
 
 
 def video_args(s: EncodeSettings) -> dict:
@@ -144,9 +166,9 @@ def _segment_video(inp, delay: float = 0.0):
     return inp.video.filter("setpts", f"PTS-STARTPTS+{_num(delay)}/TB" if delay > 0 else "PTS-STARTPTS")
 
 
-def _segment_audio(inp, start: float, end: float, source_has_audio: bool, delay: float = 0.0):
+def _segment_audio(inp, start: float, end: float, source_has_audio: bool, delay: float = 0.0, track: int = 0):
     if source_has_audio:  # audio shorter than its segment is padded with silence, so later segments stay in sync
-        a = inp.audio.filter("asetpts", "PTS-STARTPTS")
+        a = inp[f"a:{track}"].filter("asetpts", "PTS-STARTPTS")
         if delay > 0:
             a = a.filter("adelay", f"{delay * 1000:.0f}", all=1)
         return a.filter("apad", whole_dur=_num(end - start)).filter("atrim", end=_num(end - start))
@@ -170,9 +192,9 @@ def _joined_audio(auds: list, crossfade: float, loudness: LoudnessPlan | None = 
     return a
 
 
-def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True, downmix: bool = False):
+def clip_audio(source: Path, clip: Clip, source_has_audio: bool = True, downmix: bool = False, track: int = 0):
     """The clip's joined audio alone, as FFmpeg will hear it in the encode (for loudness pass 1)."""
-    auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
+    auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio, track=track) for a, b in clip.ranges]
     return _joined_audio(auds, clip.crossfade, downmix=downmix)
 
 
@@ -233,7 +255,10 @@ def build_join_command(
     streams = [joined.video]
     audio = {}
     if s.audio_encoder:
-        auds = [_segment_audio(_source_input(source, a, b), a, b, source_has_audio) for a, b in clip.ranges]
+        auds = [
+            _segment_audio(_source_input(source, a, b), a, b, source_has_audio, track=s.audio_track)
+            for a, b in clip.ranges
+        ]
         streams.append(_joined_audio(auds, 0.0, loudness, downmix))
         audio = audio_args(s)
     kwargs = {
@@ -298,7 +323,9 @@ def build_clip_command(
         inp = _source_input(source, start, end)
         vids.append(_segment_video(inp, max(0.0, v0 - start)))
         if want_audio:
-            auds.append(_segment_audio(inp, start, end, source_has_audio, max(0.0, a0 - start)))
+            auds.append(
+                _segment_audio(inp, start, end, source_has_audio, max(0.0, a0 - start), settings[0].audio_track)
+            )
 
     v = _joined_video(vids, clip)
     audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]

@@ -61,10 +61,20 @@ class VideoInfo:
     vfr: bool = False  # variable frame rate: the average differs from the stream's base rate
     base_fps: str = ""  # r_frame_rate, the finest rate timestamps are on
     level: int | None = None  # codec level as coded (H.264: 31 = 3.1)
+    color_primaries: str = "unknown"  # bt709, bt2020, ...
+    color_trc: str = "unknown"  # bt709, smpte2084 (PQ), arib-std-b67 (HLG), ...
+    color_space: str = "unknown"  # the matrix: bt709, bt2020nc, ...
+    interlaced: bool = False  # the first frame is coded as fields
+    field_order: str = "progressive"  # tff | bff | progressive
 
     @property
     def rate(self) -> Fraction:
         return Fraction(self.fps_exact)
+
+    @property
+    def hdr(self) -> str | None:
+        """'pq' or 'hlg' for high dynamic range transfer, else None."""
+        return {"smpte2084": "pq", "arib-std-b67": "hlg"}.get(self.color_trc)
 
 
 @dataclass
@@ -90,6 +100,7 @@ class MediaInfo:
     audio: AudioInfo | None
     stream_count: int
     audio_streams: int = 0
+    audio_index: int = 0  # which audio stream is used: the one marked default, else the first
     faststart: bool | None = None  # MP4/MOV: moov before mdat
     extra: dict = field(default_factory=dict)
 
@@ -171,12 +182,60 @@ def mp4_edit_lists(path: Path) -> bool | None:
     return None
 
 
+# FFmpeg's enum values (libavutil/pixfmt.h) for the colour properties PyAV reports as integers.
+PRIMARIES = {
+    1: "bt709",
+    4: "bt470m",
+    5: "bt470bg",
+    6: "smpte170m",
+    7: "smpte240m",
+    9: "bt2020",
+    11: "smpte431",
+    12: "smpte432",
+}
+TRANSFERS = {
+    1: "bt709",
+    4: "gamma22",
+    5: "gamma28",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "linear",
+    13: "iec61966-2-1",
+    14: "bt2020-10",
+    15: "bt2020-12",
+    16: "smpte2084",
+    18: "arib-std-b67",
+}
+MATRICES = {0: "gbr", 1: "bt709", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+
+
+def _colour(frame, cc) -> dict:
+    def pick(attr: str, names: dict) -> str:
+        for obj in (frame, cc):
+            value = getattr(obj, attr, None)
+            value = getattr(value, "value", value)
+            if isinstance(value, int) and value in names:
+                return names[value]
+        return "unknown"
+
+    interlaced = bool(getattr(frame, "interlaced_frame", False))
+    tff = bool(getattr(frame, "top_field_first", True))
+    return {
+        "color_primaries": pick("color_primaries", PRIMARIES),
+        "color_trc": pick("color_trc", TRANSFERS),
+        "color_space": pick("colorspace", MATRICES),
+        "interlaced": interlaced,
+        "field_order": ("tff" if tff else "bff") if interlaced else "progressive",
+    }
+
+
 def _video_info(container, s, name: str, where: str) -> VideoInfo:
     """The first video stream, with its rotation read from the first decoded frame."""
     cc = s.codec_context
     try:
         first = next(container.decode(s))
         rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
+        colour = _colour(first, cc)
     except (StopIteration, av.error.FFmpegError):
         raise InputError(
             f"{name}: the video stream has no decodable frame", where=where, code="media_corrupt"
@@ -208,6 +267,7 @@ def _video_info(container, s, name: str, where: str) -> VideoInfo:
         vfr=abs(float(base) - float(rate)) > 0.01 * float(rate),
         base_fps=str(base),
         level=cc.level if (cc.level or 0) > 0 else None,
+        **colour,
     )
 
 
@@ -244,7 +304,8 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
         vstreams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
         astreams = list(container.streams.audio)
         video = _video_info(container, vstreams[0], path.name, where) if vstreams else None
-        audio = _audio_info(astreams[0]) if astreams else None
+        default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
+        audio = _audio_info(astreams[default]) if astreams else None
         duration = container.duration / av.time_base if container.duration else None
         if duration is None and video and video.duration:
             duration = video.duration
@@ -259,6 +320,7 @@ def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
             audio=audio,
             stream_count=len(container.streams),
             audio_streams=len(astreams),
+            audio_index=default if astreams else 0,
         )
     if names & {"mov", "mp4"}:
         info.faststart = mp4_faststart(path)

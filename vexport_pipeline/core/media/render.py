@@ -181,7 +181,9 @@ def render_clip(
     keys = [rendition_key(source_sha256, clip, s, loudness) if keyed else None for s in settings]
     plan = None
     if loudness and source.has_audio and not all(k and cache.path(k, s.ext).exists() for k, s in zip(keys, settings)):
-        plan = loud.measure(clip_audio(Path(source.path), clip, downmix=surround(source)), *loudness)
+        plan = loud.measure(
+            clip_audio(Path(source.path), clip, downmix=surround(source), track=source.audio_index), *loudness
+        )
     cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
     copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]

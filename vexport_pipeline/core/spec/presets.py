@@ -159,6 +159,9 @@ class EncodeSettings:
     silent_audio: bool = False  # add a silent track: the source has none and the platform requires audio
     crf_explicit: bool = False  # the user asked for a CRF: always encode, never stream-copy
     vmaf_target: float | None = None  # the VMAF the engine aims at (the tier's, or the target's `vmaf`)
+    deinterlace: bool = False  # the source is interlaced: bwdif, field order from the stream
+    tonemap: str | None = None  # the source is HDR ('pq' or 'hlg'): tone-mapped to SDR BT.709
+    audio_track: int = 0  # which of the source's audio streams (the default one)
 
     @property
     def ext(self) -> str:
@@ -343,6 +346,9 @@ class PresetBook:
             notes=dict(preset.get("notes", {})),
             silent_audio=silent,
             crf_explicit=f.get("crf") is not None,
+            deinterlace=video.interlaced,
+            tonemap=video.hdr,
+            audio_track=source.audio_index,
         )
 
 

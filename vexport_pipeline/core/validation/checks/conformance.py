@@ -179,3 +179,31 @@ def against_source(ctx: CheckContext) -> list[Issue]:
 
     hint = "pick a resolution and rate the source has, unless the platform needs these"
     return [ctx.warning("beyond_source", note, hint) for note in source_notes(ctx.s, ctx.reference[0])]
+
+
+def colour_tags(ctx: CheckContext) -> list[Issue]:
+    """SDR renditions are BT.709 and say so: untagged colour is guessed differently by every player."""
+    v = ctx.v
+    if v is None:
+        return []
+    tags = {"primaries": v.color_primaries, "transfer": v.color_trc, "matrix": v.color_space}
+    ctx.measurements["colour"] = tags
+    wrong = {k: t for k, t in tags.items() if t not in ("bt709", "unknown")}
+    if wrong:
+        return [
+            ctx.error(
+                "colour_mismatch",
+                f"colour is tagged {wrong}, expected BT.709 for an SDR target",
+                "tone-map to SDR BT.709 and tag the output",
+            )
+        ]
+    if "unknown" in tags.values():
+        missing = ", ".join(k for k, t in tags.items() if t == "unknown")
+        return [
+            ctx.warning(
+                "colour_untagged",
+                f"no colour tag for {missing}; players guess",
+                "tag the output -color_primaries/-color_trc/-colorspace bt709",
+            )
+        ]
+    return []

@@ -1,0 +1,221 @@
+"""Sources real users have: interlaced broadcast, HDR (PQ and HLG, BT.2020, 10-bit), 4:2:2 10-bit
+ProRes and DNxHR masters, several audio tracks, MPEG-TS with a start offset. Each comes out progressive,
+SDR BT.709 and tagged so, in sync and at the timeline's duration."""
+
+import subprocess
+
+import av
+import numpy as np
+import pytest
+
+from vexport_pipeline.core.media.probe import probe
+from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.timeline import Clip
+from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.presets import PresetBook
+from vexport_pipeline.core.validation.analyze import analyze
+
+TONE = ["-f", "lavfi", "-i", "sine=f=440:d=2:r=48000"]
+HDR = "zscale=tin=bt709:t={t}:pin=bt709:p=bt2020:min=bt709:m=bt2020nc:npl=100,format=yuv420p10le"
+SOURCES = {
+    "interlaced.mp4": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=720x576:r=50:d=2",
+        *TONE,
+        "-vf",
+        "interlace=scan=tff",
+        "-c:v",
+        "libx264",
+        "-flags",
+        "+ildct+ilme",
+        "-x264-params",
+        "tff=1",
+        "-c:a",
+        "aac",
+    ],
+    "pq.mp4": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=1280x720:r=25:d=2",
+        *TONE,
+        "-vf",
+        HDR.format(t="smpte2084"),
+        "-c:v",
+        "libx265",
+        "-x265-params",
+        "log-level=error",
+        "-color_primaries",
+        "bt2020",
+        "-color_trc",
+        "smpte2084",
+        "-colorspace",
+        "bt2020nc",
+        "-c:a",
+        "aac",
+    ],
+    "hlg.mp4": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=1280x720:r=25:d=2",
+        *TONE,
+        "-vf",
+        HDR.format(t="arib-std-b67"),
+        "-c:v",
+        "libx265",
+        "-x265-params",
+        "log-level=error",
+        "-color_primaries",
+        "bt2020",
+        "-color_trc",
+        "arib-std-b67",
+        "-colorspace",
+        "bt2020nc",
+        "-c:a",
+        "aac",
+    ],
+    "prores422.mov": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=1280x720:r=25:d=2",
+        *TONE,
+        "-c:v",
+        "prores_ks",
+        "-profile:v",
+        "3",
+        "-pix_fmt",
+        "yuv422p10le",
+        "-c:a",
+        "pcm_s24le",
+    ],
+    "dnxhr.mov": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=1280x720:r=25:d=2",
+        *TONE,
+        "-c:v",
+        "dnxhd",
+        "-profile:v",
+        "dnxhr_hq",
+        "-pix_fmt",
+        "yuv422p",
+        "-c:a",
+        "pcm_s16le",
+    ],
+    "two_tracks.mp4": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=48000:cl=stereo:d=2",
+        *TONE,
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:a",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        "-disposition:a:0",
+        "0",
+        "-disposition:a:1",
+        "default",
+    ],
+    "offset.ts": [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=25:d=2",
+        *TONE,
+        "-c:v",
+        "libx264",
+        "-x264-params",
+        "open-gop=1:bframes=3",
+        "-c:a",
+        "aac",
+        "-output_ts_offset",
+        "7.5",
+        "-f",
+        "mpegts",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    d = tmp_path_factory.mktemp("broadcast")
+    for name, args in SOURCES.items():
+        subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-t", "2", str(d / name)], check=True
+        )
+    return d
+
+
+def export(path, tmp_path, **target):
+    info = probe(path)
+    s = PresetBook.load().resolve(Target(**({"preset": "web_720p", "quality": "draft"} | target)), info)
+    out = tmp_path / f"out.{s.ext}"
+    render_clip(info, Clip(None, [(0.0, 2.0)]), [s], [out])
+    return info, s, probe(out), out
+
+
+def assert_sdr_in_sync(got, info, duration=2.0):
+    v, a = got.video, got.audio
+    assert (v.color_primaries, v.color_trc, v.color_space) == ("bt709", "bt709", "bt709")
+    assert (v.duration or got.duration) == pytest.approx(duration, abs=0.05)
+    # sync: the audio/video start offset is the source's own, to within one frame
+    source_offset = info.video.start_time - info.audio.start_time
+    assert (v.start_time - a.start_time) == pytest.approx(source_offset, abs=1 / v.fps + 0.001)
+    assert min(v.start_time, a.start_time) == pytest.approx(0.0, abs=0.001)
+    assert a.duration == pytest.approx(duration, abs=0.06)
+
+
+def test_interlaced_is_detected_and_deinterlaced(sources, tmp_path):
+    info, s, got, out = export(sources / "interlaced.mp4", tmp_path)
+    assert info.video.interlaced and info.video.field_order == "tff" and s.deinterlace
+    assert not got.video.interlaced
+    assert_sdr_in_sync(got, info)
+
+
+@pytest.mark.parametrize("name", ["pq.mp4", "hlg.mp4"])
+def test_hdr_is_tone_mapped_to_sdr_bt709(sources, tmp_path, name):
+    info, s, got, out = export(sources / name, tmp_path)
+    assert info.video.hdr == ("pq" if name == "pq.mp4" else "hlg") and s.tonemap == info.video.hdr
+    assert got.video.pix_fmt == "yuv420p"
+    assert_sdr_in_sync(got, info)
+    with av.open(str(out)) as c:  # a tone-mapped picture uses the SDR range, not a washed-out grey
+        luma = np.concatenate([f.to_ndarray(format="gray").ravel() for _, f in zip(range(10), c.decode(video=0))])
+    # PQ/HLG codes shown as BT.709 untreated would top out near 127 here (100-nit white)
+    assert luma.min() < 40 and luma.max() > 140
+
+
+@pytest.mark.parametrize("name", ["prores422.mov", "dnxhr.mov"])
+def test_422_masters_become_420_web_files(sources, tmp_path, name):
+    info, s, got, out = export(sources / name, tmp_path)
+    assert "422" in info.video.pix_fmt
+    assert got.video.pix_fmt == "yuv420p" and got.video.codec == "h264"
+    assert_sdr_in_sync(got, info)
+
+
+def test_the_default_audio_track_is_the_one_exported(sources, tmp_path):
+    info, s, got, out = export(sources / "two_tracks.mp4", tmp_path)
+    assert info.audio_streams == 2 and info.audio_index == 1 and s.audio_track == 1
+    assert got.audio is not None and analyze(out).integrated_lufs > -40  # the tone, not the silent first track
+
+
+def test_mpeg_ts_with_a_start_offset(sources, tmp_path):
+    info, s, got, out = export(sources / "offset.ts", tmp_path)
+    assert info.start_time > 7
+    assert_sdr_in_sync(got, info)
