@@ -1,4 +1,4 @@
-"""vexport benchmarks (see bench/README.md): B1 ladder, B2 fast cut, B3 memory.
+"""vexport benchmarks (see bench/README.md): B1 ladder, B2 fast cut, B3 memory, B4 validation, B5 target quality.
 
     make bench                       # all three, BENCH_RUNS runs per contender (default 3)
     .venv/bin/python bench/run.py --only B1,B3 --quick
@@ -33,7 +33,7 @@ from vexport_pipeline.core.media.timeline import Clip, build_timeline
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.loading import parse_composition
-from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook
+from vexport_pipeline.core.spec.presets import TIERS, EncodeSettings, PresetBook
 
 BENCH = Path(__file__).resolve().parent
 CACHE = BENCH / ".cache"
@@ -468,7 +468,96 @@ def bench_validation(quick: bool) -> dict:
         "ratios": {"validate/encode": ratio(v, e)},
         "statuses": [r.status for r in reports["last"]],
         "vmaf": [r.vmaf for r in reports["last"]],
-        "goals": {"validate/encode <= 0.5": ratio(v, e) <= 0.5},
+        "goals": {"validate/encode <= 0.35": ratio(v, e) <= 0.35},
+    }
+
+
+B5_CODECS = [("h264", "mp4"), ("h265", "mp4"), ("vp9", "webm"), ("vp8", "webm"), ("av1", "mp4")]
+B5_TIERS = ["low", "medium", "high"]
+B5_KINDS = ["screen", "photo", "grain", "dark"]
+
+
+def _corpus(seconds: float) -> dict[str, MediaInfo]:
+    from vexport_pipeline.core.samples import make_sample
+
+    folder = CACHE / "corpus"
+    out = {}
+    for kind in B5_KINDS:
+        path = folder / f"{kind}-{seconds:g}s.mp4"
+        if not path.exists():
+            make_sample(kind, path, seconds=seconds)
+        out[kind] = probe(path)
+    return out
+
+
+def _b5_case(info: MediaInfo, codec: str, fmt: str, tier: str, work: Path) -> dict:
+    """One clip, codec and tier: the fixed tier CRF under the old tier cap (what 0.1 did) vs target quality
+    (the CRF search, then the encode); CPU seconds, bits and VMAF measured as validation measures."""
+    from dataclasses import replace
+
+    from vexport_pipeline.core.media.timeline import Timeline
+    from vexport_pipeline.core.media.tuning import tune
+    from vexport_pipeline.core.validation.vmaf import score
+
+    book = PresetBook.load()
+    tq = book.resolve(Target(format=fmt, video_codec=codec, resolution="720p", quality=tier), info)
+    old_crf = min(63, TIERS[tier][0] + {"h265": 5, "vp9": 10, "vp8": 6, "av1": 12}.get(codec, 0))  # 0.1's fixed CRF
+    fixed = book.resolve(Target(format=fmt, video_codec=codec, resolution="720p", quality=tier, crf=old_crf), info)
+    fixed = replace(fixed, vmaf_target=tq.vmaf_target, label=fixed.label + "_fixed")
+    clip = Clip(None, [(0.0, info.duration)])
+    row = {"target": tq.vmaf_target}
+    for name in ("fixed", "target"):
+        out = work / f"{name}.{tq.ext}"
+        c0 = cpu_seconds()
+        s = fixed if name == "fixed" else tune(info, Timeline("single", [clip], {}), tq).settings
+        render_clip(info, clip, [s], [out])
+        cpu = cpu_seconds() - c0
+        vmaf = score(out, info, clip, s, subsample=2)["vmaf_mean"]
+        row[name] = {
+            "crf": s.crf,
+            "cpu_s": round(cpu, 2),
+            "kbps": round(out.stat().st_size * 8 / clip.duration / 1e3, 1),
+            "vmaf": vmaf,
+        }
+    return row
+
+
+def bench_target_quality(quick: bool) -> dict:
+    """B5: target quality vs the fixed tier CRF, per corpus clip, codec and tier (720p from 1080p). Also the
+    calibration table: the CRF each tier's target needs per codec and content."""
+    seconds = 2.0 if quick else 6.0
+    corpus = _corpus(seconds)
+    work = CACHE / "out" / "B5"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for codec, fmt in B5_CODECS:
+        for tier in B5_TIERS:
+            for kind, info in corpus.items():
+                row = {"codec": codec, "tier": tier, "clip": kind, **_b5_case(info, codec, fmt, tier, work)}
+                rows.append(row)
+                f, t = row["fixed"], row["target"]
+                print(
+                    f"  {codec:5} {tier:7} {kind:7} fixed crf {f['crf']:>2} {f['kbps']:>8} kb/s VMAF {f['vmaf']:6}"
+                    f" | target {row['target']:g}: crf {t['crf']:>2} {t['kbps']:>8} kb/s VMAF {t['vmaf']:6}"
+                    f" | CPU {t['cpu_s'] / max(f['cpu_s'], 1e-3):.2f}x",
+                    flush=True,
+                )
+    cpu = sum(r["target"]["cpu_s"] for r in rows) / sum(r["fixed"]["cpu_s"] for r in rows)
+    bits = sum(r["target"]["kbps"] for r in rows) / sum(r["fixed"]["kbps"] for r in rows)
+    off = [abs(r["target"]["vmaf"] - r["target"]) for r in rows]
+    return {
+        "source_s": seconds,
+        "cases": rows,
+        "ratios": {
+            "CPU target/fixed": round(cpu, 3),
+            "bits target/fixed": round(bits, 3),
+            "within 1.5 of target": round(sum(o <= 1.5 for o in off) / len(off), 3),
+        },
+        "goals": {
+            "CPU <= 1.25": cpu <= 1.25,
+            "bits <= 0.80": bits <= 0.80,
+            "VMAF within 1.5": all(o <= 1.5 for o in off),
+        },
     }
 
 
@@ -477,6 +566,7 @@ BENCHMARKS = {
     "B2": ("fast cut", bench_fast_cut),
     "B3": ("memory", bench_memory),
     "B4": ("validation", bench_validation),
+    "B5": ("target quality", bench_target_quality),
 }
 
 

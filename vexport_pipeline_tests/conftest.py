@@ -11,6 +11,9 @@ from vexport_pipeline.core.settings import ffmpeg_exe
 REPO = Path(__file__).resolve().parents[1]
 
 
+BT709 = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"  # tagged, as cameras do
+
+
 def make_clip(path: Path, *, seconds=4, size="640x360", rate=25, audio=True, gop=25, extra_v=()):
     cmd = [
         ffmpeg_exe(),
@@ -21,7 +24,7 @@ def make_clip(path: Path, *, seconds=4, size="640x360", rate=25, audio=True, gop
         "-f",
         "lavfi",
         "-i",
-        f"testsrc2=s={size}:r={rate}:d={seconds}",
+        f"testsrc2=s={size}:r={rate}:d={seconds},{BT709}",
     ]
     if audio:
         cmd += ["-f", "lavfi", "-i", f"sine=f=440:d={seconds}:r=48000"]

@@ -165,7 +165,7 @@ def _argv(path: Path, w: int, h: int, seconds: float, rate: int, audio: bool) ->
         argv += ["-filter_complex", "[1:a][2:a]amix=inputs=2:normalize=0[a]", "-map", "0:v", "-map", "[a]"]
         argv += ["-c:a", "aac", "-b:a", "192k"]
     argv += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-g", str(rate), "-pix_fmt", "yuv420p"]
-    argv += ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    argv += ["-vf", "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"]  # tagged BT.709
     return argv + ["-movflags", "+faststart", "-t", f"{seconds}", str(path)]
 
 

@@ -51,7 +51,15 @@ def scaled_reference(stream, s: EncodeSettings, source_size: tuple[int, int]):
     ref = video_chain(stream, s, source_size).filter("setpts", "PTS-STARTPTS")
     if (w, h) != (s.width, s.height):
         ref = ref.filter("crop", w, h, x, y)
-    return ref.filter("format", "yuv420p")
+    return as_sdr_tv(ref)
+
+
+def as_sdr_tv(stream):
+    """The same colour metadata on both inputs of a metric: otherwise FFmpeg converts one side's range
+    on the way in (an untagged source against a tagged rendition scored 54 instead of 99)."""
+    return stream.filter("format", "yuv420p").filter(
+        "setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv"
+    )
 
 
 def rendition_picture(stream, s: EncodeSettings, source_size: tuple[int, int]):
@@ -60,4 +68,4 @@ def rendition_picture(stream, s: EncodeSettings, source_size: tuple[int, int]):
     out = stream.filter("setpts", "PTS-STARTPTS")
     if (w, h) != (s.width, s.height):
         out = out.filter("crop", w, h, x, y)
-    return out.filter("format", "yuv420p")
+    return as_sdr_tv(out)

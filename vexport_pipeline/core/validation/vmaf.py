@@ -24,7 +24,15 @@ from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.presets import VMAF_TOLERANCE, EncodeSettings
 
-from .reference import VMAF_4K_MODEL, VMAF_MODEL, model_for, rendition_picture, same_picture, scaled_reference
+from .reference import (
+    VMAF_4K_MODEL,
+    VMAF_MODEL,
+    as_sdr_tv,
+    model_for,
+    rendition_picture,
+    same_picture,
+    scaled_reference,
+)
 
 SUBSAMPLE = 10
 SOURCE_SIZE_EVERY = 3  # the informational source-size figure scores every 3rd of the scored frames
@@ -59,12 +67,8 @@ def _graph(rendition: Path, source: MediaInfo, clip: Clip, s: EncodeSettings, su
     )
     full_ref = ffmpeg.filter(
         [
-            dist[1].filter("scale", w, h, flags="bicubic").filter("setpts", "PTS-STARTPTS").filter("format", "yuv420p"),
-            src[1]
-            .filter("fps", fps=s.fps)
-            .filter("scale", w, h)
-            .filter("setpts", "PTS-STARTPTS")
-            .filter("format", "yuv420p"),
+            as_sdr_tv(dist[1].filter("scale", w, h, flags="bicubic").filter("setpts", "PTS-STARTPTS")),
+            as_sdr_tv(src[1].filter("fps", fps=s.fps).filter("scale", w, h).filter("setpts", "PTS-STARTPTS")),
         ],
         "libvmaf",
         model=f"version={VMAF_4K_MODEL if min(w, h) >= 2160 else VMAF_MODEL}",

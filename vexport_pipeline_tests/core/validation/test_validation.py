@@ -11,7 +11,12 @@ from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.presets import PresetBook
 from vexport_pipeline.core.validation.checks import check_file
 
-V = ["-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2"]
+V = [
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=s=320x180:r=25:d=2,setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
+]
 A = ["-f", "lavfi", "-i", "sine=f=440:d=2:r=48000"]
 ENC = [
     "-c:v",
