@@ -505,7 +505,7 @@ def _b5_case(info: MediaInfo, codec: str, fmt: str, tier: str, work: Path) -> di
     fixed = book.resolve(Target(format=fmt, video_codec=codec, resolution="720p", quality=tier, crf=old_crf), info)
     fixed = replace(fixed, vmaf_target=tq.vmaf_target, label=fixed.label + "_fixed")
     clip = Clip(None, [(0.0, info.duration)])
-    row = {"target": tq.vmaf_target}
+    row = {"vmaf_target": tq.vmaf_target}
     for name in ("fixed", "target"):
         out = work / f"{name}.{tq.ext}"
         c0 = cpu_seconds()
@@ -538,13 +538,13 @@ def bench_target_quality(quick: bool) -> dict:
                 f, t = row["fixed"], row["target"]
                 print(
                     f"  {codec:5} {tier:7} {kind:7} fixed crf {f['crf']:>2} {f['kbps']:>8} kb/s VMAF {f['vmaf']:6}"
-                    f" | target {row['target']:g}: crf {t['crf']:>2} {t['kbps']:>8} kb/s VMAF {t['vmaf']:6}"
+                    f" | target {row['vmaf_target']:g}: crf {t['crf']:>2} {t['kbps']:>8} kb/s VMAF {t['vmaf']:6}"
                     f" | CPU {t['cpu_s'] / max(f['cpu_s'], 1e-3):.2f}x",
                     flush=True,
                 )
     cpu = sum(r["target"]["cpu_s"] for r in rows) / sum(r["fixed"]["cpu_s"] for r in rows)
     bits = sum(r["target"]["kbps"] for r in rows) / sum(r["fixed"]["kbps"] for r in rows)
-    off = [abs(r["target"]["vmaf"] - r["target"]) for r in rows]
+    off = [abs(r["target"]["vmaf"] - r["vmaf_target"]) for r in rows]
     return {
         "source_s": seconds,
         "cases": rows,

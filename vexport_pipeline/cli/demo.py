@@ -24,7 +24,7 @@ DEMO_COMPOSITION = {
 }
 
 
-def make_source(path: Path, seconds: float = 8.0, size: str = "1280x720", rate: int = 25) -> Path:
+def make_source(path: Path, seconds: float = 8.0, size: str = "1920x1080", rate: int = 25) -> Path:
     """A moving test pattern with grain and a tone; real enough to exercise the encoders."""
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(

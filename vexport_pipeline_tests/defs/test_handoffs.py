@@ -12,8 +12,8 @@ from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.records import ExportSource
 from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.definitions import defs
-from vexport_pipeline.defs import export_assets
 from vexport_pipeline_tests.conftest import vexport
+from vexport_pipeline_tests.defs.test_dagster import materialize
 
 
 def _register(home, source, **extra):
@@ -28,31 +28,17 @@ def _register(home, source, **extra):
     return registry.register(home, parse_composition(data), source)
 
 
-def _materialize(instance, key="handoff", selection=None, tags=None):
-    if not instance.has_dynamic_partition("exports", key):
-        instance.add_dynamic_partitions("exports", [key])
-    return dg.materialize(
-        export_assets,
-        partition_key=key,
-        instance=instance,
-        resources=defs().resources,
-        raise_on_error=False,
-        selection=selection,
-        tags=tags,
-    )
-
-
 def test_a_preset_file_edited_during_a_run_does_not_change_the_running_export(home, media, tmp_path, monkeypatch):
     presets = tmp_path / "presets.yaml"
     presets.write_text("house:\n  base: web_720p\n  target: {resolution: 320x180}\n")
     monkeypatch.setenv("VEXPORT_PRESETS", str(presets))
     _register(home, media["av"], targets=[{"preset": "house", "quality": "draft"}])
     with dg.instance_for_test() as instance:
-        first = _materialize(instance, selection=["source"])
+        first = materialize(instance, "handoff", selection=["source"])
         src = first.output_for_node("source")
         assert isinstance(src, ExportSource) and (src.targets[0].width, src.targets[0].height) == (320, 180)
         presets.write_text("house:\n  base: web_720p\n  target: {resolution: 640x360}\n")  # edited mid-run
-        rest = _materialize(instance, selection=["segments", "renditions"])
+        rest = materialize(instance, "handoff", selection=["segments", "renditions"])
         [r] = rest.output_for_node("renditions")
         assert (r.width, r.height) == (320, 180)
 
@@ -63,7 +49,7 @@ def test_a_refusal_inside_a_step_carries_its_code_and_exit_code_to_the_cli(home,
     _register(home, gone)
     gone.unlink()
     with dg.instance_for_test() as instance:
-        result = _materialize(instance)
+        result = materialize(instance, "handoff")
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert failure.metadata["vexport/code"].value == "source_missing"
     data, code = failed_summary("handoff", result)
@@ -75,7 +61,7 @@ def test_a_failed_promotion_leaves_no_version_and_no_link_rows(home, media):
     _register(home, media["av"])
     (home.store / "handoff").write_text("a file where the export's folder should be")  # the commit cannot rename
     with dg.instance_for_test() as instance:
-        result = _materialize(instance)
+        result = materialize(instance, "handoff")
     assert not result.success
     failure = next(e for e in result.get_step_failure_events() if e.step_key == "delivery")
     assert failure.step_failure_data.user_failure_data.metadata["vexport/code"].value == "storage_failed"
@@ -91,7 +77,7 @@ def test_a_failed_promotion_leaves_no_version_and_no_link_rows(home, media):
 def test_every_run_carries_owner_and_export_tags_whoever_launched_it(home, media):
     _register(home, media["av"], owner="alice")
     with dg.instance_for_test() as instance:
-        result = _materialize(instance, selection=["source"])  # launched without tags, as the UI would
+        result = materialize(instance, "handoff", selection=["source"])  # launched without tags, as the UI would
         tags = instance.get_run_by_id(result.run_id).tags
     assert tags["vexport/owner"] == "alice" and tags["vexport/export"] == "handoff"
 
