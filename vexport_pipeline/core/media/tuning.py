@@ -29,7 +29,10 @@ from vexport_pipeline.core.spec.presets import EncodeSettings
 CRF_RANGE = {"h264": (12, 40), "h265": (14, 42), "vp9": (15, 60), "vp8": (4, 60), "av1": (15, 58)}
 # VMAF points per CRF step near the tiers' targets (the prior for the second probe; measured on the corpus).
 SLOPE = {"h264": -0.9, "h265": -0.8, "vp9": -0.45, "vp8": -0.55, "av1": -0.45}
-CLOSE_ENOUGH = 0.5  # a probe this near the target is taken as it is
+CLOSE_ENOUGH = 0.5  # a probe this near the aim is taken as it is
+# Aim a little above the target: encoders with threads (x265) do not repeat an encode bit for bit, and a
+# rendition must not fall under the floor by the noise between the probe and the final encode.
+AIM_MARGIN = 0.5
 SAMPLE_S, SAMPLES = 1.0, 3  # three one-second windows spread over the timeline
 SCORE_EVERY = 2  # score every other frame of the samples
 
@@ -80,7 +83,7 @@ def sample_clip(timeline: Timeline) -> Clip:
 
 def _next_crf(s: EncodeSettings, trials: list[Trial]) -> int:
     lo, hi = CRF_RANGE[s.video_codec]
-    target = s.vmaf_target
+    target = s.vmaf_target + AIM_MARGIN
     if len(trials) == 1:
         t = trials[0]
         step = round((t.vmaf - target) / -SLOPE[s.video_codec])
@@ -134,7 +137,7 @@ def tune(
     work = Path(tempfile.mkdtemp(prefix="vexport-tune-"))
     try:
         trials = [_probe(source, sample, s, s.crf, work)]
-        while abs(trials[-1].vmaf - s.vmaf_target) > CLOSE_ENOUGH and len(trials) < 3:
+        while abs(trials[-1].vmaf - s.vmaf_target - AIM_MARGIN) > CLOSE_ENOUGH and len(trials) < 3:
             crf = _next_crf(s, trials)
             if crf in {t.crf for t in trials}:
                 break
@@ -151,7 +154,7 @@ def tune(
 def _choose(s: EncodeSettings, trials: list[Trial]) -> int:
     """Between the two probes that bracket the target, the CRF interpolated to it (rounded towards quality);
     else the highest CRF measured at or above the target, or a last extrapolation."""
-    target = s.vmaf_target
+    target = s.vmaf_target + AIM_MARGIN
     above = [t for t in trials if t.vmaf >= target - CLOSE_ENOUGH]
     below = [t for t in trials if t.vmaf < target - CLOSE_ENOUGH]
     if above and below:
