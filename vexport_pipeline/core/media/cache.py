@@ -7,15 +7,17 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib.util
+import importlib
+import inspect
 import json
-import os
-import uuid
+from collections.abc import Sequence
 from pathlib import Path
+
+import yaml
 
 from vexport_pipeline.core.files import place_atomically
 from vexport_pipeline.core.settings import ffmpeg_exe
-from vexport_pipeline.core.spec.presets import EncodeSettings
+from vexport_pipeline.core.spec.presets import BUILTIN_FILE, EncodeSettings
 
 from .runner import capture
 from .timeline import Clip
@@ -23,9 +25,11 @@ from .timeline import Clip
 CACHE_VERSION = 2
 
 
-# The modules whose code decides the bytes of a rendition (settings -> FFmpeg commands -> files).
+# The modules whose code decides the bytes of a rendition (settings -> FFmpeg commands -> files), and
+# the built-in preset data they read.
 BUILDER_MODULES = (
     "vexport_pipeline.core.media.commands",
+    "vexport_pipeline.core.media.hardware",
     "vexport_pipeline.core.media.render",
     "vexport_pipeline.core.media.loudness",
     "vexport_pipeline.core.spec.presets",
@@ -49,20 +53,28 @@ class _Normalize(ast.NodeTransformer):
         return node
 
 
-def code_fingerprint(sources: list[str]) -> str:
-    """A hash of what the code does, not how it is written: the syntax tree without imports,
-    docstrings, comments, formatting or line numbers."""
+def builder_fingerprint(sources: Sequence[str], preset_data: str) -> str:
+    """A hash of what the code does and what the presets say, not how either is written: each module's
+    syntax tree without imports, docstrings, comments, formatting or line numbers, and the preset YAML
+    as the data it parses to. Pure: source texts in, hash out."""
     h = hashlib.sha256()
     for text in sources:
         h.update(ast.dump(_Normalize().visit(ast.parse(text)), include_attributes=False).encode())
+        h.update(b"\0")
+    h.update(json.dumps(yaml.safe_load(preset_data), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def builder_sources() -> list[str]:
+    """The source text of every builder module, as imported."""
+    return [inspect.getsource(importlib.import_module(name)) for name in BUILDER_MODULES]
 
 
 @functools.lru_cache(maxsize=1)
 def builder_version() -> str:
-    """The fingerprint of the command-building code: changing how files are made invalidates every
-    cached rendition, with no version to remember to bump; moving or reformatting the code does not."""
-    return code_fingerprint([Path(importlib.util.find_spec(m).origin).read_text() for m in BUILDER_MODULES])
+    """The fingerprint of the command-building code and the built-in presets: changing how files are made
+    invalidates every cached rendition, with no version to remember to bump; moving or reformatting does not."""
+    return builder_fingerprint(builder_sources(), BUILTIN_FILE.read_text())
 
 
 # Settings that only label or judge a rendition; they do not change its bytes.
@@ -109,6 +121,4 @@ class RenditionCache:
         if dst.exists():
             return
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{uuid.uuid4().hex}.{ext}")
-        place_atomically(src, tmp)
-        os.replace(tmp, dst)
+        place_atomically(src, dst)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import ffmpeg
 
+from vexport_pipeline.core.errors import EncodeError
 from vexport_pipeline.core.spec.presets import PRORES_PROFILES, EncodeSettings
 
+from .hardware import hardware_args
 from .loudness import LoudnessPlan
 from .timeline import Clip
 
@@ -90,50 +92,55 @@ def _video_args(s: EncodeSettings) -> dict:
         return a
     a["g"] = s.gop
     if s.encoder.endswith(("_nvenc", "_qsv")):
-        from .hardware import hardware_args
-
         a.update(hardware_args(s))
         if s.video_codec == "h265":
             a["tag:v"] = "hvc1"
         return a
-    if s.video_codec in ("h264", "h265"):
-        a["preset"] = s.speed
-        if s.video_codec == "h264":
-            a["profile:v"] = "high"
-            a["level:v"] = s.level
-            a["bf"] = 2
-        else:
-            a["tag:v"] = "hvc1"
-            a["x265-params"] = "log-level=error"
-        if s.video_bitrate:
-            a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
-        else:
-            a.update({"crf": s.crf, "maxrate": s.maxrate, "bufsize": s.bufsize})
-    elif s.video_codec in ("vp8", "vp9"):
-        # `good` deadline at every tier: `realtime` made rate control erratic (twice the bits for the same
-        # picture with jittered timestamps). Speed comes from cpu-used, row-mt and tile columns instead.
-        a.update(
-            {
-                "deadline": "good",
-                "cpu-used": VPX_CPU_USED[s.video_codec][s.quality],
-                "auto-alt-ref": 1,
-                "lag-in-frames": 16,
-            }
-        )
-        if s.video_codec == "vp9":
-            a.update({"row-mt": 1, "tile-columns": 2 if s.width >= 1280 else 1, "frame-parallel": 0})
-        if s.video_bitrate:
-            a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
-        elif s.video_codec == "vp9":  # constant quality, or constrained quality under a platform's rate cap
-            a.update({"crf": s.crf, "b:v": s.maxrate or 0})
-        else:  # VP8 has no constant-quality mode: b:v is the ceiling its CRF works under (0 means 256 kb/s)
-            a.update({"crf": s.crf, "b:v": s.maxrate or int(s.width * s.height * float(Fraction(s.fps)) * 0.3)})
-    elif s.video_codec == "av1":
-        a.update({"preset": 10 if s.quality in ("draft", "low") else 8})
-        if s.video_bitrate:
-            a["b:v"] = s.video_bitrate
-        else:
-            a.update({"crf": s.crf})
+    family = {"h264": _x26x_args, "h265": _x26x_args, "vp8": _vpx_args, "vp9": _vpx_args, "av1": _av1_args}
+    if s.video_codec in family:
+        a.update(family[s.video_codec](s))
+    return a
+
+
+def _x26x_args(s: EncodeSettings) -> dict:
+    a: dict = {"preset": s.speed}
+    if s.video_codec == "h264":
+        a.update({"profile:v": "high", "level:v": s.level, "bf": 2})
+    else:
+        a.update({"tag:v": "hvc1", "x265-params": "log-level=error"})
+    if s.video_bitrate:
+        a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
+    else:
+        a.update({"crf": s.crf, "maxrate": s.maxrate, "bufsize": s.bufsize})
+    return a
+
+
+def _vpx_args(s: EncodeSettings) -> dict:
+    # `good` deadline at every tier: `realtime` made rate control erratic (twice the bits for the same
+    # picture with jittered timestamps). Speed comes from cpu-used, row-mt and tile columns instead.
+    a: dict = {
+        "deadline": "good",
+        "cpu-used": VPX_CPU_USED[s.video_codec][s.quality],
+        "auto-alt-ref": 1,
+        "lag-in-frames": 16,
+    }
+    if s.video_codec == "vp9":
+        a.update({"row-mt": 1, "tile-columns": 2 if s.width >= 1280 else 1, "frame-parallel": 0})
+    if s.video_bitrate:
+        a.update({"b:v": s.video_bitrate, "maxrate": s.maxrate, "bufsize": s.bufsize})
+    elif s.video_codec == "vp9":  # constant quality, or constrained quality under a platform's rate cap
+        a.update({"crf": s.crf, "b:v": s.maxrate or 0})
+    else:  # VP8 has no constant-quality mode: b:v is the ceiling its CRF works under (0 means 256 kb/s)
+        a.update({"crf": s.crf, "b:v": s.maxrate or int(s.width * s.height * float(Fraction(s.fps)) * 0.3)})
+    return a
+
+
+def _av1_args(s: EncodeSettings) -> dict:
+    a: dict = {"preset": 10 if s.quality in ("draft", "low") else 8}
+    if s.video_bitrate:
+        a["b:v"] = s.video_bitrate
+    else:
+        a.update({"crf": s.crf})
     return a
 
 
@@ -309,42 +316,75 @@ def build_clip_command(
 
     `passlogs` (target index -> log prefix) makes those targets two-pass: with `first_pass` the
     command only analyses them (no audio, no files), otherwise it is their second pass."""
-    assert len(settings) == len(outputs) and settings
+    if not settings or len(settings) != len(outputs):
+        raise EncodeError(f"{len(settings)} targets for {len(outputs)} outputs", code="command_invalid")
     passlogs = passlogs or {}
     if first_pass:
-        keep = sorted(passlogs)
-        settings = [replace(settings[i], audio_encoder=None, silent_audio=False) for i in keep]
-        outputs = [Path("-")] * len(keep)
-        passlogs = {n: passlogs[i] for n, i in enumerate(keep)}
-    want_audio = any(s.audio_encoder for s in settings)
+        settings, outputs, passlogs = _analysis_only(settings, passlogs)
+    track = settings[0].audio_track if any(s.audio_encoder for s in settings) else None
+    v, auds = _read_ranges(source, clip, source_has_audio, stream_starts, track)
+    audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
+    a = _joined_audio(auds, clip.crossfade, loudness, downmix) if audio_users else None
+    videos, audios = _split(v, len(settings), a, audio_users)
+    outs = [
+        _clip_output(videos[i], audios.get(i), s, path, clip, source_size, passlogs.get(i), first_pass)
+        for i, (s, path) in enumerate(zip(settings, outputs))
+    ]
+    return ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS).compile(cmd=ffmpeg_exe, overwrite_output=True)
+
+
+def _analysis_only(
+    settings: list[EncodeSettings], passlogs: dict[int, str]
+) -> tuple[list[EncodeSettings], list[Path], dict[int, str]]:
+    """Pass 1 writes nothing and hears nothing: the two-pass targets only, video only, to null outputs."""
+    keep = sorted(passlogs)
+    return (
+        [replace(settings[i], audio_encoder=None, silent_audio=False) for i in keep],
+        [Path("-")] * len(keep),
+        {n: passlogs[i] for n, i in enumerate(keep)},
+    )
+
+
+def _read_ranges(
+    source: Path, clip: Clip, source_has_audio: bool, stream_starts: tuple[float, float], track: int | None
+) -> tuple[object, list]:
+    """Each source range read once: the joined picture, and (with an audio `track`) the ranges' sound."""
     vids, auds = [], []
     v0, a0 = stream_starts  # where video and audio begin in the source, relative to its earliest stream
     for start, end in clip.ranges:
         inp = _source_input(source, start, end)
         vids.append(_segment_video(inp, max(0.0, v0 - start)))
-        if want_audio:
-            auds.append(
-                _segment_audio(inp, start, end, source_has_audio, max(0.0, a0 - start), settings[0].audio_track)
-            )
+        if track is not None:
+            auds.append(_segment_audio(inp, start, end, source_has_audio, max(0.0, a0 - start), track))
+    return _joined_video(vids, clip), auds
 
-    v = _joined_video(vids, clip)
-    audio_users = [i for i, s in enumerate(settings) if s.audio_encoder and (source_has_audio or s.silent_audio)]
-    a = _joined_audio(auds, clip.crossfade, loudness, downmix) if audio_users else None
-    n = len(settings)
+
+def _split(v, n: int, a, audio_users: list[int]) -> tuple[list, dict[int, object]]:
+    """The joined picture for each of `n` outputs, and the joined sound for each output that has audio."""
     vsplit = v.filter_multi_output("split", n) if n > 1 else None
     asplit = a.filter_multi_output("asplit", len(audio_users)) if len(audio_users) > 1 else None
-    outs = []
-    for i, (s, path) in enumerate(zip(settings, outputs)):
-        vs = video_chain(vsplit[i] if vsplit is not None else v, s, source_size)
-        streams, audio = [vs], {}
-        if i in audio_users:
-            streams.append(asplit[audio_users.index(i)] if asplit is not None else a)
-            audio = audio_args(s)
-        kwargs = {**video_args(s), **audio, **container_args(s), "t": _num(clip.duration)}
-        if i in passlogs:
-            kwargs.update(pass_args(s, 1 if first_pass else 2, passlogs[i]))
-        if first_pass:
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("movflags",)} | {"f": "null"}
-        outs.append(ffmpeg.output(*streams, str(path), **kwargs))
-    graph = ffmpeg.merge_outputs(*outs).global_args(*GLOBAL_ARGS)
-    return graph.compile(cmd=ffmpeg_exe, overwrite_output=True)
+    videos = [vsplit[i] for i in range(n)] if vsplit is not None else [v]
+    audios = {i: asplit[k] if asplit is not None else a for k, i in enumerate(audio_users)}
+    return videos, audios
+
+
+def _clip_output(
+    video,
+    audio,
+    s: EncodeSettings,
+    path: Path,
+    clip: Clip,
+    source_size: tuple[int, int] | None,
+    passlog: str | None,
+    first_pass: bool,
+):
+    streams, audio_opts = [video_chain(video, s, source_size)], {}
+    if audio is not None:
+        streams.append(audio)
+        audio_opts = audio_args(s)
+    kwargs = {**video_args(s), **audio_opts, **container_args(s), "t": _num(clip.duration)}
+    if passlog:
+        kwargs.update(pass_args(s, 1 if first_pass else 2, passlog))
+    if first_pass:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("movflags",)} | {"f": "null"}
+    return ffmpeg.output(*streams, str(path), **kwargs)

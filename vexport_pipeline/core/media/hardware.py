@@ -4,9 +4,9 @@ GPUs have no NVENC). Quality tiers map to each family's constant-quality mode.""
 from __future__ import annotations
 
 import functools
-import subprocess
 from dataclasses import dataclass
 
+from vexport_pipeline.core.errors import EncodeError
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.presets import EncodeSettings
 
@@ -51,7 +51,9 @@ def try_encoder(encoder: str, exe: str | None = None) -> Trial:
     ]
     try:
         proc = capture(argv, timeout=60)
-    except subprocess.TimeoutExpired:
+    except EncodeError as exc:
+        if exc.code != "encode_timeout":
+            raise
         return Trial(encoder, False, "timed out")
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     return Trial(

@@ -61,7 +61,10 @@ def parse_loudnorm_json(stderr: str) -> dict:
     start, end = stderr.rfind("{"), stderr.rfind("}")
     if start < 0 or end < start:
         raise EncodeError("loudnorm printed no measurement", where="loudness pass 1")
-    return json.loads(stderr[start : end + 1])
+    try:
+        return json.loads(stderr[start : end + 1])
+    except json.JSONDecodeError:
+        raise EncodeError("loudnorm printed an unreadable measurement", where="loudness pass 1") from None
 
 
 def measure(audio_stream, target_i: float, target_tp: float) -> LoudnessPlan:
@@ -75,12 +78,15 @@ def measure(audio_stream, target_i: float, target_tp: float) -> LoudnessPlan:
         raise EncodeError(f"loudness measurement failed: {proc.stderr.strip()[-1000:]}", where="loudness pass 1")
     m = parse_loudnorm_json(proc.stderr)
     num = lambda k: max(-99.0, float(m[k])) if m[k] not in ("-inf", "inf") else -99.0
-    return LoudnessPlan(
-        target_i,
-        target_tp,
-        num("input_i"),
-        num("input_tp"),
-        num("input_lra"),
-        num("input_thresh"),
-        float(m["target_offset"]),
-    )
+    try:
+        return LoudnessPlan(
+            target_i,
+            target_tp,
+            num("input_i"),
+            num("input_tp"),
+            num("input_lra"),
+            num("input_thresh"),
+            float(m["target_offset"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EncodeError(f"loudnorm measurement is incomplete ({exc})", where="loudness pass 1") from None

@@ -287,45 +287,54 @@ def _audio_info(a) -> AudioInfo:
 def probe(path: Path | str, *, where: str = "source") -> MediaInfo:
     """Read a file's container and first video/audio stream; refuse what is not readable video."""
     path = Path(path)
+    with _open(path, where) as container:
+        info = _media_info(container, path, where)
+    if set(info.format_name.split(",")) & {"mov", "mp4"}:
+        info.faststart = mp4_faststart(path)
+        info.extra["edit_list"] = mp4_edit_lists(path)
+    return info
+
+
+def _open(path: Path, where: str):
+    """The file opened by an allowed demuxer only (no playlists, nothing that reaches other files)."""
     try:
         container = av.open(str(path), options=SAFE_OPTIONS)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise InputError(
             f"{path.name} is not a readable media file ({exc})", where=where, code="media_unreadable"
         ) from None
-    with container:
-        names = set(container.format.name.split(","))
-        if not names & ALLOWED_FORMATS:
-            raise InputError(
-                f"{path.name}: container format {container.format.name!r} is not allowed",
-                where=where,
-                code="media_format_refused",
-            )
-        vstreams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
-        astreams = list(container.streams.audio)
-        video = _video_info(container, vstreams[0], path.name, where) if vstreams else None
-        default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
-        audio = _audio_info(astreams[default]) if astreams else None
-        duration = container.duration / av.time_base if container.duration else None
-        if duration is None and video and video.duration:
-            duration = video.duration
-        info = MediaInfo(
-            path=str(path),
-            format_name=container.format.name,
-            duration=round(duration or 0.0, 6),
-            size_bytes=path.stat().st_size,
-            bit_rate=container.bit_rate or None,
-            start_time=(container.start_time or 0) / av.time_base,
-            video=video,
-            audio=audio,
-            stream_count=len(container.streams),
-            audio_streams=len(astreams),
-            audio_index=default if astreams else 0,
+    if not set(container.format.name.split(",")) & ALLOWED_FORMATS:
+        container.close()
+        raise InputError(
+            f"{path.name}: container format {container.format.name!r} is not allowed",
+            where=where,
+            code="media_format_refused",
         )
-    if names & {"mov", "mp4"}:
-        info.faststart = mp4_faststart(path)
-        info.extra["edit_list"] = mp4_edit_lists(path)
-    return info
+    return container
+
+
+def _media_info(container, path: Path, where: str) -> MediaInfo:
+    vstreams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    astreams = list(container.streams.audio)
+    video = _video_info(container, vstreams[0], path.name, where) if vstreams else None
+    default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
+    audio = _audio_info(astreams[default]) if astreams else None
+    duration = container.duration / av.time_base if container.duration else None
+    if duration is None and video and video.duration:
+        duration = video.duration
+    return MediaInfo(
+        path=str(path),
+        format_name=container.format.name,
+        duration=round(duration or 0.0, 6),
+        size_bytes=path.stat().st_size,
+        bit_rate=container.bit_rate or None,
+        start_time=(container.start_time or 0) / av.time_base,
+        video=video,
+        audio=audio,
+        stream_count=len(container.streams),
+        audio_streams=len(astreams),
+        audio_index=default if astreams else 0,
+    )
 
 
 def require_video(info: MediaInfo, *, where: str = "source") -> MediaInfo:

@@ -154,6 +154,13 @@ class _Batch:
                 for leftover in Path(prefix).parent.glob(Path(prefix).name + "*"):
                     leftover.unlink(missing_ok=True)
 
+    def place(self, keys: list[str | None], cache: RenditionCache | None) -> None:
+        """The finished files under their final names, each stored in the cache when it has a key."""
+        for i, part in zip(self.todo, self.partials):
+            os.replace(part, self.finals[i])
+            if keys[i]:
+                cache.store(keys[i], self.settings[i].ext, self.finals[i])
+
 
 def surround(source: MediaInfo) -> bool:
     """More than two channels: downmixed to stereo in the filter graph, before loudness."""
@@ -179,21 +186,12 @@ def render_clip(
     settings = [fit_size_cap(s, clip.duration) for s in settings]
     keyed = bool(cache and source_sha256)
     keys = [rendition_key(source_sha256, clip, s, loudness) if keyed else None for s in settings]
-    plan = None
-    if loudness and source.has_audio and not all(k and cache.path(k, s.ext).exists() for k, s in zip(keys, settings)):
-        plan = loud.measure(
-            clip_audio(Path(source.path), clip, downmix=surround(source), track=source.audio_index), *loudness
-        )
+    plan = _loudness_plan(source, clip, loudness, [k and cache.path(k, s.ext) for k, s in zip(keys, settings)])
     cached = [bool(k and cache.fetch(k, s.ext, f)) for k, s, f in zip(keys, settings, finals)]
     copies = [i for i, hit in enumerate(cached) if not hit and can_copy(source, clip, settings[i])]
     todo = [i for i, hit in enumerate(cached) if not hit and i not in copies]
-    argv: list[str] = []
-    wall, fell_back = 0.0, False
-    for i in copies:
-        run = _copy(source, clip, settings[i], finals[i], plan, timeout)
-        argv, wall = argv or run.argv, wall + run.wall_s
-        if keys[i]:
-            cache.store(keys[i], settings[i].ext, finals[i])
+    argv, wall = _copy_targets(source, clip, [(settings[i], finals[i], keys[i]) for i in copies], cache, plan, timeout)
+    fell_back = False
     if todo:
         batch = _Batch(source, clip, settings, finals, todo, on_progress, timeout)
         argv, batch_wall, fell_back = batch.encode(plan)
@@ -201,10 +199,7 @@ def render_clip(
         if fell_back:  # the files are CPU encodes now: cache them under the CPU settings' keys
             settings = batch.settings
             keys = [rendition_key(source_sha256, clip, s, loudness) if k else None for k, s in zip(keys, settings)]
-        for i, part in zip(todo, batch.partials):
-            os.replace(part, finals[i])
-            if keys[i]:
-                cache.store(keys[i], settings[i].ext, finals[i])
+        batch.place(keys, cache)
     return ClipRender(
         clip,
         finals,
@@ -217,6 +212,35 @@ def render_clip(
         fell_back=fell_back,
         settings=settings,
     )
+
+
+def _loudness_plan(
+    source: MediaInfo, clip: Clip, loudness: tuple[float, float] | None, cached: list[Path | None]
+) -> loud.LoudnessPlan | None:
+    """Loudness pass 1 on the clip's audio, unless every target's file is already in the cache."""
+    if not (loudness and source.has_audio) or all(p and p.exists() for p in cached):
+        return None
+    audio = clip_audio(Path(source.path), clip, downmix=surround(source), track=source.audio_index)
+    return loud.measure(audio, *loudness)
+
+
+def _copy_targets(
+    source: MediaInfo,
+    clip: Clip,
+    targets: list[tuple[EncodeSettings, Path, str | None]],
+    cache: RenditionCache | None,
+    plan: loud.LoudnessPlan | None,
+    timeout: float | None,
+) -> tuple[list[str], float]:
+    """The stream-copy fast path for each (settings, final path, cache key); (first argv, wall time)."""
+    argv: list[str] = []
+    wall = 0.0
+    for s, final, key in targets:
+        run = _copy(source, clip, s, final, plan, timeout)
+        argv, wall = argv or run.argv, wall + run.wall_s
+        if key:
+            cache.store(key, s.ext, final)
+    return argv, wall
 
 
 def _name_pass_logs(passlogs: dict[int, str], batch: list[EncodeSettings], source_has_audio: bool) -> None:

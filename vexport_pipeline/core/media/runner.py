@@ -107,52 +107,88 @@ def run_ffmpeg(
     log.info("running: %s", shlex.join(argv))
     started = time.monotonic()
     stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
-    )
+    proc = _start(argv, where)
     reader = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)
     reader.start()
     ok = False
     try:
-        parser = ProgressParser(duration)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            progress = parser.feed(line)
-            if progress and on_progress:
-                on_progress(progress)
-            if timeout and time.monotonic() - started > timeout:
-                raise EncodeError(f"timed out after {timeout:.0f} s", where=where, code="encode_timeout")
+        _follow(proc, ProgressParser(duration), on_progress, started, timeout, where)
         rc = proc.wait()
         reader.join(timeout=5)
-        if rc != 0:
-            tail = "".join(stderr_tail).strip()[-2000:]
-            raise EncodeError(f"FFmpeg exited with code {rc}: {tail or 'no message'}", where=where)
-        missing = [str(p) for p in outputs if not p.exists() or p.stat().st_size == 0]
-        if missing:
-            raise EncodeError(f"FFmpeg wrote no output for {', '.join(missing)}", where=where)
+        _check(rc, "".join(stderr_tail), outputs, where)
         ok = True
         return RunResult(time.monotonic() - started, "".join(stderr_tail), argv)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        reader.join(timeout=2)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        _stop(proc, reader)
         if not ok:
             _remove(outputs)
 
 
+def _start(argv: list[str], where: str) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+    except OSError as exc:
+        raise EncodeError(
+            f"cannot run {argv[0]}: {exc.strerror or exc}", where=where, code="ffmpeg_unavailable"
+        ) from None
+
+
+def _follow(
+    proc: subprocess.Popen,
+    parser: ProgressParser,
+    on_progress: Callable[[Progress], None] | None,
+    started: float,
+    timeout: float | None,
+    where: str,
+) -> None:
+    """Read `-progress` blocks until FFmpeg closes its output; past `timeout` seconds, give up."""
+    for line in proc.stdout:
+        progress = parser.feed(line)
+        if progress and on_progress:
+            on_progress(progress)
+        if timeout and time.monotonic() - started > timeout:
+            raise EncodeError(f"timed out after {timeout:.0f} s", where=where, code="encode_timeout")
+
+
+def _check(rc: int, stderr: str, outputs: list[Path], where: str) -> None:
+    if rc != 0:
+        tail = stderr.strip()[-2000:]
+        raise EncodeError(f"FFmpeg exited with code {rc}: {tail or 'no message'}", where=where)
+    missing = [str(p) for p in outputs if not p.exists() or p.stat().st_size == 0]
+    if missing:
+        raise EncodeError(f"FFmpeg wrote no output for {', '.join(missing)}", where=where)
+
+
+def _stop(proc: subprocess.Popen, reader: threading.Thread) -> None:
+    """Terminate FFmpeg if it still runs (then kill it), and close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=2)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 def capture(argv: list[str], *, timeout: float = 6 * 3600) -> subprocess.CompletedProcess:
     """Run a short FFmpeg job whose printed output is the result (measurements, trials, thumbnails).
-    Logged like every command; `subprocess.run` kills the child if we are interrupted."""
+    Logged like every command; `subprocess.run` kills the child if we are interrupted. A timeout or an
+    FFmpeg that cannot be started is an EncodeError (`encode_timeout`, `ffmpeg_unavailable`)."""
     log.info("running: %s", shlex.join(argv))
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EncodeError(f"timed out after {timeout:.0f} s", where=Path(argv[0]).name, code="encode_timeout") from None
+    except OSError as exc:
+        raise EncodeError(
+            f"cannot run {argv[0]}: {exc.strerror or exc}", where=Path(argv[0]).name, code="ffmpeg_unavailable"
+        ) from None

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from vexport_pipeline.core.files import write_atomically
 from vexport_pipeline.core.media.cache import RenditionCache, builder_version
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.render import render_clip
@@ -147,7 +148,7 @@ def tune(
     best = _choose(s, trials)
     if memo:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps({"crf": best, "trials": [asdict(t) for t in trials]}))
+        write_atomically(memo, json.dumps({"crf": best, "trials": [asdict(t) for t in trials]}))
     return Tuned(replace(s, crf=best), tuple(trials))
 
 

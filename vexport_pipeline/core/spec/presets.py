@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from vexport_pipeline.core.errors import InputError
-from vexport_pipeline.core.media.probe import MediaInfo
+from vexport_pipeline.core.media.probe import MediaInfo, VideoInfo
 from vexport_pipeline.core.settings import current
 
 from .composition import RESOLUTIONS, Target
@@ -208,32 +209,13 @@ class PresetBook:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> PresetBook:
+        """The built-ins, then the user's file: `path`, else `VEXPORT_PRESETS` (from the settings)."""
         presets = copy.deepcopy(builtin_presets())  # the cached data is never mutated
         path = path or current().presets_file
         if path:
             p = Path(path)
-            try:
-                user = yaml.safe_load(p.read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise InputError(f"cannot read preset file: {exc}", where=str(p), code="presets_invalid") from None
-            if not isinstance(user, dict):
-                raise InputError("preset file must map preset names to settings", where=str(p), code="presets_invalid")
-            for name, spec in user.items():
-                if not isinstance(spec, dict):
-                    raise InputError(f"{name}: expected a mapping", where=str(p), code="presets_invalid")
-                base = presets.get(spec.get("base", name), {"target": {}, "limits": {}, "uncertain": []})
-                target = {**base.get("target", {}), **spec.get("target", {})}
-                try:
-                    Target.model_validate(target)
-                except Exception as exc:  # pydantic error -> named problem
-                    raise InputError(f"{name}.target: {exc}", where=str(p), code="presets_invalid") from None
-                presets[name] = {
-                    "description": spec.get("description", base.get("description", "user preset")),
-                    "target": target,
-                    "limits": {**base.get("limits", {}), **spec.get("limits", {})},
-                    "uncertain": list(spec.get("uncertain", base.get("uncertain", []))),
-                    "notes": {**base.get("notes", {}), **spec.get("notes", {})},
-                }
+            for name, spec in _read_user_presets(p).items():
+                presets[name] = _user_preset(name, spec, presets, where=str(p))
         return cls(presets)
 
     def names(self) -> list[str]:
@@ -292,64 +274,104 @@ class PresetBook:
         return None
 
     def resolve(self, target: Target, source: MediaInfo, where: str = "target") -> EncodeSettings:
+        """The concrete settings of one target for this source: size, rate, rate control, audio."""
         if problem := self.check_target(target, where):
             raise InputError(problem, code="target_invalid")
+        if source.video is None:
+            raise InputError(f"{Path(source.path).name} has no video stream", where=where, code="media_no_video")
         f = self.merged(target, where)
         preset = self.presets.get(target.preset or "", {})
-        vc, fmt = f["video_codec"], f["format"]
-        video = source.video
-        assert video is not None
-        width, height = output_size(f.get("resolution", "source"), video.display_width, video.display_height)
-        fps_text = f.get("fps", "source")
-        rate = source_rate(video) if fps_text == "source" else Fraction(fps_text)
-        quality = f.get("quality", "medium")
-        rc = _rate_control(f, vc, quality, width, height, rate, preset.get("limits", {}))
-        profile = f.get("profile") or ("hq" if vc == "prores" else None)
-        if vc == "prores":
-            pix_fmt = "yuva444p10le" if profile in ("4444", "4444xq") else "yuv422p10le"
-        else:
-            pix_fmt = "yuv420p"
-        ac = f["audio_codec"]
         limits = dict(preset.get("limits", {}))
-        silent = not source.has_audio and ac != "none" and bool(limits.get("requires_audio"))
-        has_audio = (source.has_audio or silent) and ac != "none"
-        audio_bitrate = (
-            {"aac": 384_000 if (target.preset or "").startswith("youtube") else 192_000, "opus": 128_000}.get(ac)
-            if has_audio
-            else None
+        quality = f.get("quality", "medium")
+        label = target.preset or "_".join(
+            x for x in (f["format"], f["video_codec"], f.get("resolution", "source"), quality) if x
         )
-        label = target.preset or "_".join(x for x in (fmt, vc, f.get("resolution", "source"), quality) if x)
         return EncodeSettings(
             label=label,
-            container=fmt,
-            video_codec=vc,
-            encoder=CODECS[vc][0],
-            audio_codec=ac if has_audio else None,
-            audio_encoder=AUDIO[ac][0] if has_audio else None,
-            width=width,
-            height=height,
-            fps=str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}",
-            fit=f.get("fit", "pad"),
-            pix_fmt=pix_fmt,
+            container=f["format"],
             quality=quality,
-            **rc,
-            # a one-second buffer under a VMAF target, so a platform cap holds even over short clips
-            bufsize=(1 if rc["vmaf_target"] else 2) * rc["maxrate"] if rc["maxrate"] else None,
-            gop=max(1, math.ceil(float(rate) * 2)),
-            profile=profile,
-            level=h264_level(width, height, rate, rc["maxrate"]) if vc == "h264" else None,
-            audio_bitrate=audio_bitrate,
-            sample_rate=48000,
-            channels=2,
+            **_video_fields(f, quality, source.video, limits),
+            **_audio_fields(f["audio_codec"], source, limits, youtube=(target.preset or "").startswith("youtube")),
             limits=limits,
             uncertain=tuple(preset.get("uncertain", ())),
             notes=dict(preset.get("notes", {})),
-            silent_audio=silent,
-            crf_explicit=f.get("crf") is not None,
-            deinterlace=video.interlaced,
-            tonemap=video.hdr,
-            audio_track=source.audio_index,
         )
+
+
+def _read_user_presets(p: Path) -> dict:
+    try:
+        user = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read preset file: {exc}", where=str(p), code="presets_invalid") from None
+    if not isinstance(user, dict):
+        raise InputError("preset file must map preset names to settings", where=str(p), code="presets_invalid")
+    return user
+
+
+def _user_preset(name: str, spec: object, presets: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
+    """A user preset over its `base` (or the preset of the same name): targets, limits and notes merge."""
+    if not isinstance(spec, dict):
+        raise InputError(f"{name}: expected a mapping", where=where, code="presets_invalid")
+    base = presets.get(spec.get("base", name), {"target": {}, "limits": {}, "uncertain": []})
+    target = {**base.get("target", {}), **spec.get("target", {})}
+    try:
+        Target.model_validate(target)
+    except ValidationError as exc:
+        raise InputError(f"{name}.target: {exc}", where=where, code="presets_invalid") from None
+    return {
+        "description": spec.get("description", base.get("description", "user preset")),
+        "target": target,
+        "limits": {**base.get("limits", {}), **spec.get("limits", {})},
+        "uncertain": list(spec.get("uncertain", base.get("uncertain", []))),
+        "notes": {**base.get("notes", {}), **spec.get("notes", {})},
+    }
+
+
+def _video_fields(f: dict, quality: str, video: VideoInfo, limits: dict) -> dict:
+    """The picture half of EncodeSettings: codec, size, rate, pixel format and rate control."""
+    vc = f["video_codec"]
+    width, height = output_size(f.get("resolution", "source"), video.display_width, video.display_height)
+    fps_text = f.get("fps", "source")
+    rate = source_rate(video) if fps_text == "source" else Fraction(fps_text)
+    rc = _rate_control(f, vc, quality, width, height, rate, limits)
+    profile = f.get("profile") or ("hq" if vc == "prores" else None)
+    if vc == "prores":
+        pix_fmt = "yuva444p10le" if profile in ("4444", "4444xq") else "yuv422p10le"
+    else:
+        pix_fmt = "yuv420p"
+    return {
+        "video_codec": vc,
+        "encoder": CODECS[vc][0],
+        "width": width,
+        "height": height,
+        "fps": str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}",
+        "fit": f.get("fit", "pad"),
+        "pix_fmt": pix_fmt,
+        **rc,
+        # a one-second buffer under a VMAF target, so a platform cap holds even over short clips
+        "bufsize": (1 if rc["vmaf_target"] else 2) * rc["maxrate"] if rc["maxrate"] else None,
+        "gop": max(1, math.ceil(float(rate) * 2)),
+        "profile": profile,
+        "level": h264_level(width, height, rate, rc["maxrate"]) if vc == "h264" else None,
+        "crf_explicit": f.get("crf") is not None,
+        "deinterlace": video.interlaced,
+        "tonemap": video.hdr,
+    }
+
+
+def _audio_fields(ac: str, source: MediaInfo, limits: dict, *, youtube: bool) -> dict:
+    """The sound half: a silent track where the platform requires audio and the source has none."""
+    silent = not source.has_audio and ac != "none" and bool(limits.get("requires_audio"))
+    has_audio = (source.has_audio or silent) and ac != "none"
+    return {
+        "audio_codec": ac if has_audio else None,
+        "audio_encoder": AUDIO[ac][0] if has_audio else None,
+        "audio_bitrate": {"aac": 384_000 if youtube else 192_000, "opus": 128_000}.get(ac) if has_audio else None,
+        "sample_rate": 48000,
+        "channels": 2,
+        "silent_audio": silent,
+        "audio_track": source.audio_index,
+    }
 
 
 # Where the CRF search starts for each codec, as an offset from the tier's x264 CRF.
@@ -418,8 +440,6 @@ def fit_size_cap(s: EncodeSettings, duration: float) -> EncodeSettings:
         return s
     video_budget = (cap * 0.96 * 8) / duration - (s.audio_bitrate or 0)
     if video_budget <= 50_000:
-        from vexport_pipeline.core.errors import InputError
-
         raise InputError(
             f"{duration:.1f} s cannot fit under the {cap / 1e6:.1f} MB cap of {s.label}", where=s.label, code="size_cap"
         )

@@ -141,8 +141,9 @@ def test_loudness_normalization_reaches_the_target(media, tmp_path):
     assert probe(out).audio.sample_rate == 48000
 
 
-def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_path):
+def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_path, monkeypatch):
     from vexport_pipeline.core.files import sha256_file
+    from vexport_pipeline.core.media import cache as cache_module
     from vexport_pipeline.core.media.cache import RenditionCache
 
     info = probe(media["av"])
@@ -170,33 +171,48 @@ def test_cache_reuses_unchanged_renditions_and_misses_on_any_change(media, tmp_p
         info, Clip(None, [(0.0, 1.2)]), ss[:1], [tmp_path / "a4.mp4"], cache=cache, source_sha256=sha
     )
     assert other_cut.cached == [False]
+    # the builder's code is part of the key: once it changes, the same clip and settings are encoded again
+    monkeypatch.setattr(cache_module, "builder_version", lambda: "another builder")
+    rebuilt = render_clip(info, clip, ss[:1], [tmp_path / "a5.mp4"], cache=cache, source_sha256=sha)
+    assert rebuilt.cached == [False] and rebuilt.argv
     # no stray hard links beside the files the cache placed (a link renamed over itself stays behind)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_the_cache_key_follows_what_the_builder_does_not_how_it_is_written():
-    """Moving, reformatting or re-importing the command builder keeps cached renditions; changing what
-    it does (a constant, an argument) invalidates them."""
-    import importlib.util
-    from pathlib import Path
+    """Moving, reformatting or re-importing the command builder, or rewriting the preset YAML in another
+    style, keeps cached renditions; changing what either says (a constant, an argument, a value)
+    invalidates them."""
+    from vexport_pipeline.core.media.cache import BUILDER_MODULES, builder_fingerprint, builder_sources, builder_version
+    from vexport_pipeline.core.spec.presets import BUILTIN_FILE
 
-    from vexport_pipeline.core.media.cache import BUILDER_MODULES, builder_version, code_fingerprint
+    sources, presets = builder_sources(), BUILTIN_FILE.read_text()
+    assert builder_fingerprint(sources, presets) == builder_version()
+    at = BUILDER_MODULES.index("vexport_pipeline.core.media.commands")
 
-    sources = [Path(importlib.util.find_spec(m).origin).read_text() for m in BUILDER_MODULES]
-    assert code_fingerprint(sources) == builder_version()
-    commands = sources[0]
+    def with_commands(text: str, data: str = presets) -> str:
+        return builder_fingerprint([*sources[:at], text, *sources[at + 1 :]], data)
+
+    commands = sources[at]
     moved = commands.replace(
         "from .loudness import LoudnessPlan", "from vexport_pipeline.core.media.loudness import (\n    LoudnessPlan,\n)"
     )
     assert moved != commands
     reformatted = moved.replace('"""FFmpeg command building', '"""Builds FFmpeg commands') + "\n\n# a comment\n"
     reformatted = reformatted.replace("def _num(x: float) -> str:", "def _num(x: float) -> str:  # formats a number")
-    assert code_fingerprint([reformatted, *sources[1:]]) == builder_version()
+    reformatted = reformatted.replace('"-nostats"', "'-nostats'")
+    assert with_commands(reformatted) == builder_version()
     assert '"-nostats"' in commands
-    changed = commands.replace('"-nostats"', '"-stats"')
-    assert code_fingerprint([changed, *sources[1:]]) != builder_version()
-    tweaked = commands.replace('auto-alt-ref": 1', 'auto-alt-ref": 0')
-    assert tweaked != commands and code_fingerprint([tweaked, *sources[1:]]) != builder_version()
+    assert with_commands(commands.replace('"-nostats"', '"-stats"')) != builder_version()
+    tweaked = commands.replace('"auto-alt-ref": 1', '"auto-alt-ref": 0')
+    assert tweaked != commands and with_commands(tweaked) != builder_version()
+
+    restyled = "# the same presets, said differently\n" + presets.replace(
+        "target: {format: mp4, video_codec: h264, resolution: 1080p, quality: high}",
+        "target:\n    format: 'mp4'\n    video_codec: h264\n    resolution: \"1080p\"\n    quality: high",
+    ).replace("max_duration: 43200", "max_duration: 43200  # 12 hours")
+    assert restyled != presets and with_commands(commands, restyled) == builder_version()
+    assert with_commands(commands, presets.replace("max_duration: 43200", "max_duration: 43201")) != builder_version()
 
 
 @pytest.fixture(scope="module")

@@ -171,12 +171,21 @@ def test_builtin_presets_are_data_that_yaml_reads_as_meant():
     assert {"youtube_1080p", "tiktok", "instagram_reels", "prores_master", "web_720p"} <= set(presets)
     for name, p in presets.items():
         Target.model_validate(p["target"])
+        # every target field, description and note is text (unquoted, `off` or `no` would be a boolean)
+        assert all(isinstance(v, str) for v in [*p["target"].values(), p["description"], *p.get("notes", {}).values()])
         for key, value in p.get("limits", {}).items():
             if key.startswith(("max_", "min_")):
                 assert isinstance(value, int | float) and not isinstance(value, bool), (name, key, value)
+            if key.endswith("_aspect"):
+                assert isinstance(value, float), (name, key, value)  # a ratio, as the old table had it
+            elif key.startswith(("max_", "min_")) and key != "min_duration":
+                assert isinstance(value, int), (name, key, value)  # sizes, rates, counts: whole numbers
             if key.startswith(("no_", "requires_")):
                 assert isinstance(value, bool), (name, key, value)
+        assert all(isinstance(c, str) for c in p.get("limits", {}).get("audio_codecs", [])), name
+        assert all(type(r) is int for r in p.get("limits", {}).get("sample_rates", [])), name
         assert set(p.get("uncertain", [])) <= set(p.get("limits", {})), name
+        assert set(p.get("notes", {})) <= set(p.get("limits", {})), name
     assert presets["youtube_1080p"]["limits"]["max_file_bytes"] == 256_000_000_000
 
 
@@ -189,3 +198,25 @@ def test_yaml_off_means_quality_off(tmp_path):
         manifest = tmp_path / "c.yaml"
         manifest.write_text(f"source: a.mp4\nvalidation: {{quality: {text}}}\ntargets: [{{preset: web_720p}}]\n")
         assert load_composition(manifest).validation.quality == "off"
+
+
+def test_user_presets_come_from_the_settings_or_the_given_path(tmp_path, monkeypatch):
+    """`PresetBook.load()` reads the file `VEXPORT_PRESETS` names (through the settings); a path wins."""
+    from vexport_pipeline.core.spec.presets import PresetBook
+
+    named = tmp_path / "named.yaml"
+    named.write_text("mine: {base: web_720p, target: {quality: high}, limits: {max_duration: 60}}\n")
+    given = tmp_path / "given.yaml"
+    given.write_text("theirs: {target: {format: webm}}\n")
+    monkeypatch.delenv("VEXPORT_PRESETS", raising=False)
+    assert "mine" not in PresetBook.load().presets
+    monkeypatch.setenv("VEXPORT_PRESETS", str(named))
+    mine = PresetBook.load().presets["mine"]
+    assert mine["target"]["quality"] == "high" and mine["limits"]["max_duration"] == 60
+    assert mine["target"]["resolution"] == PresetBook.load().presets["web_720p"]["target"]["resolution"]
+    book = PresetBook.load(given)
+    assert "theirs" in book.presets and "mine" not in book.presets
+    given.write_text("broken: {target: {format: avi}}\n")
+    with pytest.raises(InputError) as exc:
+        PresetBook.load(given)
+    assert exc.value.code == "presets_invalid" and "broken.target" in str(exc.value)
