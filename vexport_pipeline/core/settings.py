@@ -140,10 +140,6 @@ class Settings:
 
         return imageio_ffmpeg.get_ffmpeg_exe()
 
-    def signing_key(self) -> str:
-        """`VEXPORT_SECRET_KEY`, else (local deployments only) a random key kept (mode 0600) under the home."""
-        return self.secret_key or self.paths.local_secret_key()
-
     @staticmethod
     def variables() -> list[tuple[str, str, str]]:
         """(variable, default, meaning) for every setting: the README's table."""

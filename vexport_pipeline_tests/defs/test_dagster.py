@@ -297,3 +297,18 @@ def test_brand_rules_and_no_worse_redelivery(home, media, tmp_path, monkeypatch)
             failure.event_specific_data.error.cause or failure.event_specific_data.error
         )
         assert (home.store / "brand" / "current").resolve() == first
+
+
+def test_the_inbox_refuses_links_to_files_elsewhere(home, media, tmp_path):
+    """A symlink dropped as a bare video (or a manifest) could point anywhere: refused, never registered."""
+    from vexport_pipeline.core.intake import inbox
+    from vexport_pipeline.core.settings import current
+
+    private = tmp_path / "private.mp4"
+    shutil.copy(media["av"], private)
+    (home.inbox / "stolen.mp4").symlink_to(private)
+    (home.inbox / "passwd.mp4").symlink_to("/etc/passwd")
+    accepted, rejected = inbox.process(home, current().policy, min_age_s=0)
+    assert not accepted and sorted(r.file for r in rejected) == ["passwd.mp4", "stolen.mp4"]
+    assert "only regular files" in (home.inbox / "rejected" / "stolen.mp4.error.txt").read_text()
+    assert not list(home.registry.glob("*.json")) and private.exists()

@@ -6,13 +6,12 @@ assets read a trusted record rather than re-interpreting a user's file."""
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from vexport_pipeline.core.errors import InputError
+from vexport_pipeline.core.files import write_atomically
 from vexport_pipeline.core.settings import Home
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.loading import parse_composition
@@ -63,9 +62,7 @@ def register(home: Home, comp: Composition, source_path: Path, *, manifest: Path
     )
     home.registry.mkdir(parents=True, exist_ok=True)
     target = home.registry / f"{comp.id}.json"
-    tmp = target.with_name(f".{comp.id}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(record.to_dict(), indent=2))
-    os.replace(tmp, target)
+    write_atomically(target, json.dumps(record.to_dict(), indent=2))
     return record
 
 
