@@ -442,6 +442,7 @@ def bench_validation(quick: bool) -> dict:
     """B4: validating the B1 ladder with default settings (full decode, loudness, black/silence, sampled
     VMAF/PSNR/SSIM against the source) vs encoding it; goal: validation <= half the encode."""
     from vexport_pipeline.core.validation.checks import check_file
+    from vexport_pipeline.core.validation.export import in_parallel
 
     seconds = 6 if quick else 30
     info = source(1920, 1080, seconds)
@@ -454,10 +455,12 @@ def bench_validation(quick: bool) -> dict:
     reports = {}
 
     def validate() -> None:
-        reports["last"] = [
-            check_file(p, s, expected_duration=clip.duration, source_has_audio=info.has_audio, reference=(info, clip))
-            for p, s in zip(outs, settings)
-        ]
+        reports["last"] = in_parallel(  # as validate_export runs them
+            lambda ps: check_file(
+                ps[0], ps[1], expected_duration=clip.duration, source_has_audio=info.has_audio, reference=(info, clip)
+            ),
+            zip(outs, settings),
+        )
 
     times = alternate({"encode": lambda: render_clip(info, clip, settings, outs), "validate": validate}, RUNS)
     e, v = times["encode"]["median_s"], times["validate"]["median_s"]

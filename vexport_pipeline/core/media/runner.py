@@ -1,12 +1,17 @@
 """The one place FFmpeg runs: argv in, progress out; terminates FFmpeg on any exit path
-(errors, KeyboardInterrupt, Dagster's DagsterExecutionInterruptedError) and deletes partial outputs."""
+(errors, KeyboardInterrupt, Dagster's DagsterExecutionInterruptedError) and deletes partial outputs.
+On Linux every FFmpeg also gets SIGKILL from the kernel when the thread that started it dies, so a
+`kill -9` of vexport (which runs no `finally`) leaves no orphan encoding on."""
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import shlex
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +21,40 @@ from pathlib import Path
 from vexport_pipeline.core.errors import EncodeError
 
 log = logging.getLogger("vexport.ffmpeg")
+PR_SET_PDEATHSIG = 1
+_live: dict[subprocess.Popen, str] = {}  # running FFmpeg -> name of the thread that started it
+_live_lock = threading.Lock()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _popen(argv: list[str], **kw) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        **kw,
+    )
+    with _live_lock:
+        _live[proc] = threading.current_thread().name
+    return proc
+
+
+def _forget(proc: subprocess.Popen) -> None:
+    with _live_lock:
+        _live.pop(proc, None)
+
+
+def stop_started_by(thread_prefix: str) -> None:
+    """Kill every FFmpeg still running that a thread named `thread_prefix...` started (a worker pool's
+    children, when the caller waiting on the pool is interrupted)."""
+    with _live_lock:
+        procs = [p for p, name in _live.items() if name.startswith(thread_prefix)]
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
 
 
 @dataclass
@@ -126,9 +165,7 @@ def run_ffmpeg(
 
 def _start(argv: list[str], where: str) -> subprocess.Popen:
     try:
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
-        )
+        return _popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     except OSError as exc:
         raise EncodeError(
             f"cannot run {argv[0]}: {exc.strerror or exc}", where=where, code="ffmpeg_unavailable"
@@ -170,6 +207,7 @@ def _stop(proc: subprocess.Popen, reader: threading.Thread) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    _forget(proc)
     reader.join(timeout=2)
     for stream in (proc.stdout, proc.stderr):
         if stream:
@@ -185,10 +223,18 @@ def capture(argv: list[str], *, timeout: float = 6 * 3600) -> subprocess.Complet
     FFmpeg that cannot be started is an EncodeError (`encode_timeout`, `ffmpeg_unavailable`)."""
     log.info("running: %s", shlex.join(argv))
     try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise EncodeError(f"timed out after {timeout:.0f} s", where=Path(argv[0]).name, code="encode_timeout") from None
+        proc = _popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise EncodeError(
             f"cannot run {argv[0]}: {exc.strerror or exc}", where=Path(argv[0]).name, code="ffmpeg_unavailable"
         ) from None
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        raise EncodeError(f"timed out after {timeout:.0f} s", where=Path(argv[0]).name, code="encode_timeout") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        _forget(proc)

@@ -3,8 +3,12 @@ source's timeline and the owner's brand rules; the optional real-client playback
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from vexport_pipeline.core.media.runner import stop_started_by
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 from vexport_pipeline.core.validation.checks import check_file, load_brands
@@ -43,12 +47,31 @@ def validate_export(source: ExportSource, timeline: Timeline, renditions: list[R
         return Checked(r.target, r.clip_id, report)
 
     out = []
-    for r in renditions:
-        c = check(r)
+    for r, c in zip(renditions, in_parallel(check, renditions)):
         if c.status == "fail":
             _, c = improve(source, timeline, r, c, check, brand.get("min_vmaf"))
         out.append(c)
     return out
+
+
+def in_parallel(fn: Callable, items: Iterable) -> list:
+    """`fn` over `items`, as many at a time as there are cores (each check is mostly one FFmpeg process
+    whose filters run with few threads, so one at a time leaves cores idle). In order; the first error
+    raises after the others finished, and each check stops its own FFmpeg if it is interrupted."""
+    items = list(items)
+    workers = max(1, min(len(items), os.cpu_count() or 1))
+    if workers == 1:
+        return [fn(x) for x in items]
+    prefix = f"vexport-check-{id(items):x}"
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=prefix)
+    try:
+        return list(pool.map(fn, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_started_by(prefix)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def with_playback(renditions: list[Rendition], checked: list[Checked]) -> tuple[list[Checked], list[str]]:

@@ -101,3 +101,64 @@ def test_timeout_kills_the_encode(tmp_path):
     with pytest.raises(EncodeError, match="timed out"):
         run_ffmpeg(long_encode(out), duration=120, outputs=[out], timeout=1.0)
     assert not out.exists() and ffmpeg_children() == []
+
+
+@pytest.mark.parametrize("how", ["run_ffmpeg", "capture"])
+def test_kill_9_of_vexport_takes_its_ffmpeg_with_it(tmp_path, how):
+    """SIGKILL runs no `finally`: the kernel's parent-death signal must stop the encode instead."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "orphan.mp4"
+    call = (
+        f"run_ffmpeg({long_encode(out)!r}, duration=120, outputs=[{str(out)!r}])"
+        if how == "run_ffmpeg"
+        else f"capture({long_encode(out)!r})"
+    )
+    script = f"from vexport_pipeline.core.media.runner import run_ffmpeg, capture\n{call}\n"
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        kids = []
+        while time.monotonic() < deadline and not kids:
+            time.sleep(0.2)
+            kids = [p for p in psutil.Process(parent.pid).children() if "ffmpeg" in p.name()]
+        assert kids, "FFmpeg never started"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(kids, timeout=5)
+        assert not alive, f"FFmpeg {[p.pid for p in alive]} outlived a kill -9 of vexport"
+    finally:
+        for p in psutil.Process().children(recursive=True):
+            p.kill()
+
+
+def test_interrupted_parallel_checks_stop_their_ffmpeg():
+    """The validation's worker threads: an interrupt of the waiting caller kills their FFmpeg at once."""
+    import os
+    import signal
+    import threading
+
+    from vexport_pipeline.core.media.runner import capture
+    from vexport_pipeline.core.validation.export import in_parallel
+
+    started = threading.Event()
+
+    def job(n):
+        started.set()
+        return capture(long_encode("/dev/null")[:-2] + ["-f", "null", "-"]).returncode
+
+    def interrupt_soon():
+        started.wait(10)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes the caller blocked on the pool
+
+    threading.Thread(target=interrupt_soon, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        in_parallel(job, range(4))
+    assert time.monotonic() - t0 < 15
+    time.sleep(0.2)
+    assert ffmpeg_children() == []
