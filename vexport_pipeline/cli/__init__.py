@@ -91,6 +91,23 @@ def submit(file: Path) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a list.")
+def inbox(as_json: bool) -> None:
+    """List the inbox: files waiting, taken (accepted/) and refused (rejected/, with the reason)."""
+    from vexport_pipeline.core.intake.inbox import listing
+    from vexport_pipeline.core.settings import current
+
+    data = listing(current().paths)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for kind, rows in data.items():
+        click.echo(f"{kind} ({len(rows)})")
+        for r in rows:
+            click.echo(f"  {r['file']}" + (f": {r['reason']}" if r.get("reason") else ""))
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def presets(as_json: bool) -> None:
     """List targets and platform presets with their settings and limits."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from vexport_pipeline.core.delivery import summary
@@ -9,10 +10,12 @@ from vexport_pipeline.core.errors import VexportError
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.intake.registry import Registered
 from vexport_pipeline.core.media.probe import probe, require_video
-from vexport_pipeline.core.planning import plan_export
+from vexport_pipeline.core.planning import plan_checked
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.core.spec.loading import load_composition, resolve_source, slug
 from vexport_pipeline.defs.instance import ensure_dagster_home
+
+log = logging.getLogger("vexport")
 
 
 def prepare(manifest: Path) -> Registered:
@@ -21,7 +24,7 @@ def prepare(manifest: Path) -> Registered:
     home = settings.paths.ensure()
     comp = load_composition(manifest)
     source = resolve_source(comp, manifest.resolve().parent, settings.policy)
-    plan_export(comp, require_video(probe(source)))  # refused now if sure to fail: nothing is encoded
+    plan_checked(comp, require_video(probe(source)))  # refused now if sure to fail: nothing is encoded
     return registry.register(home, comp, source, manifest=manifest.resolve())
 
 
@@ -33,15 +36,20 @@ def run_export(manifest: Path) -> tuple[dict, int]:
         record = prepare(manifest)
     except VexportError as exc:
         return summary.build(slug(manifest.stem), "refused", errors=[exc.as_dict()]), exc.exit_code
+    except Exception as exc:  # a bug, never a traceback for the user: the summary says what and where
+        log.exception("preparing %s failed", manifest)
+        error = {"code": "internal_error", "message": f"{manifest.name}: {type(exc).__name__}: {str(exc)[:300]}"}
+        return summary.build(slug(manifest.stem), "failed", errors=[error]), 1
 
     import dagster as dg
 
     from vexport_pipeline.definitions import defs
     from vexport_pipeline.defs import export_assets
-    from vexport_pipeline.defs.jobs import run_tags
+    from vexport_pipeline.defs.jobs import process_tags, reap_dead_runs, run_tags
     from vexport_pipeline.defs.partitions import exports
 
     instance = dg.DagsterInstance.get()
+    reap_dead_runs(instance)
     if not instance.has_dynamic_partition(exports.name, record.export_id):
         instance.add_dynamic_partitions(exports.name, [record.export_id])
     result = dg.materialize(
@@ -50,7 +58,7 @@ def run_export(manifest: Path) -> tuple[dict, int]:
         instance=instance,
         resources=defs().resources,
         raise_on_error=False,
-        tags={**run_tags(record.export_id, record.owner), "vexport/source": "cli"},
+        tags={**run_tags(record.export_id, record.owner), **process_tags(), "vexport/source": "cli"},
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     if _has_materialization(result, "delivery"):

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from vexport_pipeline.core.errors import InputError
-from vexport_pipeline.core.media.probe import MediaInfo
+from vexport_pipeline.core.media.probe import MediaInfo, check_decodable_to
 from vexport_pipeline.core.media.timeline import Timeline, build_timeline
+from vexport_pipeline.core.settings import current
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook, fit_size_cap, unique_labels
 
@@ -86,6 +87,33 @@ def _size_problems(where: str, s: EncodeSettings, timeline: Timeline) -> list[st
     return []
 
 
+MIN_FPS, MAX_FPS = 1, 240
+MAX_OUTPUT_PIXELS = 8192 * 4352
+
+
+def _range_problems(where: str, s: EncodeSettings) -> list[str]:
+    """What only the source decides: `fps: source` and `resolution: source` must land in range."""
+    out, fps = [], float(Fraction(s.fps))
+    if not MIN_FPS <= fps <= MAX_FPS:
+        out.append(f"{where}.fps: {fps:g} fps (from {s.fps}) is outside {MIN_FPS}-{MAX_FPS}; set fps")
+    if s.width * s.height > MAX_OUTPUT_PIXELS or max(s.width, s.height) > 8192:
+        out.append(f"{where}.resolution: {s.width}x{s.height} is larger than encoders take (8192x4352); set a size")
+    return out
+
+
+def _work_problem(targets: list[EncodeSettings], timeline: Timeline) -> list[str]:
+    """The export's size in gigapixels encoded, against the budget (VEXPORT_MAX_WORK)."""
+    seconds = sum(c.duration for c in timeline.clips)
+    gpx = sum(s.width * s.height * float(Fraction(s.fps)) for s in targets) * seconds / 1e9
+    budget = current().max_work_gpx
+    if gpx <= budget:
+        return []
+    return [
+        f"targets: {len(targets)} targets over {seconds:.0f} s of output are {gpx:,.0f} gigapixels to encode, over the"
+        f" work budget of {budget:,.0f} (VEXPORT_MAX_WORK); split the export or raise the budget"
+    ]
+
+
 def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = None) -> Plan:
     """Resolve every target against the source and refuse the composition, listing every problem,
     if any target is sure to fail. Nothing is encoded or written."""
@@ -96,9 +124,11 @@ def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = No
         where = f"targets[{i}]"
         s = book.resolve(t, info, where)
         problems += _duration_problems(where, s, timeline)
+        problems += _range_problems(where, s)
         problems += _picture_problems(where, s)
         problems += _size_problems(where, s, timeline)
         targets.append(s)
+    problems += _work_problem(targets, timeline)
     if problems:
         raise InputError(
             "the export is sure to fail, nothing was started:\n  " + "\n  ".join(problems),
@@ -106,6 +136,17 @@ def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = No
             code="plan_refused",
         )
     return Plan(tuple(targets), tuple(unique_labels(targets)), timeline)
+
+
+def plan_checked(comp: Composition, info: MediaInfo, book: PresetBook | None = None) -> Plan:
+    """`plan_export`, then the source read where the plan needs it: a file whose data stops before the last
+    selected second (truncated after its index) is refused as bad media before anything is encoded."""
+    plan = plan_export(comp, info, book)
+    end = max(end for clip in plan.timeline.clips for _, end in clip.ranges)
+    if info.video and info.video.duration:  # pictures may stop before the audio does: that is not damage
+        end = min(end, info.video.duration)
+    check_decodable_to(info, end)
+    return plan
 
 
 def source_notes(s: EncodeSettings, info: MediaInfo) -> list[str]:

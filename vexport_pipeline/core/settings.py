@@ -75,6 +75,16 @@ class Settings:
     inbox_min_age: float = field(
         default=2.0, metadata={"env": "VEXPORT_INBOX_MIN_AGE", **_doc("seconds a dropped file is left alone", "2")}
     )
+    max_segments: int = field(
+        default=500, metadata={"env": "VEXPORT_MAX_SEGMENTS", **_doc("segments one composition may have", "500")}
+    )
+    max_targets: int = field(
+        default=32, metadata={"env": "VEXPORT_MAX_TARGETS", **_doc("targets one composition may have", "32")}
+    )
+    max_work_gpx: float = field(
+        default=10000.0,
+        metadata={"env": "VEXPORT_MAX_WORK", **_doc("work budget of one export, gigapixels encoded", "10000")},
+    )
     presets_file: Path | None = field(default=None, metadata={"env": "VEXPORT_PRESETS", **_doc("YAML of user presets")})
     brands_file: Path | None = field(default=None, metadata={"env": "VEXPORT_BRANDS", **_doc("YAML of brand rules")})
     default_profile_file: Path | None = field(
@@ -106,6 +116,9 @@ class Settings:
             hardware=hardware,
             chunk_seconds=_int(env, "VEXPORT_CHUNK_SECONDS", 120),
             inbox_min_age=_float(env, "VEXPORT_INBOX_MIN_AGE", 2.0),
+            max_segments=_int(env, "VEXPORT_MAX_SEGMENTS", 500),
+            max_targets=_int(env, "VEXPORT_MAX_TARGETS", 32),
+            max_work_gpx=_float(env, "VEXPORT_MAX_WORK", 10000.0),
             presets_file=_path(env.get("VEXPORT_PRESETS")),
             brands_file=_path(env.get("VEXPORT_BRANDS")),
             default_profile_file=_path(env.get("VEXPORT_DEFAULT_PROFILE")),

@@ -19,3 +19,44 @@ export_job = dg.define_asset_job(
 metrics_job = dg.define_asset_job(
     "metrics_job", selection=dg.AssetSelection.assets("delivery_metrics"), description="Roll up download analytics."
 )
+
+
+PID_TAG, HOST_TAG, STARTED_TAG = "vexport/pid", "vexport/host", "vexport/process_started"
+
+
+def process_tags() -> dict[str, str]:
+    """Which process runs an in-process (`vexport export`) run, so a later one can tell it died."""
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), STARTED_TAG: f"{me.create_time():.2f}"}
+
+
+def _alive(tags: dict) -> bool:
+    import socket
+
+    import psutil
+
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return True  # not ours to judge: another host's run (Dagster's run monitoring covers daemon runs)
+    try:
+        proc = psutil.Process(int(tags[PID_TAG]))
+        return f"{proc.create_time():.2f}" == tags.get(STARTED_TAG)  # the same process, not a reused pid
+    except psutil.Error:
+        return False
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs of `vexport export` whose process is gone (killed with SIGKILL, the machine rebooted) are marked
+    failed and their pool slots freed, so the next export does not wait forever for a slot nobody holds."""
+    statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
+    reaped = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={"vexport/source": "cli"})):
+        if _alive(run.tags):
+            continue
+        instance.report_run_failed(run, f"the process running it (pid {run.tags.get(PID_TAG)}) is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped

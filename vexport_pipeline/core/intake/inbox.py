@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +72,8 @@ def _adopt(home: Home, export_id: str, source: Path) -> Path:
 
 def _ready(path: Path, min_age_s: float) -> bool:
     try:
-        return time.time() - path.stat().st_mtime >= min_age_s
-    except FileNotFoundError:
+        return time.time() - path.lstat().st_mtime >= min_age_s
+    except OSError:
         return False
 
 
@@ -79,72 +81,148 @@ def admit(comp: Composition, source: Path) -> None:
     """The checks `vexport export` makes before any work: readable video, segments inside it, and no
     target sure to fail its platform (the same for `submit` and the sensor)."""
     from vexport_pipeline.core.media.probe import probe, require_video
-    from vexport_pipeline.core.planning import plan_export
+    from vexport_pipeline.core.planning import plan_checked
 
-    plan_export(comp, require_video(probe(source)))
+    plan_checked(comp, require_video(probe(source)))
 
 
 def _regular(path: Path) -> None:
-    """Only regular files dropped into the inbox itself are taken: a symlink could point anywhere."""
-    if path.is_symlink() or not path.is_file():
+    """Only regular files dropped into the inbox itself are taken: a symlink could point anywhere, and a hard
+    link is a second name of a file that lives elsewhere (perhaps outside every allowed folder)."""
+    st = path.lstat()
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
         raise InputError(
-            "only regular files are taken from the inbox (this is a link or not a file)",
+            f"only regular files are taken from the inbox; this is {kind}", where=path.name, code="inbox_not_regular"
+        )
+    if st.st_nlink > 1:
+        raise InputError(
+            "this file is a hard link to a file elsewhere; copy the file into the inbox instead",
             where=path.name,
             code="inbox_not_regular",
         )
 
 
-def process(home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0) -> tuple[list[Accepted], list[Rejected]]:
-    """One pass over the inbox. Files younger than `min_age_s` may still be being written: next pass."""
-    home.ensure()
-    accepted: list[Accepted] = []
-    rejected: list[Rejected] = []
-    entries = sorted(
-        p for p in home.inbox.iterdir() if p.is_file() and not p.name.startswith(".") and _ready(p, min_age_s)
-    )
-    manifests = [p for p in entries if p.suffix.lower() in MANIFEST_EXTS]
+def _entries(home: Home, min_age_s: float) -> list[Path]:
+    """Every visible, settled name in the inbox except folders: FIFOs, devices and links are listed so they
+    are rejected with a reason instead of being skipped forever."""
+    out = []
+    with os.scandir(home.inbox) as it:
+        for e in it:
+            if e.name.startswith(".") or e.is_dir(follow_symlinks=False):
+                continue
+            p = Path(e.path)
+            if _ready(p, min_age_s):
+                out.append(p)
+    return sorted(out)
+
+
+def _claimed(manifests: list[Path]) -> set[Path]:
+    """The videos that manifests in the inbox name, so they are not also taken as bare videos."""
     claimed: set[Path] = set()
-    for m in manifests:  # find the videos manifests name before any is taken as a bare video
-        try:
-            data = read_manifest(m)
-            if isinstance(data, dict) and isinstance(data.get("source"), str):
-                claimed.add((m.parent / data["source"]).resolve())
-        except VexportError:
-            pass
     for m in manifests:
         try:
             _regular(m)
-            comp = load_composition(m)
-            source = resolve_source(comp, m.parent, policy)
-            admit(comp, source)
-            source = _adopt(home, comp.id, source)
-            record = registry.register(home, comp, source, manifest=m)
-            _aside(m, home.inbox / "accepted")
-            accepted.append(Accepted(record, m.name))
-        except VexportError as exc:
-            _reject(home, m, exc, rejected)
-    for v in entries:
-        if v.suffix.lower() not in VIDEO_EXTS or v.resolve() in claimed or not v.exists():
+            data = read_manifest(m)
+            if isinstance(data, dict) and isinstance(data.get("source"), str):
+                claimed.add(os.path.normpath(m.parent / data["source"]))
+        except (VexportError, OSError, ValueError):
+            pass  # the file is rejected with its reason below
+    return claimed
+
+
+def process(
+    home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0, busy: Callable[[str], str | None] = lambda _: None
+) -> tuple[list[Accepted], list[Rejected]]:
+    """One pass over the inbox. Files younger than `min_age_s` may still be being written: next pass. Each
+    file is handled in its own guard: whatever goes wrong with one is reported in `rejected/` and never stops
+    the others. `busy(export_id)` names the run still working on an id, which then is not taken again."""
+    home.ensure()
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    entries = _entries(home, min_age_s)
+    manifests = [p for p in entries if p.suffix.lower() in MANIFEST_EXTS]
+    claimed = _claimed(manifests)
+    taken: dict[str, str] = {}
+    for p in entries:
+        is_manifest = p.suffix.lower() in MANIFEST_EXTS
+        if not is_manifest and (p.suffix.lower() not in VIDEO_EXTS or os.path.normpath(p) in claimed):
             continue
         try:
-            _regular(v)
-            export_id = slug(v.stem)
-            comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
-            admit(comp, v)
-            source = _adopt(home, comp.id, v.resolve())
-            record = registry.register(home, comp, source, manifest=None)
-            accepted.append(Accepted(record, v.name))
+            _regular(p)
+            record = _take_manifest(home, p, policy, taken, busy) if is_manifest else _take_video(home, p, taken, busy)
+            if is_manifest:
+                _aside(p, home.inbox / "accepted")
+            taken[record.export_id] = p.name
+            accepted.append(Accepted(record, p.name))
         except VexportError as exc:
-            _reject(home, v, exc, rejected)
+            _reject(home, p, str(exc), rejected)
+        except Exception as exc:  # one broken file must never stop the sensor: reject it with the reason
+            _reject(home, p, f"{p.name}: could not be read ({type(exc).__name__}: {str(exc)[:300]})", rejected)
     return accepted, rejected
 
 
-def _reject(home: Home, path: Path, exc: Exception, rejected: list[Rejected]) -> None:
-    if not path.exists():
-        return
-    moved = _aside(path, home.inbox / "rejected")
-    moved.with_name(moved.name + ".error.txt").write_text(str(exc) + "\n")
-    rejected.append(Rejected(path.name, str(exc)))
+def _check_free(export_id: str, name: str, taken: dict[str, str], busy: Callable[[str], str | None]) -> None:
+    other = taken.get(export_id)
+    holder = f"{other}, taken in the same pass" if other else busy(export_id)
+    if holder:
+        raise InputError(
+            f"export id {export_id!r} is already in use by {holder}; give this composition another id or submit"
+            " it again once that export has finished",
+            where=name,
+            code="export_id_busy",
+        )
+
+
+def _take_manifest(home: Home, m: Path, policy: MediaPolicy, taken: dict, busy: Callable) -> registry.Registered:
+    comp = load_composition(m)
+    _check_free(comp.id, m.name, taken, busy)
+    source = resolve_source(comp, m.parent, policy)
+    if source.is_relative_to(home.inbox.resolve()):
+        _regular(source)  # a video dropped beside the manifest: no hard link to a file kept elsewhere
+    admit(comp, source)
+    source = _adopt(home, comp.id, source)
+    return registry.register(home, comp, source, manifest=m)
+
+
+def _take_video(home: Home, v: Path, taken: dict, busy: Callable) -> registry.Registered:
+    export_id = slug(v.stem)
+    _check_free(export_id, v.name, taken, busy)
+    comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
+    admit(comp, v)
+    source = _adopt(home, comp.id, v.resolve())
+    return registry.register(home, comp, source, manifest=None)
+
+
+def _reject(home: Home, path: Path, message: str, rejected: list[Rejected]) -> None:
+    try:
+        if not os.path.lexists(path):
+            return
+        moved = _aside(path, home.inbox / "rejected")
+        moved.with_name(moved.name + ".error.txt").write_text(message + "\n")
+    except OSError as exc:  # cannot even move it: report it, the next pass tries again
+        message += f" (and it could not be moved to rejected/: {exc.strerror})"
+    rejected.append(Rejected(path.name, message))
+
+
+def listing(home: Home) -> dict[str, list[dict]]:
+    """What `vexport inbox` shows: files waiting, taken and refused (with the reason)."""
+    home.ensure()
+    out: dict[str, list[dict]] = {"pending": [], "accepted": [], "rejected": []}
+    for p in sorted(home.inbox.iterdir()):
+        if not p.name.startswith(".") and not p.is_dir():
+            out["pending"].append({"file": p.name})
+    for kind in ("accepted", "rejected"):
+        folder = home.inbox / kind
+        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if p.name.endswith(".error.txt"):
+                continue
+            row = {"file": p.name}
+            reason = p.with_name(p.name + ".error.txt")
+            if reason.exists():
+                row["reason"] = reason.read_text().strip()
+            out[kind].append(row)
+    return out
 
 
 def submit(home: Home, file: Path, policy: MediaPolicy) -> Path:
@@ -165,6 +243,13 @@ def submit(home: Home, file: Path, policy: MediaPolicy) -> Path:
             f"expected a composition ({', '.join(sorted(MANIFEST_EXTS))}) or a video ({', '.join(sorted(VIDEO_EXTS))})",
             where=str(file),
             code="input_unknown",
+        )
+    if (home.inbox / f"{comp.id}.json").exists():
+        raise InputError(
+            f"export id {comp.id!r} is already waiting in the inbox ({comp.id}.json); give this composition another"
+            " id or submit it again once that one has been taken",
+            where=str(file),
+            code="export_id_busy",
         )
     admit(comp, source)
     media = source

@@ -386,3 +386,39 @@ def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
     except av.error.FFmpegError as exc:
         errors.append(str(exc))
     return frames, samples, errors
+
+
+def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> None:
+    """Refuse a source whose pictures stop before `end` although its index promises more (an MP4 cut short
+    after its moov box probes whole): decode the last `window` seconds before `end`, in an FFmpeg process."""
+    import re
+
+    from vexport_pipeline.core.media.runner import capture
+    from vexport_pipeline.core.settings import ffmpeg_exe
+    from vexport_pipeline.core.timecode import fmt_clock
+
+    start = max(0.0, end - window)
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1"]
+    argv += [
+        "-protocol_whitelist",
+        "file",
+        "-ss",
+        f"{start:.3f}",
+        "-i",
+        f"file:{info.path}",
+        "-t",
+        f"{end - start:.3f}",
+    ]
+    argv += ["-map", "0:v:0", "-f", "null", "-"]
+    proc = capture(argv, timeout=120)
+    frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
+    if proc.returncode == 0 and frames and int(frames[-1]) > 0:
+        return
+    name = Path(info.path).name
+    detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no picture could be decoded"
+    raise InputError(
+        f"{name} is truncated or damaged: nothing decodes between {fmt_clock(start)} and {fmt_clock(end)}, although"
+        f" it claims {info.duration:.3f} s ({detail[:200]})",
+        where="source",
+        code="media_truncated",
+    )

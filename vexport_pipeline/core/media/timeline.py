@@ -105,6 +105,24 @@ def snap(ranges: list[tuple[float, float]], keyframes: list[float], duration: fl
     return merged
 
 
+def clip_ids(explicit: list[str | None], count: int) -> list[str]:
+    """Each clip's id: its own, else `clipNN` by position, skipping any id a segment names (compared without
+    case, as file names are on some systems), so two clips never write the same file."""
+    taken = {c.lower() for c in explicit if c}
+    out, n = [], 0
+    for i in range(count):
+        if i < len(explicit) and explicit[i]:
+            out.append(explicit[i])
+            continue
+        n = max(n, i)
+        while f"clip{n + 1:02d}" in taken:
+            n += 1
+        out.append(f"clip{n + 1:02d}")
+        taken.add(out[-1])
+        n += 1
+    return out
+
+
 def build_timeline(comp: Composition, info: MediaInfo, keyframes: list[float] | None = None) -> Timeline:
     ranges = check_segments(comp, info)
     keyframes = keyframes or []
@@ -123,11 +141,8 @@ def build_timeline(comp: Composition, info: MediaInfo, keyframes: list[float] | 
         return Clip(clip_id, rs, crossfade, aligned)
 
     if comp.export_type == "clips":
-        segs = comp.segments or []
-        clips = [
-            clip((segs[i].clip_id if i < len(segs) and segs[i].clip_id else f"clip{i + 1:02d}"), [r])
-            for i, r in enumerate(ranges)
-        ]
+        ids = clip_ids([s.clip_id for s in comp.segments or []], len(ranges))
+        clips = [clip(i, [r]) for i, r in zip(ids, ranges)]
     elif comp.export_type == "single":
         clips = [clip(None, ranges[:1])]
     else:

@@ -18,6 +18,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from vexport_pipeline.core.timecode import fmt_clock, parse_fps, parse_time, parse_ttl
 
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_LINK_TTL = 365 * 86400  # a year
+MAX_DOWNLOADS = 1_000_000
+MIN_SEGMENT_S = 0.1
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 RESOLUTIONS = {"720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
 DESTINATIONS = {"default"}  # the local delivery store; S3 destinations come with the S3 store
@@ -126,8 +129,8 @@ class Target(_Strict):
 
 class Delivery(_Strict):
     destinations: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
-    link_ttl: Ttl = 86400
-    max_downloads: int | None = Field(default=None, ge=1)
+    link_ttl: Ttl = Field(default=86400, le=MAX_LINK_TTL, description="Seconds links stay valid; at most a year.")
+    max_downloads: int | None = Field(default=None, ge=1, le=MAX_DOWNLOADS)
     allow_ips: list[str] = Field(default_factory=list)
     zip: bool = False
 
@@ -170,7 +173,7 @@ class Composition(_Strict):
     owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
     source: str = Field(min_length=1, max_length=4096)
     export_type: Literal["single", "combined", "clips"] = "combined"
-    segments: list[Segment] | None = Field(default=None, min_length=1)
+    segments: list[Segment] | None = Field(default=None, min_length=1, max_length=100_000)
     transitions: Transitions | None = None
     snap_to_keyframes: bool = Field(
         default=False, description="Move cuts to the nearest keyframes so matching targets can be stream-copied."
@@ -196,6 +199,11 @@ class Composition(_Strict):
         for i, seg in enumerate(segs):
             if seg.start >= seg.end:
                 out.append(f"segments[{i}]: start {fmt_clock(seg.start)} is not before end {fmt_clock(seg.end)}")
+            elif seg.end - seg.start < MIN_SEGMENT_S:
+                out.append(
+                    f"segments[{i}]: {fmt_clock(seg.start)}-{fmt_clock(seg.end)} lasts"
+                    f" {(seg.end - seg.start) * 1000:.0f} ms; a segment lasts at least {MIN_SEGMENT_S:g} s"
+                )
         for i in range(1, len(segs)):
             prev, seg = segs[i - 1], segs[i]
             if seg.start < prev.end:
@@ -203,9 +211,9 @@ class Composition(_Strict):
                     f"segments[{i}]: starts at {fmt_clock(seg.start)}, before segments[{i - 1}] ends at "
                     f"{fmt_clock(prev.end)}; segments must be in order and must not overlap"
                 )
-        ids = [s.clip_id for s in segs if s.clip_id]
+        ids = [s.clip_id.lower() for s in segs if s.clip_id]
         for dup in sorted({i for i in ids if ids.count(i) > 1}):
-            out.append(f"segments: clip_id {dup!r} is used more than once")
+            out.append(f"segments: clip_id {dup!r} is used more than once (ids are compared without case)")
         if self.crossfade:
             if self.export_type != "combined":
                 out.append(f"transitions.crossfade: crossfades apply to combined exports only, not {self.export_type}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,16 @@ def parse_composition(data: Any, *, file: str | None = None, default_id: str | N
         comp = Composition.model_validate(data)
     except ValidationError as err:
         raise ManifestError(_messages(err), file=file) from None
-    if problems := comp.problems():
+    limits = current()
+    caps = [
+        f"{name}: {len(items)} {name}, more than the {cap} allowed ({env})"
+        for name, items, cap, env in (
+            ("segments", comp.segments or [], limits.max_segments, "VEXPORT_MAX_SEGMENTS"),
+            ("targets", comp.targets, limits.max_targets, "VEXPORT_MAX_TARGETS"),
+        )
+        if len(items) > cap
+    ]
+    if problems := caps or comp.problems():
         raise ManifestError(problems, file=file)
     book = PresetBook.load()
     problems = [p for i, t in enumerate(comp.targets) if (p := book.check_target(t, f"targets[{i}]"))]
@@ -85,21 +96,110 @@ def parse_composition(data: Any, *, file: str | None = None, default_id: str | N
     return comp
 
 
+MAX_DEPTH = 32  # a composition nests four deep; anything far deeper is an attack on the parser
+MAX_NODES = 200_000  # values after YAML aliases are expanded (a "billion laughs" file stops here)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (line {seen[key] + 1} and line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if dup := next((k for k in keys if keys.count(k) > 1), None):
+        raise ValueError(f"key {dup!r} is given twice")
+    return dict(pairs)
+
+
+def _check_shape(data: Any, where: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH or with more than MAX_NODES values (counted with repeats,
+    so aliases that multiply a structure are caught before anything walks it)."""
+    count, stack = 0, [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise InputError(
+                f"manifest is nested more than {MAX_DEPTH} levels deep", where=where, code="manifest_invalid"
+            )
+        if count > MAX_NODES:
+            raise InputError(f"manifest holds more than {MAX_NODES} values", where=where, code="manifest_invalid")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for kv in item.items() for v in kv)
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def read_text_file(path: Path, limit: int, what: str) -> str:
+    """A regular file's text, at most `limit` bytes. FIFOs, devices, sockets and folders are refused before
+    anything is read (opened without blocking and checked again on the open file, so a swap cannot slip in)."""
+    where = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"cannot read {what}: {reason}", where=where, code="manifest_unreadable") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(
+                f"{what} is not a regular file ({_kind(st.st_mode)})", where=where, code="manifest_unreadable"
+            )
+        if st.st_size > limit:
+            raise InputError(f"{what} is {st.st_size} bytes, more than {limit}", where=where, code="manifest_too_large")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise InputError(f"{what} is more than {limit} bytes", where=where, code="manifest_too_large")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{what} is not UTF-8 text", where=where, code="manifest_invalid") from None
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
 def read_manifest(path: Path) -> Any:
-    """Read YAML or JSON; refuse unreadable, huge or non-text files with the file named."""
+    """Read YAML or JSON; refuse unreadable, huge, non-regular or non-text files, duplicate keys, deep
+    nesting and alias bombs, with the file named."""
+    path = Path(path)
+    text = read_text_file(path, MAX_MANIFEST_BYTES, "manifest")
+    is_json = path.suffix.lower() == ".json"
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputError(f"cannot read manifest: {exc.strerror}", where=str(path)) from None
-    if size > MAX_MANIFEST_BYTES:
-        raise InputError(f"manifest is {size} bytes, more than {MAX_MANIFEST_BYTES}", where=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        data = json.loads(text, object_pairs_hook=_unique_pairs) if is_json else yaml.load(text, _UniqueKeyLoader)
+    except RecursionError:
+        raise InputError("manifest is nested too deeply to read", where=str(path), code="manifest_invalid") from None
+    except (ValueError, yaml.YAMLError) as exc:
         raise InputError(
-            f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}", where=str(path)
+            f"not valid {'JSON' if is_json else 'YAML'}: {exc}", where=str(path), code="manifest_invalid"
         ) from None
+    _check_shape(data, str(path))
+    return data
 
 
 def load_composition(path: Path) -> Composition:
@@ -126,14 +226,13 @@ def resolve_source(comp: Composition, base_dir: Path, policy: MediaPolicy | None
         raise InputError(
             f"{scheme.group(1)}: URLs are not allowed; give a file path", where="source", code="source_not_allowed"
         )
-    base_dir = Path(base_dir).resolve()
-    candidate = Path(raw).expanduser()
-    if candidate.is_absolute():
-        allowed = policy.roots
-        resolved = candidate.resolve()
-    else:
-        allowed = (base_dir, *policy.roots)
-        resolved = (base_dir / candidate).resolve()
+    try:
+        resolved, allowed = _resolve(raw, base_dir, policy)
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, a name too long, a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(
+            f"{raw[:200]!r} is not a usable path: {reason}", where="source", code="source_not_allowed"
+        ) from None
     if not any(resolved.is_relative_to(root) for root in allowed):
         roots = ", ".join(str(r) for r in allowed)
         raise InputError(
@@ -141,11 +240,25 @@ def resolve_source(comp: Composition, base_dir: Path, policy: MediaPolicy | None
             where="source",
             code="source_not_allowed",
         )
-    if not resolved.is_file():
+    try:
+        is_file = resolved.is_file()
+    except OSError:
+        is_file = False
+    if not is_file:
         raise InputError(
             f"{raw!r} does not exist or is not a file (looked at {resolved})", where="source", code="source_missing"
         )
     return resolved
+
+
+def _resolve(raw: str, base_dir: Path, policy: MediaPolicy) -> tuple[Path, tuple[Path, ...]]:
+    if "\0" in raw:
+        raise ValueError("the path holds a NUL byte")
+    base_dir = Path(base_dir).resolve()
+    candidate = Path(raw).expanduser()
+    if candidate.is_absolute():
+        return candidate.resolve(strict=False), tuple(policy.roots)
+    return (base_dir / candidate).resolve(strict=False), (base_dir, *policy.roots)
 
 
 def json_schema() -> dict:

@@ -188,6 +188,45 @@ def even(n: float) -> int:
     return max(2, int(n / 2 + 0.5) * 2)  # nearest even, halves up
 
 
+# What the encoders and their levels take (H.264/H.265 level 6.2: 8192x4320-class pictures).
+MAX_SIDE, MAX_PIXELS = 8192, 8192 * 4352
+# Explicit CRF per codec: x264's 0 is lossless and needs a 4:4:4 profile; SVT-AV1 starts at 1.
+CRF_LIMITS = {"h264": (1, 51), "h265": (0, 51), "vp8": (4, 63), "vp9": (0, 63), "av1": (1, 63)}
+MIN_VIDEO_BITRATE, MAX_VIDEO_BITRATE = 32_000, 400_000_000
+
+
+def _range_problem(target: Target, f: dict, where: str) -> str | None:
+    """Values the model takes but an encoder would refuse after work started, named by field."""
+    vc, res = f["video_codec"], f.get("resolution") or "source"
+    if "x" in res:
+        w, h = (int(n) for n in res.split("x"))
+        if w % 2 or h % 2:
+            return (
+                f"{where}.resolution: {res} has an odd side; encoders store colour per 2x2 pixels, so sizes must be"
+                f" even (e.g. {w + w % 2}x{h + h % 2})"
+            )
+        if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
+            return (
+                f"{where}.resolution: {res} is larger than encoders and levels take (at most {MAX_SIDE} pixels"
+                " a side, 8192x4352 in all)"
+            )
+    if target.crf is not None:
+        if vc not in CRF_LIMITS:
+            return f"{where}.crf: {vc} has no CRF; its profile sets the quality"
+        lo, hi = CRF_LIMITS[vc]
+        if not lo <= target.crf <= hi:
+            return f"{where}.crf: {target.crf} is outside {vc}'s range {lo}-{hi}"
+    if target.video_bitrate is not None:
+        if vc == "prores":
+            return f"{where}.video_bitrate: ProRes has no bitrate setting; its profile sets the bitrate"
+        if not MIN_VIDEO_BITRATE <= target.video_bitrate <= MAX_VIDEO_BITRATE:
+            return (
+                f"{where}.video_bitrate: {target.video_bitrate} b/s is outside"
+                f" {MIN_VIDEO_BITRATE // 1000} kb/s-{MAX_VIDEO_BITRATE // 1_000_000} Mb/s"
+            )
+    return None
+
+
 def output_size(resolution: str, src_w: int, src_h: int) -> tuple[int, int]:
     """Named sizes set the short side and keep the source's aspect; WxH is exact; source keeps it."""
     if resolution == "source":
@@ -271,7 +310,7 @@ class PresetBook:
             return f"{where}: give a vmaf target, or crf/video_bitrate, not both"
         if target.vmaf is not None and f["video_codec"] == "prores":
             return f"{where}.vmaf: ProRes has no quality target; its profile is the quality"
-        return None
+        return _range_problem(target, f, where)
 
     def resolve(self, target: Target, source: MediaInfo, where: str = "target") -> EncodeSettings:
         """The concrete settings of one target for this source: size, rate, rate control, audio."""

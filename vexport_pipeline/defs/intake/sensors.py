@@ -2,7 +2,7 @@ import dagster as dg
 
 from vexport_pipeline.core.intake import inbox
 from vexport_pipeline.core.settings import current
-from vexport_pipeline.defs.jobs import export_job, run_tags
+from vexport_pipeline.defs.jobs import EXPORT_TAG, export_job, run_tags
 from vexport_pipeline.defs.partitions import exports
 from vexport_pipeline.defs.resources import HomeResource
 
@@ -14,7 +14,9 @@ from vexport_pipeline.defs.resources import HomeResource
     description="Turns compositions and bare videos dropped in VEXPORT_HOME/inbox into export partitions and runs.",
 )
 def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) -> dg.SensorResult:
-    accepted, rejected = inbox.process(home.paths, home.policy, min_age_s=current().inbox_min_age)
+    accepted, rejected = inbox.process(
+        home.paths, home.policy, min_age_s=current().inbox_min_age, busy=lambda eid: _busy(context.instance, eid)
+    )
     for r in rejected:
         context.log.warning(f"rejected {r.file}: {r.error}")
     if not accepted:
@@ -31,4 +33,18 @@ def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) 
             for a in accepted
         ],
         dynamic_partitions_requests=[exports.build_add_request(new_keys)] if new_keys else [],
+    )
+
+
+def _busy(instance: dg.DagsterInstance, export_id: str) -> str | None:
+    """The run still queued or working on this export, if one is (a new file for it waits its turn)."""
+    waiting = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    records = instance.get_run_records(dg.RunsFilter(tags={EXPORT_TAG: export_id}, statuses=waiting), limit=1)
+    return (
+        f"run {records[0].dagster_run.run_id[:8]} ({records[0].dagster_run.status.value.lower()})" if records else None
     )
