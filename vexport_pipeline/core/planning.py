@@ -109,8 +109,8 @@ def _work_problem(targets: list[EncodeSettings], timeline: Timeline) -> list[str
     if gpx <= budget:
         return []
     return [
-        f"targets: {len(targets)} targets over {seconds:.0f} s of output are {gpx:,.0f} gigapixels to encode, over the"
-        f" work budget of {budget:,.0f} (VEXPORT_MAX_WORK); split the export or raise the budget"
+        f"targets: {len(targets)} target(s) over {seconds:.1f} s of output are {gpx:,.4g} gigapixels to encode, over"
+        f" the work budget of {budget:,.4g} (VEXPORT_MAX_WORK); split the export or raise the budget"
     ]
 
 

@@ -58,5 +58,17 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             continue
         instance.report_run_failed(run, f"the process running it (pid {run.tags.get(PID_TAG)}) is gone")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        _sweep_partials(run.tags.get(EXPORT_TAG))
         reaped.append(run.run_id)
     return reaped
+
+
+def _sweep_partials(export_id: str | None) -> None:
+    """What a killed run was still writing (`.NAME.partial.EXT`, two-pass logs) in its export's work folder."""
+    from vexport_pipeline.core.settings import current
+
+    if not export_id or "/" in export_id or export_id.startswith("."):
+        return
+    folder = current().paths.work / export_id
+    for p in folder.rglob(".*.partial*") if folder.is_dir() else []:
+        p.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """The Dagster layer: definitions load, the whole graph materializes, the gate blocks, the sensor is idempotent."""
 
+import os
 import shutil
 
 import dagster as dg
@@ -312,3 +313,51 @@ def test_the_inbox_refuses_links_to_files_elsewhere(home, media, tmp_path):
     assert not accepted and sorted(r.file for r in rejected) == ["passwd.mp4", "stolen.mp4"]
     assert "only regular files" in (home.inbox / "rejected" / "stolen.mp4.error.txt").read_text()
     assert not list(home.registry.glob("*.json")) and private.exists()
+
+
+def test_one_bad_inbox_file_never_stops_the_sensor_or_the_good_files(home, media, tmp_path, monkeypatch):
+    """Every hostile kind of inbox file in one tick: each is rejected with its reason, the good manifest is
+    still accepted and requested, and a second file for an id already taken is refused, not swapped in."""
+    monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
+    private = tmp_path / "private.mp4"
+    shutil.copy(media["av"], private)
+    inbox_dir = home.inbox
+    shutil.copy(media["av"], inbox_dir / "clip.mp4")
+    (inbox_dir / "good.yaml").write_text("id: good\nsource: clip.mp4\ntargets: [{preset: web_720p, quality: draft}]\n")
+    (inbox_dir / "nul.yaml").write_text('source: "clip\\0.mp4"\ntargets: [{preset: web_720p}]\n')
+    (inbox_dir / "deep.yaml").write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    (inbox_dir / "dup.json").write_text('{"source": "clip.mp4", "source": "x.mp4", "targets": []}')
+    (inbox_dir / "loop.mp4").symlink_to(inbox_dir / "loop.mp4")
+    (inbox_dir / ("l" * 250 + ".mp4")).write_bytes(b"not a video")
+    os.mkfifo(inbox_dir / "fifo.yaml")
+    os.link(private, inbox_dir / "hardlink.mp4")
+    (inbox_dir / "text.mp4").write_text("hello\n")
+    (inbox_dir / "hls.mp4").write_text("#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/a.ts\n")
+    shutil.copy(media["av"], inbox_dir / "promo-source.mp4")
+    (inbox_dir / "promo.yaml").write_text(
+        "id: promo\nsource: promo-source.mp4\ntargets: [{preset: web_720p, quality: draft}]\n"
+    )
+    shutil.copy(media["silent"], inbox_dir / "Promo.mp4")  # the same id, promo, from a bare video
+    resource = HomeResource(root=str(home.root), media_roots=[str(media["dir"])])
+    with dg.instance_for_test() as instance:
+        result = composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
+        assert sorted(r.partition_key for r in result.run_requests) == ["good", "promo"]
+    rejected = {p.name[: -len(".error.txt")][:20]: p.read_text() for p in (inbox_dir / "rejected").glob("*.error.txt")}
+    reasons = {
+        "nul.yaml": "NUL byte",
+        "deep.yaml": "nested too deeply",
+        "dup.json": "given twice",
+        "loop.mp4": "symbolic link",
+        "l" * 20: "not a readable media file",
+        "fifo.yaml": "not a regular file",
+        "hardlink.mp4": "hard link",
+        "text.mp4": "not a readable media file",
+        "hls.mp4": "not a readable media file",
+        "Promo.mp4": "export id 'promo' is already in use by promo.yaml",
+    }
+    assert set(rejected) == set(reasons), rejected
+    for name, needle in reasons.items():
+        assert needle in rejected[name], (name, rejected[name])
+    assert [p.name for p in inbox_dir.iterdir() if not p.is_dir()] == []
+    assert sorted(p.stem for p in home.registry.glob("*.json")) == ["good", "promo"]
+    assert private.exists()

@@ -7,6 +7,7 @@ root, so a video referenced by a manifest is not also taken as a bare video.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -52,9 +53,14 @@ def default_profile() -> dict:
 
 def _aside(src: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    dst = folder / src.name
-    if dst.exists():
-        dst = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{src.name}"
+    name = (
+        src.name
+        if len(src.name) <= 180
+        else f"{src.name[:150]}-{hashlib.sha256(src.name.encode()).hexdigest()[:8]}{src.suffix[:10]}"
+    )
+    dst = folder / name
+    if os.path.lexists(dst):
+        dst = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{name}"
     os.replace(src, dst)
     return dst
 
@@ -144,7 +150,7 @@ def process(
     manifests = [p for p in entries if p.suffix.lower() in MANIFEST_EXTS]
     claimed = _claimed(manifests)
     taken: dict[str, str] = {}
-    for p in entries:
+    for p in sorted(entries, key=lambda p: (p.suffix.lower() not in MANIFEST_EXTS, p.name)):  # explicit ids first
         is_manifest = p.suffix.lower() in MANIFEST_EXTS
         if not is_manifest and (p.suffix.lower() not in VIDEO_EXTS or os.path.normpath(p) in claimed):
             continue

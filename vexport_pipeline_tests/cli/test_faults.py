@@ -1,0 +1,104 @@
+"""Faults a real deployment meets: `kill -9` of an export mid-encode, two first runs racing on a fresh
+home. Each is followed by a successful export, so nothing was left stuck (pool slots, partial files,
+orphan FFmpeg)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from vexport_pipeline_tests.conftest import make_clip, write_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def start(manifest: Path, env: dict, out: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("vexport")
+    return subprocess.Popen(
+        [str(exe), "export", str(manifest), "--json", str(out)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture
+def fresh(tmp_path, media, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = tmp_path / "home"
+    return home, {"VEXPORT_HOME": str(home), "VEXPORT_MEDIA_ROOTS": str(media["dir"])}
+
+
+def quick_manifest(folder: Path, media, export_id: str) -> Path:
+    return write_manifest(
+        folder,
+        {"id": export_id, "source": str(media["av"]), "segments": [{"start": 0, "end": 1}], "targets": [
+            {"format": "mp4", "video_codec": "h264", "resolution": "640x360", "crf": 28}
+        ]},
+        name=f"{export_id}.yaml",
+    )  # fmt: skip
+
+
+def test_kill_9_mid_encode_leaves_no_orphan_and_the_next_export_runs(fresh, media, tmp_path):
+    home, env = fresh
+    long_src = make_clip(media["dir"] / "long-for-kill.mp4", seconds=30, size="1280x720")
+    slow = write_manifest(
+        tmp_path,
+        {"id": "slow", "source": str(long_src), "targets": [
+            {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "crf": 18}
+        ]},
+        name="slow.yaml",
+    )  # fmt: skip
+    proc = start(slow, env, tmp_path / "slow.json")
+    deadline, partial = time.monotonic() + 240, []
+    while time.monotonic() < deadline and not partial:
+        time.sleep(0.3)
+        partial = list((home / "work").rglob(".*.partial.*")) if (home / "work").exists() else []
+        assert proc.poll() is None, proc.stdout.read()
+    assert partial, "the encode never started"
+    encoders = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ffmpeg" in p.name()]
+    assert encoders
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(encoders, timeout=5)
+    assert not alive, "FFmpeg outlived the kill -9 of its export"
+
+    started = time.monotonic()
+    nxt = start(quick_manifest(tmp_path, media, "after-kill"), env, tmp_path / "after.json")
+    try:
+        output, _ = nxt.communicate(timeout=300)
+    finally:
+        nxt.kill()
+    assert nxt.returncode == 0, output
+    assert json.loads((tmp_path / "after.json").read_text())["status"] == "delivered"
+    assert time.monotonic() - started < 300
+    assert not list((home / "work").rglob(".*.partial.*")), "the killed run's partial file was not swept"
+
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"vexport/export": "slow"}))
+            assert [r.status for r in runs] == [dg.DagsterRunStatus.FAILURE]
+            assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def test_two_first_exports_racing_on_a_fresh_home_both_succeed(fresh, media, tmp_path):
+    home, env = fresh
+    procs = [start(quick_manifest(tmp_path, media, f"race{n}"), env, tmp_path / f"race{n}.json") for n in (1, 2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+        assert "already exists" not in out
+    for n in (1, 2):
+        assert json.loads((tmp_path / f"race{n}.json").read_text())["status"] == "delivered"
