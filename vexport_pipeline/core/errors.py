@@ -40,7 +40,8 @@ class ManifestError(InputError):
     def __init__(self, problems: list[str], *, file: str | None = None):
         self.problems = problems
         head = f"{file}: invalid composition" if file else "invalid composition"
-        super().__init__(head + "\n  " + "\n  ".join(problems), code=self.default_code)
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more problems"] if len(problems) > 20 else [])
+        super().__init__(head + "\n  " + "\n  ".join(shown), code=self.default_code)
 
 
 class ProcessingError(VexportError):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 from vexport_pipeline.core.errors import InputError
-from vexport_pipeline.core.media.probe import MediaInfo, check_decodable_to
+from vexport_pipeline.core.media.probe import MediaInfo, check_decodable_to, timestamp_jumps
 from vexport_pipeline.core.media.timeline import Timeline, build_timeline
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook, fit_size_cap, unique_labels
+from vexport_pipeline.core.timecode import fmt_clock
 
 # The least video bitrate a platform could accept for a picture (bits per pixel per frame). Below it a
 # size cap cannot be met at any bitrate worth encoding.
@@ -142,7 +144,17 @@ def plan_checked(comp: Composition, info: MediaInfo, book: PresetBook | None = N
     """`plan_export`, then the source read where the plan needs it: a file whose data stops before the last
     selected second (truncated after its index) is refused as bad media before anything is encoded."""
     plan = plan_export(comp, info, book)
-    end = max(end for clip in plan.timeline.clips for _, end in clip.ranges)
+    ranges = [r for clip in plan.timeline.clips for r in clip.ranges]
+    for before, after in timestamp_jumps(info):
+        if any(start < after and end > before for start, end in ranges):
+            raise InputError(
+                f"{Path(info.path).name}: the timestamps jump from {fmt_clock(before)} to {fmt_clock(after)} (a gap of"
+                f" {after - before:.0f} s with no pictures); the source has a discontinuity, so pick segments on one"
+                " side of it",
+                where="source",
+                code="media_discontinuity",
+            )
+    end = max(end for _, end in ranges)
     if info.video and info.video.duration:  # pictures may stop before the audio does: that is not damage
         end = min(end, info.video.duration)
     check_decodable_to(info, end)

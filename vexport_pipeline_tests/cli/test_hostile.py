@@ -45,6 +45,14 @@ def hostile(tmp_path_factory, media):
         "-movflags", "+faststart", str(full),
     )  # fmt: skip
     (d / "truncated.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    parts = []
+    for n, offset in enumerate((0, 36000)):  # a recorder restarting: the second part's clock is 10 hours on
+        parts.append(d / f"part{n}.ts")
+        _ffmpeg(
+            "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=1", "-c:v", "libx264", "-preset", "ultrafast",
+            "-output_ts_offset", offset, "-f", "mpegts", parts[-1],
+        )  # fmt: skip
+    (d / "jump.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
     return d
 
 
@@ -130,6 +138,7 @@ CASES = [
     manifest_case("source-ffconcat", m(source="concat.mp4"), "concat.mp4"),
     manifest_case("source-empty", m(source="empty.mp4"), "empty.mp4"),
     manifest_case("source-truncated", m(source="truncated.mp4"), "truncated.mp4 is truncated"),
+    manifest_case("source-ts-timestamp-jump", m(source="jump.ts"), "the timestamps jump from 00:00:01.000 to 10:00"),
     # segments and caps
     manifest_case("segment-reversed", m(segments=[{"start": 2, "end": 1}]), "segments[0]: start"),
     manifest_case("segment-1ms", m(segments=[{"start": 1, "end": 1.001}]), "segments[0]"),

@@ -422,3 +422,27 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
         where="source",
         code="media_truncated",
     )
+
+
+def timestamp_jumps(info: MediaInfo, *, min_gap: float = 5.0, limit: int = 10) -> list[tuple[float, float]]:
+    """(before, after) times, from the start, where an MPEG-TS/M2TS source's video timestamps jump by more
+    than `min_gap` seconds (a broadcast splice, a recorder restarting): the probed duration then counts time
+    that holds no pictures. Demux only; other containers do not carry such discontinuities."""
+    if "mpegts" not in info.format_name or info.video is None:
+        return []
+    out: list[tuple[float, float]] = []
+    with av.open(str(info.path), options=SAFE_OPTIONS) as container:
+        stream = container.streams.video[0]
+        base, last = None, None
+        for packet in container.demux(stream):
+            if packet.dts is None:
+                continue
+            t = float(packet.dts * stream.time_base)
+            base = t if base is None else base
+            if last is not None and abs(t - last) > min_gap:
+                frame = 1 / info.video.fps if info.video.fps else 0.0  # the last picture lasts one frame
+                out.append((round(last - base + frame, 3), round(t - base, 3)))
+                if len(out) >= limit:
+                    break
+            last = t
+    return out
