@@ -88,6 +88,19 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
     kept = json.loads((home.store / "teaser" / "current" / "summary.json").read_text())
     assert kept["renditions"][0]["sha256"] == data["renditions"][0]["sha256"]
 
+    # the same export again: every file from the cache, equal to what is delivered, so that version is reused
+    again = tmp_path / "again.json"
+    proc = vexport("export", manifest, "--json", again)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    second = json.loads(again.read_text())
+    assert second["status"] == "delivered" and second["unchanged"] is True
+    assert [r["path"] for r in second["renditions"]] == [r["path"] for r in data["renditions"]]
+    versions = [p for p in (home.store / "teaser").iterdir() if not p.name.startswith(".") and p.name != "current"]
+    assert len(versions) == 1, versions
+    assert second["renditions"][0]["links"][0]["url"] != data["renditions"][0]["links"][0]["url"]  # new links
+    strays = [p for p in home.work.rglob(".*") if p.is_file()]
+    assert strays == [], strays
+
 
 @pytest.mark.parametrize(
     "case,needle",

@@ -46,6 +46,19 @@ def check_deliverable(store: Store, export_id: str, outcome: ValidationOutcome) 
         )
 
 
+def unchanged_version(store: Store, export_id: str, files: dict[str, str], bundle: str | None) -> Version | None:
+    """The delivered version, if it holds exactly these files (delivered name -> sha256) and the same bundle:
+    an unchanged re-export reuses it instead of adding a copy."""
+    current = store.current(export_id)
+    data = store.read_record(current, SUMMARY) if current else None
+    if not data:
+        return None
+    before = json.loads(data)
+    had = {Path(r["path"] or r["uri"]).name: r["sha256"] for r in before.get("renditions", [])}
+    had_bundle = [Path(b["path"] or b["uri"]).name for b in before.get("bundles", [])]
+    return current if had == files and had_bundle == ([bundle] if bundle else []) else None
+
+
 def publish(store: Store, export_id: str, files: dict[str, Path], *, bundle: str | None, work: Path) -> Version:
     """Stage every file (and the ZIP of them all, if `bundle` names one) and commit them as one version.
     On any failure the version is dropped whole: nothing of it is visible."""

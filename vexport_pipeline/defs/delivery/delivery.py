@@ -2,7 +2,7 @@ import dagster as dg
 
 from vexport_pipeline.core.delivery import summary
 from vexport_pipeline.core.delivery.links import LinkPolicy, mint
-from vexport_pipeline.core.delivery.publish import SUMMARY, check_deliverable, publish
+from vexport_pipeline.core.delivery.publish import SUMMARY, check_deliverable, publish, unchanged_version
 from vexport_pipeline.core.delivery.stores import Store, Version
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media.timeline import Timeline
@@ -41,7 +41,10 @@ def delivery(
         files = {r.delivered_name: r.path for r in renditions}
         bundle = f"{comp.id}.zip" if comp.delivery.zip else None
         # the files first, committed whole; links and the summary only for a version that exists
-        v = publish(target, comp.id, files, bundle=bundle, work=home.paths.work / comp.id)
+        same = unchanged_version(target, comp.id, {r.delivered_name: r.sha256 for r in renditions}, bundle)
+        v = same or publish(target, comp.id, files, bundle=bundle, work=home.paths.work / comp.id)
+        if same:
+            context.log.info(f"unchanged: the files equal version {same.version}, which is reused (new links only)")
         event_store, signer = events.get(), links.signer()
         policy = LinkPolicy(comp.delivery.link_ttl, comp.delivery.max_downloads, tuple(comp.delivery.allow_ips))
 
@@ -76,6 +79,8 @@ def delivery(
             renditions=blocks,
             bundles=bundles,
         )
+        if same:
+            data["unchanged"] = True
         target.write_record(v, SUMMARY, summary.dump_json(data))
     folder = target.local_path(v, "")
     return dg.Output(
@@ -83,6 +88,7 @@ def delivery(
         metadata={
             "folder": dg.MetadataValue.path(str(folder)) if folder else target.url(v, ""),
             "version": v.version,
+            "unchanged": bool(same),
             "files": len(files),
             "bundles": len(bundles),
             "total_bytes": sum(r.size_bytes for r in renditions),
