@@ -102,3 +102,72 @@ def test_two_first_exports_racing_on_a_fresh_home_both_succeed(fresh, media, tmp
         assert "already exists" not in out
     for n in (1, 2):
         assert json.loads((tmp_path / f"race{n}.json").read_text())["status"] == "delivered"
+
+
+def slow_manifest(folder: Path, media, export_id: str) -> Path:
+    long_src = media["dir"] / "long-for-kill.mp4"
+    if not long_src.exists():
+        make_clip(long_src, seconds=30, size="1280x720")
+    return write_manifest(
+        folder,
+        {"id": export_id, "source": str(long_src), "targets": [
+            {"format": "mp4", "video_codec": "h264", "resolution": "1080p", "crf": 18}
+        ]},
+        name=f"{export_id}.yaml",
+    )  # fmt: skip
+
+
+def assert_clean_and_next_export_delivers(home: Path, env: dict, media, tmp_path: Path) -> None:
+    assert not list((home / "work").rglob(".*.partial*")), "a partial file was left behind"
+    store = home / "store"
+    assert not store.exists() or not list(store.rglob("*.mp4")), "something was delivered"
+    assert [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()] == []
+    nxt = start(quick_manifest(tmp_path, media, "next"), env, tmp_path / "next.json")
+    output, _ = nxt.communicate(timeout=300)
+    assert nxt.returncode == 0, output
+    assert json.loads((tmp_path / "next.json").read_text())["status"] == "delivered"
+
+
+def test_ffmpeg_killed_mid_encode_fails_the_export_cleanly(fresh, media, tmp_path):
+    home, env = fresh
+    proc = start(slow_manifest(tmp_path, media, "victim"), env, tmp_path / "victim.json")
+    deadline, encoders = time.monotonic() + 240, []
+    while time.monotonic() < deadline and not encoders:
+        time.sleep(0.3)
+        if (home / "work").exists() and list((home / "work").rglob(".*.partial.*")):
+            encoders = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ffmpeg" in p.name()]
+    assert encoders, "the encode never started"
+    for p in encoders:
+        p.kill()
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    summary = json.loads((tmp_path / "victim.json").read_text())
+    assert summary["status"] == "failed" and "FFmpeg was stopped by SIGKILL" in summary["errors"][0]["message"]
+    assert "Traceback" not in output
+    assert_clean_and_next_export_delivers(home, env, media, tmp_path)
+
+
+def test_disk_full_during_encode_fails_the_export_cleanly(fresh, media, tmp_path):
+    """The file-size limit stands in for a full disk: FFmpeg's write fails past 4 MB (SIGXFSZ)."""
+    import resource
+
+    home, env = fresh
+    manifest = slow_manifest(tmp_path, media, "toobig")
+    exe = Path(sys.executable).with_name("vexport")
+
+    def limit():  # pragma: no cover - runs in the child
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    proc = subprocess.run(
+        [str(exe), "export", str(manifest), "--json", str(tmp_path / "toobig.json")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "toobig.json").read_text())
+    assert summary["status"] == "failed" and "SIGXFSZ" in summary["errors"][0]["message"], summary
+    assert "Traceback" not in proc.stdout
+    assert_clean_and_next_export_delivers(home, env, media, tmp_path)

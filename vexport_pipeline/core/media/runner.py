@@ -189,7 +189,18 @@ def _follow(
             raise EncodeError(f"timed out after {timeout:.0f} s", where=where, code="encode_timeout")
 
 
+_SIGNAL_CAUSES = {
+    "SIGXFSZ": " (a file grew past the size limit: the disk or quota is full, or ulimit -f)",
+    "SIGKILL": " (killed: out of memory, or by an operator)",
+    "SIGSEGV": " (FFmpeg crashed, perhaps on damaged input)",
+}
+
+
 def _check(rc: int, stderr: str, outputs: list[Path], where: str) -> None:
+    if rc < 0:  # killed by a signal: say which, and what usually sends it
+        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else f"signal {-rc}"
+        why = _SIGNAL_CAUSES.get(name, "")
+        raise EncodeError(f"FFmpeg was stopped by {name}{why}: {stderr.strip()[-500:] or 'no message'}", where=where)
     if rc != 0:
         tail = stderr.strip()[-2000:]
         raise EncodeError(f"FFmpeg exited with code {rc}: {tail or 'no message'}", where=where)
