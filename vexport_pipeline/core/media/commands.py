@@ -15,6 +15,7 @@ import ffmpeg
 from vexport_pipeline.core.errors import EncodeError
 from vexport_pipeline.core.spec.presets import PRORES_PROFILES, EncodeSettings
 
+from . import graph
 from .hardware import hardware_args
 from .loudness import LoudnessPlan
 from .timeline import Clip
@@ -24,6 +25,7 @@ VPX_CPU_USED = {
     "vp9": {"draft": 6, "low": 5, "standard": 4, "medium": 4, "high": 3, "master": 2},
     "vp8": {"draft": 5, "low": 4, "standard": 3, "medium": 3, "high": 2, "master": 1},
 }
+graph.install()  # ffmpeg-python's own graph sort is quadratic in the number of segments
 GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
 
 

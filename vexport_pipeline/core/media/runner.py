@@ -8,10 +8,12 @@ from __future__ import annotations
 import collections
 import ctypes
 import logging
+import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +25,7 @@ from vexport_pipeline.core.errors import EncodeError
 log = logging.getLogger("vexport.ffmpeg")
 PR_SET_PDEATHSIG = 1
 _live: dict[subprocess.Popen, str] = {}  # running FFmpeg -> name of the thread that started it
+_scripts: dict[subprocess.Popen, Path] = {}  # a long filter graph's file, removed when its FFmpeg ends
 _live_lock = threading.Lock()
 
 
@@ -30,21 +33,47 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+LONG_GRAPH = 32 * 1024  # a filter graph longer than this goes through a file (one argument may not pass 128 KiB)
+
+
+def _graph_file(argv: list[str]) -> tuple[list[str], Path | None]:
+    """`-filter_complex GRAPH` as `-/filter_complex FILE` when the graph is long (hundreds of segments):
+    Linux refuses a single argument over 128 KiB ('Argument list too long')."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-filter_complex" and len(argv[i + 1]) > LONG_GRAPH:
+            fd, name = tempfile.mkstemp(prefix="vexport-graph-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(argv[i + 1])
+            return [*argv[:i], "-/filter_complex", name, *argv[i + 2 :]], Path(name)
+    return argv, None
+
+
 def _popen(argv: list[str], **kw) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        **kw,
-    )
+    argv, script = _graph_file(argv)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            **kw,
+        )
+    except BaseException:
+        if script:
+            script.unlink(missing_ok=True)
+        raise
     with _live_lock:
         _live[proc] = threading.current_thread().name
+        if script:
+            _scripts[proc] = script
     return proc
 
 
 def _forget(proc: subprocess.Popen) -> None:
     with _live_lock:
         _live.pop(proc, None)
+        script = _scripts.pop(proc, None)
+    if script:
+        script.unlink(missing_ok=True)
 
 
 def stop_started_by(thread_prefix: str) -> None:

@@ -157,3 +157,42 @@ def test_matching_aspect_scales_without_pad_or_crop():
     graph = argv[argv.index("-filter_complex") + 1]
     assert "scale=1280:720[" in graph and "pad=1280:720" not in graph  # 16:9 into 16:9: a plain scale
     assert "crop=1080:1920" in graph  # 16:9 into 9:16 still crops
+
+
+def test_the_linear_graph_sort_builds_the_same_command_as_ffmpeg_python_and_copes_with_the_segment_cap():
+    """ffmpeg-python's own sort is quadratic (500 segments: seconds to minutes); ours must give the same argv."""
+    import ffmpeg._run
+    import ffmpeg.dag
+
+    from vexport_pipeline.core.media import graph
+
+    targets = [resolve(preset="web_720p"), resolve(format="webm", resolution="360x640", fit="blur")]
+    outs = [Path("/work/a.mp4"), Path("/work/b.webm")]
+    clip = Clip(None, [(i * 1.0, i * 1.0 + 0.5) for i in range(40)], crossfade=0.0)
+    built = []
+    for sorter in (ffmpeg.dag.topo_sort, graph.topo_sort):
+        ffmpeg._run.topo_sort = sorter
+        try:
+            built.append(build_clip_command("ffmpeg", Path(SOURCE.path), clip, targets, outs, source_has_audio=True))
+        finally:
+            graph.install()
+    assert built[0] == built[1]
+    big = Clip(None, [(i * 0.1, i * 0.1 + 0.05) for i in range(500)])
+    argv = build_clip_command("ffmpeg", Path(SOURCE.path), big, targets[:1], outs[:1], source_has_audio=True)
+    assert argv.count("-i") == 500 and len(argv[argv.index("-filter_complex") + 1]) > 32 * 1024
+
+
+def test_a_filter_graph_too_long_for_one_argument_goes_through_a_file(tmp_path):
+    import tempfile
+
+    from vexport_pipeline.core.media.runner import run_ffmpeg
+    from vexport_pipeline.core.settings import ffmpeg_exe
+
+    chain = "[0:v]" + " " * 150_000 + "null[out]"  # 150 KB (FFmpeg skips the blanks): over Linux's 128 KiB per argument
+    out = tmp_path / "o.mp4"
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1"]
+    argv += ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=5:d=1", "-filter_complex", chain, "-map", "[out]", str(out)]
+    before = set(Path(tempfile.gettempdir()).glob("vexport-graph-*"))
+    run_ffmpeg(argv, duration=1, outputs=[out])
+    assert out.stat().st_size > 0
+    assert set(Path(tempfile.gettempdir()).glob("vexport-graph-*")) == before  # the graph file is gone again
