@@ -443,6 +443,7 @@ def bench_validation(quick: bool) -> dict:
     VMAF/PSNR/SSIM against the source) vs encoding it; goal: validation <= half the encode."""
     from vexport_pipeline.core.validation.checks import check_file
     from vexport_pipeline.core.validation.export import in_parallel
+    from vexport_pipeline.core.validation.vmaf import score_clip
 
     seconds = 6 if quick else 30
     info = source(1920, 1080, seconds)
@@ -455,11 +456,17 @@ def bench_validation(quick: bool) -> dict:
     reports = {}
 
     def validate() -> None:
-        reports["last"] = in_parallel(  # as validate_export runs them
-            lambda ps: check_file(
-                ps[0], ps[1], expected_duration=clip.duration, source_has_audio=info.has_audio, reference=(info, clip)
+        scored = score_clip(list(zip(outs, settings)), info, clip)  # as validate_export: one pass per clip
+        reports["last"] = in_parallel(
+            lambda n: check_file(
+                outs[n],
+                settings[n],
+                expected_duration=clip.duration,
+                source_has_audio=info.has_audio,
+                reference=(info, clip),
+                scored=scored[n],
             ),
-            zip(outs, settings),
+            range(len(outs)),
         )
 
     times = alternate({"encode": lambda: render_clip(info, clip, settings, outs), "validate": validate}, RUNS)

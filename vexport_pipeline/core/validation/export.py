@@ -7,13 +7,16 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
+from vexport_pipeline.core.errors import VexportError
 from vexport_pipeline.core.media.runner import stop_started_by
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 from vexport_pipeline.core.validation.checks import check_file, load_brands
 from vexport_pipeline.core.validation.retry import improve
 from vexport_pipeline.core.validation.verdict import Issue, verdict
+from vexport_pipeline.core.validation.vmaf import score_clip
 
 
 def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | None:
@@ -32,6 +35,8 @@ def validate_export(source: ExportSource, timeline: Timeline, renditions: list[R
     loudness = loudness_target(source, brand)
     clips = {c.clip_id: c for c in timeline.clips}
 
+    scores = score_by_clip(source, clips, renditions, comp.validation.quality)
+
     def check(r: Rendition) -> Checked:
         report = check_file(
             r.path,
@@ -42,6 +47,7 @@ def validate_export(source: ExportSource, timeline: Timeline, renditions: list[R
             loudness_target=loudness,
             reference=(source.info, clips[r.clip_id]),
             quality=comp.validation.quality,
+            scored=scores.get(r.path),
             brand=brand,
         )
         return Checked(r.target, r.clip_id, report)
@@ -52,6 +58,28 @@ def validate_export(source: ExportSource, timeline: Timeline, renditions: list[R
             _, c = improve(source, timeline, r, c, check, brand.get("min_vmaf"))
         out.append(c)
     return out
+
+
+def score_by_clip(source: ExportSource, clips: dict, renditions: list[Rendition], quality: str) -> dict[Path, dict]:
+    """VMAF/PSNR/SSIM of every rendition, one FFmpeg pass per clip over one decode of its source timeline. A
+    clip whose pass fails (a rendition it cannot read) is left out: its checks then score each file alone
+    and report what is wrong with it."""
+    if quality == "off":
+        return {}
+    by_clip: dict = {}
+    for r in renditions:
+        by_clip.setdefault(r.clip_id, []).append(r)
+
+    def one(group: list[Rendition]) -> dict[Path, dict]:
+        try:
+            found = score_clip(
+                [(r.path, r.settings) for r in group], source.info, clips[group[0].clip_id], full=quality == "full"
+            )
+        except VexportError:
+            return {}
+        return {r.path: q for r, q in zip(group, found)}
+
+    return {path: q for part in in_parallel(one, by_clip.values()) for path, q in part.items()}
 
 
 def in_parallel(fn: Callable, items: Iterable) -> list:

@@ -50,36 +50,35 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def _graph(rendition: Path, source: MediaInfo, clip: Clip, s: EncodeSettings, sub: int, logs: tuple[Path, Path]):
+def _vmaf(dist, ref, model: str, sub: int, log: Path, features: bool):
+    kw = {"feature": "name=psnr|name=float_ssim"} if features else {}
+    return ffmpeg.filter(
+        [dist, ref], "libvmaf", model=f"version={model}", n_threads=2, n_subsample=sub, log_fmt="json",
+        log_path=str(log), **kw,
+    )  # fmt: skip
+
+
+def _graph(items: list[tuple[Path, EncodeSettings]], source: MediaInfo, clip: Clip, sub: int, logs: list):
+    """One FFmpeg process for every rendition of one clip: the source timeline is decoded once and split to
+    each rendition's reference (and, where the rendition shows the whole picture, the source-size figure)."""
     size = (source.video.display_width, source.video.display_height)
     w, h = size[0] - size[0] % 2, size[1] - size[1] % 2
-    src = clip_video(Path(source.path), clip).filter_multi_output("split", 2)
-    dist = ffmpeg.input(f"file:{rendition}", protocol_whitelist="file").video.filter_multi_output("split", 2)
-    at_size = ffmpeg.filter(
-        [rendition_picture(dist[0], s, size), scaled_reference(src[0], s, size)],
-        "libvmaf",
-        model=f"version={model_for(s)}",
-        n_threads=2,
-        n_subsample=sub,
-        feature="name=psnr|name=float_ssim",
-        log_fmt="json",
-        log_path=str(logs[0]),
-    )
-    full_ref = ffmpeg.filter(
-        [
-            as_sdr_tv(dist[1].filter("scale", w, h, flags="bicubic").filter("setpts", "PTS-STARTPTS")),
-            as_sdr_tv(src[1].filter("fps", fps=s.fps).filter("scale", w, h).filter("setpts", "PTS-STARTPTS")),
-        ],
-        "libvmaf",
-        model=f"version={VMAF_4K_MODEL if min(w, h) >= 2160 else VMAF_MODEL}",
-        n_threads=2,
-        n_subsample=sub * SOURCE_SIZE_EVERY,
-        log_fmt="json",
-        log_path=str(logs[1]),
-    )
-    if not same_picture(size, s):  # cropped, padded or blurred: the source-size figure would compare apples to pears
-        return ffmpeg.output(at_size, "-", f="null")
-    return ffmpeg.merge_outputs(ffmpeg.output(at_size, "-", f="null"), ffmpeg.output(full_ref, "-", f="null"))
+    whole = [same_picture(size, s) for _, s in items]
+    src = clip_video(Path(source.path), clip).filter_multi_output("split", len(items) + sum(whole))
+    refs, outs = iter(range(len(items) + sum(whole))), []
+    for (rendition, s), full, (log, source_log) in zip(items, whole, logs):
+        dist = ffmpeg.input(f"file:{rendition}", protocol_whitelist="file").video
+        dist = dist.filter_multi_output("split", 2) if full else [dist]
+        pair = [rendition_picture(dist[0], s, size), scaled_reference(src[next(refs)], s, size)]
+        outs.append(ffmpeg.output(_vmaf(*pair, model_for(s), sub, log, True), "-", f="null"))
+        if full:  # the whole picture only: for a crop, pad or blur a source-size figure compares apples to pears
+            up = as_sdr_tv(dist[1].filter("scale", w, h, flags="bicubic").filter("setpts", "PTS-STARTPTS"))
+            ref = as_sdr_tv(
+                src[next(refs)].filter("fps", fps=s.fps).filter("scale", w, h).filter("setpts", "PTS-STARTPTS")
+            )
+            model = VMAF_4K_MODEL if min(w, h) >= 2160 else VMAF_MODEL
+            outs.append(ffmpeg.output(_vmaf(up, ref, model, sub * SOURCE_SIZE_EVERY, source_log, False), "-", f="null"))
+    return ffmpeg.merge_outputs(*outs)
 
 
 def score(
@@ -94,18 +93,34 @@ def score(
 ) -> dict:
     """{'model', 'vmaf_mean', 'vmaf_p5', 'vmaf_min', 'psnr_mean', 'ssim_mean', 'frames', 'per_frame',
     'vmaf_source_size', ...}."""
+    return score_clip([(rendition, s)], source, clip, full=full, subsample=subsample, timeout=timeout)[0]
+
+
+def score_clip(
+    items: list[tuple[Path, EncodeSettings]],
+    source: MediaInfo,
+    clip: Clip,
+    *,
+    full: bool = False,
+    subsample: int | None = None,
+    timeout: float = 6 * 3600,
+) -> list[dict]:
+    """`score` for every rendition of one clip in one pass over one decode of the source timeline."""
     sub = 1 if full else (subsample or SUBSAMPLE)
+    where = str(items[0][0]) if len(items) == 1 else f"{len(items)} renditions of {Path(source.path).name}"
     with tempfile.TemporaryDirectory(prefix="vexport-vmaf-") as tmp:
-        logs = (Path(tmp) / "vmaf.json", Path(tmp) / "vmaf_source.json")
-        graph = _graph(rendition, source, clip, s, sub, logs)
+        logs = [(Path(tmp) / f"vmaf{n}.json", Path(tmp) / f"vmaf{n}_source.json") for n in range(len(items))]
+        graph = _graph(items, source, clip, sub, logs)
         argv = graph.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
         proc = capture(argv, timeout=timeout)
-        if proc.returncode != 0 or not logs[0].exists():
-            raise ProcessingError(
-                f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=str(rendition), code="quality_failed"
-            )
-        data = json.loads(logs[0].read_text())
-        at_source = json.loads(logs[1].read_text())["pooled_metrics"]["vmaf"]["mean"] if logs[1].exists() else None
+        if proc.returncode != 0 or not all(log.exists() for log, _ in logs):
+            raise ProcessingError(f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=where, code="quality_failed")
+        return [_result(log, source_log, s, sub) for (log, source_log), (_, s) in zip(logs, items)]
+
+
+def _result(log: Path, source_log: Path, s: EncodeSettings, sub: int) -> dict:
+    data = json.loads(log.read_text())
+    at_source = json.loads(source_log.read_text())["pooled_metrics"]["vmaf"]["mean"] if source_log.exists() else None
     frames = [f["metrics"] for f in data["frames"]]
     vmaf = [f["vmaf"] for f in frames]
     rate = float(Fraction(s.fps))

@@ -148,17 +148,21 @@ def test_interrupted_parallel_checks_stop_their_ffmpeg():
 
     def job(n):
         started.set()
-        return capture(long_encode("/dev/null")[:-2] + ["-f", "null", "-"]).returncode
+        return capture(long_encode("/dev/null")[:-2] + ["-f", "null", "-"], timeout=60).returncode
 
     def interrupt_soon():
         started.wait(10)
         time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes the caller blocked on the pool
 
-    threading.Thread(target=interrupt_soon, daemon=True).start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        in_parallel(job, range(4))
-    assert time.monotonic() - t0 < 15
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # earlier tests may have replaced it
+    try:
+        threading.Thread(target=interrupt_soon, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            in_parallel(job, range(4))
+        assert time.monotonic() - t0 < 15
+    finally:
+        signal.signal(signal.SIGINT, previous)
     time.sleep(0.2)
     assert ffmpeg_children() == []

@@ -57,6 +57,7 @@ def check_file(
     sync: SyncLimits = SyncLimits(),
     reference: tuple[MediaInfo, Clip] | None = None,
     quality: str = "sampled",
+    scored: dict | None = None,
     brand: dict | None = None,
 ) -> Report:
     """Every check on one file. `source_av_offset_ms` is the source's own offset (audio leads positive):
@@ -78,6 +79,7 @@ def check_file(
         sync=sync,
         reference=reference,
         quality=quality,
+        scored=scored,
         brand=brand or {},
     )
     for check in CHECKS:

@@ -27,6 +27,7 @@ class CheckContext:
     sync: SyncLimits = SyncLimits()
     reference: tuple[MediaInfo, Clip] | None = None
     quality: str = "sampled"
+    scored: dict | None = None  # the quality figures, when the clip's renditions were scored together
     brand: dict = field(default_factory=dict)
     measurements: dict = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)  # found so far, in check order

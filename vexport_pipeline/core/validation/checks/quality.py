@@ -14,7 +14,7 @@ def tier_floor(ctx: CheckContext) -> list[Issue]:
     if ctx.reference is None or ctx.quality == "off" or ctx.v is None or unreadable:
         return []
     source, clip = ctx.reference
-    q = score(ctx.path, source, clip, s, full=ctx.quality == "full")
+    q = dict(ctx.scored) if ctx.scored else score(ctx.path, source, clip, s, full=ctx.quality == "full")
     ctx.measurements["per_frame_vmaf"] = q.pop("per_frame")
     ctx.measurements["quality"] = q
     ctx.vmaf = q["vmaf_mean"]
