@@ -168,8 +168,10 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         assert sorted(p.name for p in home.inbox.iterdir() if p.is_file()) == []
         assert (home.media / "inbox" / "promo" / "clip.mp4").exists()  # the manifest's video is not a bare video
 
+        # the next tick asks again for the same run keys (nothing new for Dagster to launch: it drops keys it
+        # has seen), so a tick that died after taking the files still gets its runs
         second = composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
-        assert not second.run_requests
+        assert sorted(r.run_key for r in second.run_requests) == sorted(r.run_key for r in first.run_requests)
 
         # the requested run succeeds through the job the sensor targets
         instance.add_dynamic_partitions("exports", ["promo"])
@@ -361,3 +363,22 @@ def test_one_bad_inbox_file_never_stops_the_sensor_or_the_good_files(home, media
     assert [p.name for p in inbox_dir.iterdir() if not p.is_dir()] == []
     assert sorted(p.stem for p in home.registry.glob("*.json")) == ["good", "promo"]
     assert private.exists()
+
+
+def test_a_tick_that_dies_after_taking_a_file_loses_no_run(home, media, monkeypatch):
+    """The inbox pass took the file (moved to accepted/, registered) but the tick never returned its run
+    request: the next tick asks for it, with the same run key."""
+    from vexport_pipeline.core.intake import inbox
+    from vexport_pipeline.core.settings import current
+
+    monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
+    shutil.copy(media["av"], home.inbox / "clip.mp4")
+    (home.inbox / "lost.yaml").write_text("id: lost\nsource: clip.mp4\ntargets: [{preset: web_720p, quality: draft}]\n")
+    [taken], _ = inbox.process(home, current().policy, min_age_s=0)  # the tick's work, then it "crashed"
+    assert (home.inbox / "accepted" / "lost.yaml").exists()
+    resource = HomeResource(root=str(home.root), media_roots=[str(media["dir"])])
+    with dg.instance_for_test() as instance:
+        result = composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("lost", taken.record.run_key)]
+    assert result.dynamic_partitions_requests[0].partition_keys == ["lost"]
+    assert registry.load(home, "lost").via == "inbox"

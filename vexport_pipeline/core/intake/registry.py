@@ -28,6 +28,7 @@ class Registered:
     manifest: str | None
     fingerprint: str  # changes when the composition or the source file changes
     registered_at: float
+    via: str = "cli"  # "inbox": taken by the sensor, which must see its run requested
 
     @property
     def export_id(self) -> str:
@@ -49,16 +50,20 @@ class Registered:
             "manifest": self.manifest,
             "fingerprint": self.fingerprint,
             "registered_at": self.registered_at,
+            "via": self.via,
         }
 
 
-def register(home: Home, comp: Composition, source_path: Path, *, manifest: Path | None = None) -> Registered:
+def register(
+    home: Home, comp: Composition, source_path: Path, *, manifest: Path | None = None, via: str = "cli"
+) -> Registered:
     record = Registered(
         comp,
         Path(source_path),
         str(manifest) if manifest else None,
         comp.fingerprint() + ":" + _stat_key(source_path),
         time.time(),
+        via,
     )
     home.registry.mkdir(parents=True, exist_ok=True)
     target = home.registry / f"{comp.id}.json"
@@ -80,4 +85,27 @@ def load(home: Home, export_id: str) -> Registered:
             f"no composition is registered for export {export_id!r}", where=str(path), code="export_unknown"
         ) from None
     comp = parse_composition(data["composition"], file=str(path))
-    return Registered(comp, Path(data["source_path"]), data.get("manifest"), data["fingerprint"], data["registered_at"])
+    return Registered(
+        comp,
+        Path(data["source_path"]),
+        data.get("manifest"),
+        data["fingerprint"],
+        data["registered_at"],
+        data.get("via", "cli"),
+    )
+
+
+def recent(home: Home, since: float, via: str = "inbox") -> list[Registered]:
+    """Records registered `via` the inbox since `since` (epoch seconds): the sensor asks for their runs again,
+    so a tick that failed after taking a file never loses its run (Dagster drops a run key it has seen)."""
+    out = []
+    for path in sorted(home.registry.glob("*.json")) if home.registry.is_dir() else []:
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            record = load(home, path.stem)
+        except (OSError, ValueError, KeyError, InputError):
+            continue  # a record that cannot be read is reported where it is used, not here
+        if record.via == via and record.registered_at >= since:
+            out.append(record)
+    return out

@@ -1,10 +1,15 @@
+import time
+from pathlib import Path
+
 import dagster as dg
 
-from vexport_pipeline.core.intake import inbox
+from vexport_pipeline.core.intake import inbox, registry
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.defs.jobs import EXPORT_TAG, export_job, run_tags
 from vexport_pipeline.defs.partitions import exports
 from vexport_pipeline.defs.resources import HomeResource
+
+RETRY_WINDOW_S = 24 * 3600  # inbox records whose run is asked for again on every tick
 
 
 @dg.sensor(
@@ -19,18 +24,21 @@ def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) 
     )
     for r in rejected:
         context.log.warning(f"rejected {r.file}: {r.error}")
-    if not accepted:
+    taken = {a.record.run_key for a in accepted}
+    again = [r for r in registry.recent(home.paths, time.time() - RETRY_WINDOW_S) if r.run_key not in taken]
+    records = [(a.record, a.file) for a in accepted] + [(r, Path(r.manifest or r.source_path).name) for r in again]
+    if not records:
         return dg.SensorResult(skip_reason="inbox empty" if not rejected else f"rejected {len(rejected)} file(s)")
-    ids = sorted({a.record.export_id for a in accepted})
+    ids = sorted({record.export_id for record, _ in records})
     new_keys = [k for k in ids if not context.instance.has_dynamic_partition(exports.name, k)]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=a.record.run_key,
-                partition_key=a.record.export_id,
-                tags={**run_tags(a.record.export_id, a.record.owner), "vexport/file": a.file},
+                run_key=record.run_key,  # Dagster launches each key once: asking again is safe
+                partition_key=record.export_id,
+                tags={**run_tags(record.export_id, record.owner), "vexport/file": file},
             )
-            for a in accepted
+            for record, file in records
         ],
         dynamic_partitions_requests=[exports.build_add_request(new_keys)] if new_keys else [],
     )
