@@ -148,7 +148,7 @@ def test_ffmpeg_killed_mid_encode_fails_the_export_cleanly(fresh, media, tmp_pat
 
 
 def test_disk_full_during_encode_fails_the_export_cleanly(fresh, media, tmp_path):
-    """The file-size limit stands in for a full disk: FFmpeg's write fails past 4 MB (SIGXFSZ)."""
+    """The file-size limit stands in for a full disk: FFmpeg's write fails past 1 MB (SIGXFSZ)."""
     import resource
 
     home, env = fresh
@@ -156,7 +156,7 @@ def test_disk_full_during_encode_fails_the_export_cleanly(fresh, media, tmp_path
     exe = Path(sys.executable).with_name("vexport")
 
     def limit():  # pragma: no cover - runs in the child
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
     proc = subprocess.run(
         [str(exe), "export", str(manifest), "--json", str(tmp_path / "toobig.json")],

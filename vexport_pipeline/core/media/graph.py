@@ -8,8 +8,6 @@ order, using sets beside the lists; `install()` puts it where ffmpeg-python's co
 
 from __future__ import annotations
 
-import sys
-
 import ffmpeg._run
 import ffmpeg.dag
 
@@ -50,4 +48,3 @@ def topo_sort(downstream_nodes):
 def install() -> None:
     """Use the linear sort in ffmpeg-python's compile (idempotent)."""
     ffmpeg._run.topo_sort = topo_sort
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
