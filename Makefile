@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VEXPORT_HOME ?= $(CURDIR)/.vexport
 
-.PHONY: demo test quick lint dev bench schema clean chromium
+.PHONY: demo test test-corpus quick lint dev bench schema clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/vexport demo
 
+# Everything but the 1080p/high half of the corpus matrix, which alone would take the suite past 15 minutes
+# on 2 cores; `make test-corpus` runs it.
 test: lint chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not corpus_1080p"
+
+test-corpus: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m corpus_1080p
 
 # A developer's quick subset: no browser, no PostgreSQL, none of the long encode matrices.
 quick: $(VENV)/.installed-test
