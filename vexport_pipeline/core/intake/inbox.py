@@ -133,7 +133,7 @@ def _claimed(manifests: list[Path]) -> set[Path]:
             if isinstance(data, dict) and isinstance(data.get("source"), str):
                 claimed.add(os.path.normpath(m.parent / data["source"]))
         except (VexportError, OSError, ValueError):
-            pass  # the file is rejected with its reason below
+            continue  # the file is rejected with its reason below
     return claimed
 
 
