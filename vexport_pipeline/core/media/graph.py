@@ -9,7 +9,6 @@ order, using sets beside the lists; `install()` puts it where ffmpeg-python's co
 from __future__ import annotations
 
 import ffmpeg._run
-import ffmpeg.dag
 
 
 def topo_sort(downstream_nodes):

@@ -218,6 +218,13 @@ def _follow(
             raise EncodeError(f"timed out after {timeout:.0f} s", where=where, code="encode_timeout")
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 _SIGNAL_CAUSES = {
     "SIGXFSZ": " (a file grew past the size limit: the disk or quota is full, or ulimit -f)",
     "SIGKILL": " (killed: out of memory, or by an operator)",
@@ -227,7 +234,7 @@ _SIGNAL_CAUSES = {
 
 def _check(rc: int, stderr: str, outputs: list[Path], where: str) -> None:
     if rc < 0:  # killed by a signal: say which, and what usually sends it
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else f"signal {-rc}"
+        name = _signal_name(-rc)
         why = _SIGNAL_CAUSES.get(name, "")
         raise EncodeError(f"FFmpeg was stopped by {name}{why}: {stderr.strip()[-500:] or 'no message'}", where=where)
     if rc != 0:
