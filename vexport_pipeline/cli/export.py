@@ -25,7 +25,7 @@ def prepare(manifest: Path) -> Registered:
     comp = load_composition(manifest)
     source = resolve_source(comp, manifest.resolve().parent, settings.policy)
     plan_checked(comp, require_video(probe(source)))  # refused now if sure to fail: nothing is encoded
-    return registry.register(home, comp, source, manifest=manifest.resolve())
+    return registry.register(home, comp, source, manifest=manifest.resolve(), checked=True)
 
 
 def run_export(manifest: Path) -> tuple[dict, int]:

@@ -382,3 +382,16 @@ def test_a_tick_that_dies_after_taking_a_file_loses_no_run(home, media, monkeypa
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("lost", taken.record.run_key)]
     assert result.dynamic_partitions_requests[0].partition_keys == ["lost"]
     assert registry.load(home, "lost").via == "inbox"
+
+
+def test_a_record_says_when_its_source_passed_the_plan_checks(home, media, tmp_path):
+    """The `source` asset re-reads the media (truncation decode, timestamp-jump demux) only if the file changed
+    since `export`/the inbox checked it, or nobody did."""
+    src = tmp_path / "clip.mp4"
+    shutil.copy(media["av"], src)
+    comp = parse_composition({"id": "chk", "source": str(src), "targets": [{"preset": "web_720p"}]})
+    assert not registry.register(home, comp, src).checks_hold()
+    record = registry.register(home, comp, src, checked=True)
+    assert record.checks_hold() and registry.load(home, "chk").checks_hold()
+    os.utime(src, (1, 1))  # the file was replaced after the check
+    assert not registry.load(home, "chk").checks_hold()

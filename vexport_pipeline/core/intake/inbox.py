@@ -188,7 +188,7 @@ def _take_manifest(home: Home, m: Path, policy: MediaPolicy, taken: dict, busy: 
         _regular(source)  # a video dropped beside the manifest: no hard link to a file kept elsewhere
     admit(comp, source)
     source = _adopt(home, comp.id, source)
-    return registry.register(home, comp, source, manifest=m, via="inbox")
+    return registry.register(home, comp, source, manifest=m, via="inbox", checked=True)
 
 
 def _take_video(home: Home, v: Path, taken: dict, busy: Callable) -> registry.Registered:
@@ -197,7 +197,7 @@ def _take_video(home: Home, v: Path, taken: dict, busy: Callable) -> registry.Re
     comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
     admit(comp, v)
     source = _adopt(home, comp.id, v.resolve())
-    return registry.register(home, comp, source, manifest=None, via="inbox")
+    return registry.register(home, comp, source, manifest=None, via="inbox", checked=True)
 
 
 def _reject(home: Home, path: Path, message: str, rejected: list[Rejected]) -> None:

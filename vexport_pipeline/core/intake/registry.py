@@ -29,6 +29,15 @@ class Registered:
     fingerprint: str  # changes when the composition or the source file changes
     registered_at: float
     via: str = "cli"  # "inbox": taken by the sensor, which must see its run requested
+    checked: str | None = None  # the source's size-mtime when plan_checked passed on it (decode, jumps)
+
+    def checks_hold(self) -> bool:
+        """The source file is the one the plan-time media checks passed on: the `source` asset need not read
+        it again (a truncation decode, a demux for timestamp jumps)."""
+        try:
+            return self.checked is not None and self.checked == _stat_key(self.source_path)
+        except OSError:
+            return False
 
     @property
     def export_id(self) -> str:
@@ -51,11 +60,18 @@ class Registered:
             "fingerprint": self.fingerprint,
             "registered_at": self.registered_at,
             "via": self.via,
+            "checked": self.checked,
         }
 
 
 def register(
-    home: Home, comp: Composition, source_path: Path, *, manifest: Path | None = None, via: str = "cli"
+    home: Home,
+    comp: Composition,
+    source_path: Path,
+    *,
+    manifest: Path | None = None,
+    via: str = "cli",
+    checked: bool = False,
 ) -> Registered:
     record = Registered(
         comp,
@@ -64,6 +80,7 @@ def register(
         comp.fingerprint() + ":" + _stat_key(source_path),
         time.time(),
         via,
+        _stat_key(source_path) if checked else None,
     )
     home.registry.mkdir(parents=True, exist_ok=True)
     target = home.registry / f"{comp.id}.json"
@@ -92,6 +109,7 @@ def load(home: Home, export_id: str) -> Registered:
         data["fingerprint"],
         data["registered_at"],
         data.get("via", "cli"),
+        data.get("checked"),
     )
 
 

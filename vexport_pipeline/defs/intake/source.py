@@ -7,7 +7,7 @@ from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe, require_video
-from vexport_pipeline.core.planning import plan_checked
+from vexport_pipeline.core.planning import plan_checked, plan_export
 from vexport_pipeline.core.records import ExportSource
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.jobs import run_tags
@@ -50,7 +50,7 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             raise InputError(f"{record.source_path} no longer exists", where="source", code="source_missing")
         info = require_video(probe(record.source_path))
         # refused here if sure to fail; the presets are read once: the resolved targets travel with the export
-        plan = plan_checked(comp, info)
+        plan = plan_export(comp, info) if record.checks_hold() else plan_checked(comp, info)
         value = ExportSource(
             export_id=comp.id,
             owner=record.owner,
