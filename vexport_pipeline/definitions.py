@@ -5,6 +5,7 @@ import dagster as dg
 
 from vexport_pipeline.core.settings import Settings, current
 from vexport_pipeline.defs import export_assets
+from vexport_pipeline.defs.console import console
 from vexport_pipeline.defs.delivery.schedules import metrics_rollup
 from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.jobs import export_job, metrics_job
@@ -18,6 +19,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[composition_sensor],
         schedules=[metrics_rollup],
         resources=build_resources(settings),
+        loggers={"console": console},
     )
 
 

@@ -136,6 +136,16 @@ AWKWARD = {
         "-c:a",
         "aac",
     ],
+    "slides": [  # 1 fps, like a slideshow or a screen capture at low rate
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=640x360:r=1:d=6",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+    ],
     "offset": [
         "-f",
         "lavfi",

@@ -44,7 +44,6 @@ def run_export(manifest: Path) -> tuple[dict, int]:
     import dagster as dg
 
     from vexport_pipeline.definitions import defs
-    from vexport_pipeline.defs import export_assets
     from vexport_pipeline.defs.jobs import process_tags, reap_dead_runs, run_tags
     from vexport_pipeline.defs.partitions import exports
 
@@ -52,18 +51,35 @@ def run_export(manifest: Path) -> tuple[dict, int]:
     reap_dead_runs(instance)
     if not instance.has_dynamic_partition(exports.name, record.export_id):
         instance.add_dynamic_partitions(exports.name, [record.export_id])
-    result = dg.materialize(
-        export_assets,
-        partition_key=record.export_id,
-        instance=instance,
-        resources=defs().resources,
-        raise_on_error=False,
-        tags={**run_tags(record.export_id, record.owner), **process_tags(), "vexport/source": "cli"},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    result = (
+        defs()
+        .resolve_job_def("export_job")
+        .execute_in_process(
+            partition_key=record.export_id,
+            instance=instance,
+            raise_on_error=False,
+            tags={**run_tags(record.export_id, record.owner), **process_tags(), "vexport/source": "cli"},
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
     )
     if _has_materialization(result, "delivery"):
         return result.output_for_node("delivery"), 0
     return failed_summary(record.export_id, result)
+
+
+INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def _interrupted(result) -> str | None:
+    """The step (or 'the run') that an interrupt (Ctrl-C, SIGTERM, a terminate) stopped, if one did."""
+    for event in result.all_events:
+        data = event.event_specific_data
+        error = getattr(data, "error", None)
+        while error is not None:
+            if error.cls_name in INTERRUPTS:
+                return event.step_key or "the run"
+            error = error.cause
+    return None
 
 
 def failed_summary(export_id: str, result) -> tuple[dict, int]:
@@ -71,7 +87,11 @@ def failed_summary(export_id: str, result) -> tuple[dict, int]:
     from vexport_pipeline.defs.failures import CODE, EXIT_CODE
 
     errors, code = [], 1
-    for event in result.get_step_failure_events():
+    stopped = _interrupted(result)
+    if stopped:
+        message = f"stopped by an interrupt (Ctrl-C, SIGTERM, a terminate) in {stopped}; nothing was delivered"
+        errors.append({"code": "interrupted", "message": message})
+    for event in [] if stopped else result.get_step_failure_events():
         data = event.step_failure_data
         meta = data.user_failure_data.metadata if data.user_failure_data else {}
         exit_code = meta[EXIT_CODE].value if EXIT_CODE in meta else 1

@@ -6,6 +6,7 @@ system and `failures.py` the error boundary. It calls the core and adds no media
 The per-export asset graph: source -> segments -> renditions -> validation_report -> delivery -> delivery_metrics.
 """
 
+from vexport_pipeline.defs import concurrency
 from vexport_pipeline.defs.delivery.delivery import delivery
 from vexport_pipeline.defs.delivery.delivery_metrics import delivery_metrics
 from vexport_pipeline.defs.intake.source import source
@@ -14,3 +15,5 @@ from vexport_pipeline.defs.media.segments import segments
 from vexport_pipeline.defs.validation.validation_report import validation_report
 
 export_assets = [source, segments, renditions, validation_report, delivery, delivery_metrics]
+
+concurrency.patch()  # every process that runs these assets waits for pool slots without spinning

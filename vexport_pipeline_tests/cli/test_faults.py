@@ -171,3 +171,97 @@ def test_disk_full_during_encode_fails_the_export_cleanly(fresh, media, tmp_path
     assert summary["status"] == "failed" and "SIGXFSZ" in summary["errors"][0]["message"], summary
     assert "Traceback" not in proc.stdout
     assert_clean_and_next_export_delivers(home, env, media, tmp_path)
+
+
+def test_an_export_waiting_for_the_gpu_slot_names_the_holder_does_not_spin_and_stops_on_ctrl_c(fresh, media, tmp_path):
+    home, env = fresh
+    holder = start(slow_manifest(tmp_path, media, "holder"), env, tmp_path / "holder.json")
+    try:
+        deadline = time.monotonic() + 240
+        while not ((home / "work").exists() and list((home / "work").rglob(".*.partial.*"))):
+            assert time.monotonic() < deadline and holder.poll() is None, "the holder's encode never started"
+            time.sleep(0.3)
+        log = tmp_path / "waiter.log"
+        exe = Path(sys.executable).with_name("vexport")
+        with log.open("w") as out:
+            waiter = subprocess.Popen(
+                [
+                    str(exe),
+                    "export",
+                    str(quick_manifest(tmp_path, media, "waiter")),
+                    "--json",
+                    str(tmp_path / "w.json"),
+                ],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while "waits for a slot" not in log.read_text():
+            assert time.monotonic() < deadline and waiter.poll() is None, log.read_text()
+            time.sleep(0.3)
+        assert "pool 'gpu' (limit 1) is held by export 'holder'" in log.read_text()
+        waiting = psutil.Process(waiter.pid)
+        before = sum(waiting.cpu_times()[:2])
+        time.sleep(5)
+        assert sum(waiting.cpu_times()[:2]) - before < 1.0, "the waiting export spins instead of sleeping"
+
+        stopped_at = time.monotonic()
+        waiter.send_signal(signal.SIGINT)
+        waiter.wait(timeout=30)
+        assert time.monotonic() - stopped_at < 10, "Ctrl-C was not answered while waiting for the slot"
+        assert waiter.returncode == 1
+        summary = json.loads((tmp_path / "w.json").read_text())
+        assert summary["status"] == "failed" and summary["errors"][0]["code"] == "interrupted", summary
+        assert "Traceback" not in log.read_text() and '  File "' not in log.read_text()
+        assert holder.poll() is None, "the holder was disturbed"
+        holder.send_signal(signal.SIGINT)  # Ctrl-C mid-encode: FFmpeg stopped, its partial file removed
+        holder.communicate(timeout=60)
+        assert json.loads((tmp_path / "holder.json").read_text())["errors"][0]["code"] == "interrupted"
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert_clean_and_next_export_delivers(home, env, media, tmp_path)
+
+
+def test_disk_full_during_promotion_delivers_nothing_and_leaves_nothing(fresh, media, tmp_path):
+    """Two 0.7 MB clips fit under a 1 MB file-size limit; their 1.4 MB ZIP bundle, written while the
+    version is promoted, does not (EFBIG, what a full disk gives as ENOSPC)."""
+    import resource
+    import sqlite3
+
+    home, env = fresh
+    slow_manifest(tmp_path, media, "unused")  # makes the 30 s source
+    manifest = write_manifest(
+        tmp_path,
+        {"id": "bundled", "source": str(media["dir"] / "long-for-kill.mp4"), "export_type": "clips",
+         "segments": [{"start": 0, "end": 1.5}, {"start": 1.5, "end": 3}],
+         "targets": [{"format": "mp4", "video_codec": "h264", "resolution": "640x360", "video_bitrate": "4M"}],
+         "delivery": {"zip": True}},
+        name="bundled.yaml",
+    )  # fmt: skip
+    exe = Path(sys.executable).with_name("vexport")
+
+    def limit():  # pragma: no cover - runs in the child
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    proc = subprocess.run(
+        [str(exe), "export", str(manifest), "--json", str(tmp_path / "bundled.json")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "bundled.json").read_text())
+    assert [r["size_bytes"] < 1 << 20 for r in summary["renditions"]] == [True, True], "the encodes must fit"
+    error = summary["errors"][0]
+    assert error["code"] == "storage_failed" and "bundle bundled.zip" in error["message"], summary
+    assert "File too large" in error["message"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not [p for p in (home / "store").rglob("*") if p.name != ".staging"], "a part of the version was kept"
+    assert not list((home / "work").rglob("*.zip")), "the partial bundle was left behind"
+    events = home / "events.sqlite"
+    assert not events.exists() or sqlite3.connect(events).execute("SELECT COUNT(*) FROM links").fetchone()[0] == 0
+    assert_clean_and_next_export_delivers(home, env, media, tmp_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vexport_pipeline.core.delivery.bundles import write_zip
 from vexport_pipeline.core.delivery.stores import Store, Version
-from vexport_pipeline.core.errors import ValidationFailed
+from vexport_pipeline.core.errors import StorageError, ValidationFailed
 from vexport_pipeline.core.records import ValidationOutcome
 
 SUMMARY = "summary.json"
@@ -68,7 +68,12 @@ def publish(store: Store, export_id: str, files: dict[str, Path], *, bundle: str
         for name, src in files.items():
             store.put(v, name, src)
         if zip_path:
-            write_zip(zip_path, files)
+            try:
+                write_zip(zip_path, files)
+            except OSError as exc:  # a full disk (ENOSPC) or a file size limit (EFBIG) while writing
+                raise StorageError(
+                    f"could not write the bundle {bundle} in {work}: {exc.strerror or exc}", where=export_id
+                ) from exc
             store.put(v, bundle, zip_path)
         store.commit(v)
     except BaseException:

@@ -30,6 +30,13 @@ def test_vfr_comes_out_constant_at_the_nearest_standard_rate(awkward, tmp_path):
     assert abs(count_frames(path)[0] - round(out.video.duration * 30)) <= 1
 
 
+def test_a_1_fps_source_stays_1_fps_and_is_not_taken_for_vfr(awkward, tmp_path):
+    src, out, path = render(awkward["slides"], tmp_path)
+    assert src.video.fps_exact == "1" and not src.video.vfr
+    assert out.video.fps_exact == "1" and out.duration == pytest.approx(6.0, abs=0.05)
+    assert count_frames(path)[0] == 6
+
+
 def test_rotated_phone_video_comes_out_upright(awkward, tmp_path):
     src, out, path = render(awkward["rotated"], tmp_path)
     assert src.video.rotation == 90 and (src.video.width, src.video.height) == (640, 360)
