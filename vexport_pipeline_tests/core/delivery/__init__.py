@@ -1,0 +1,1 @@
+"""Tests of the delivery core: stores, links, the gateway logic, analytics."""
