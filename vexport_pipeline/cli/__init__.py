@@ -195,5 +195,14 @@ def dev(port: int) -> None:
     os.execv(str(exe), [str(exe), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)])
 
 
+def _delivery_commands() -> None:
+    from .delivery import links, metrics, serve
+
+    for command in (serve, links, metrics):
+        main.add_command(command)
+
+
+_delivery_commands()
+
 if __name__ == "__main__":
     main()

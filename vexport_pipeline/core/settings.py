@@ -60,6 +60,19 @@ class Settings:
         repr=False,
         metadata={"env": "VEXPORT_SECRET_KEY", **_doc("key that signs links (shared by hosts)")},
     )
+    old_secret_keys: tuple[str, ...] = field(
+        default=(),
+        repr=False,
+        metadata={"env": "VEXPORT_OLD_SECRET_KEYS", **_doc("retired signing keys (`,`) whose links still work")},
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={"env": "VEXPORT_TRUSTED_PROXIES", **_doc("proxies (CIDRs, `,`) whose X-Forwarded-For is believed")},
+    )
+    rate_limit: int = field(
+        default=600,
+        metadata={"env": "VEXPORT_RATE_LIMIT", **_doc("gateway requests a minute per client and per link", "600")},
+    )
     public_url: str = field(
         default=DEFAULT_PUBLIC_URL, metadata={"env": "VEXPORT_PUBLIC_URL", **_doc("base of links", DEFAULT_PUBLIC_URL)}
     )
@@ -111,6 +124,9 @@ class Settings:
             media_roots=tuple(_path(p) for p in env.get("VEXPORT_MEDIA_ROOTS", "").split(os.pathsep) if p),
             deployment=deployment,
             secret_key=env.get("VEXPORT_SECRET_KEY") or None,
+            old_secret_keys=tuple(k.strip() for k in env.get("VEXPORT_OLD_SECRET_KEYS", "").split(",") if k.strip()),
+            trusted_proxies=_cidrs(env.get("VEXPORT_TRUSTED_PROXIES", "")),
+            rate_limit=_int(env, "VEXPORT_RATE_LIMIT", 600),
             public_url=(env.get("VEXPORT_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/"),
             ffmpeg=env.get("VEXPORT_FFMPEG") or None,
             hardware=hardware,
@@ -157,6 +173,25 @@ class Settings:
     def variables() -> list[tuple[str, str, str]]:
         """(variable, default, meaning) for every setting: the README's table."""
         return [(f.metadata["env"], f.metadata["default"], f.metadata["meaning"]) for f in fields(Settings)]
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for c in (c.strip() for c in text.split(",")):
+        if not c:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(c, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{c!r} is not an IP address or CIDR network", where="VEXPORT_TRUSTED_PROXIES") from None
+    return tuple(out)
+
+
+def signing_keys(settings: Settings) -> list[str]:
+    """The link-signing key ring, oldest first: retired keys still verify, the newest signs."""
+    return [*settings.old_secret_keys, settings.secret_key or settings.paths.local_secret_key()]
 
 
 _current: tuple[tuple, Settings] | None = None

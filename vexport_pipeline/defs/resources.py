@@ -75,10 +75,11 @@ class LinksResource(dg.ConfigurableResource):
     public_url: str
     secret_key: str = ""  # wired to the VEXPORT_SECRET_KEY variable, so the UI never shows the key
     key_file: str = ""  # local deployments without a shared key: the random key kept under the home
+    old_keys: str = ""  # VEXPORT_OLD_SECRET_KEYS (as an EnvVar too): retired keys, still verified
 
     def signer(self) -> LinkSigner:
         key = self.secret_key or Path(self.key_file).read_text().strip()
-        return LinkSigner(key)
+        return LinkSigner([*(k.strip() for k in self.old_keys.split(",") if k.strip()), key])
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -88,7 +89,13 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "encoders": EncoderResource(hardware=settings.hardware, chunk_seconds=settings.chunk_seconds),
         "store": StoreResource(root=str(paths.store)),
         "events": EventsResource(path=str(paths.events_db)),
-        "links": LinksResource(public_url=settings.public_url, secret_key=dg.EnvVar("VEXPORT_SECRET_KEY"))
-        if settings.secret_key
-        else LinksResource(public_url=settings.public_url, key_file=str(paths.local_secret_key_file())),
+        "links": LinksResource(
+            public_url=settings.public_url,
+            old_keys=dg.EnvVar("VEXPORT_OLD_SECRET_KEYS") if settings.old_secret_keys else "",
+            **(
+                {"secret_key": dg.EnvVar("VEXPORT_SECRET_KEY")}
+                if settings.secret_key
+                else {"key_file": str(paths.local_secret_key_file())}
+            ),
+        ),
     }

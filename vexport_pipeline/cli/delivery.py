@@ -1,0 +1,146 @@
+"""`vexport serve`, `vexport links ...`, `vexport metrics`: argument parsing and output over the delivery
+core and the gateway."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from vexport_pipeline.core.errors import InputError, VexportError
+
+
+def _fail(exc: VexportError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _parts():
+    """The local store, the event store and the signer of this deployment."""
+    from vexport_pipeline.core.delivery.events import EventStore
+    from vexport_pipeline.core.delivery.links import LinkSigner
+    from vexport_pipeline.core.delivery.stores import LocalStore
+    from vexport_pipeline.core.settings import current, signing_keys
+
+    settings = current()
+    paths = settings.paths
+    return settings, LocalStore(paths.store), EventStore(paths.events_db), LinkSigner(signing_keys(settings))
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(1, 65535))
+def serve(host: str, port: int) -> None:
+    """The download gateway for signed links (GET|HEAD /d/TOKEN); run several behind a load balancer."""
+    import uvicorn
+
+    from vexport_pipeline.core.delivery.access import networks
+    from vexport_pipeline.gateway.app import Gateway, create_app
+    from vexport_pipeline.gateway.limits import RateLimiter
+
+    settings, store, events, signer = _parts()
+    gw = Gateway(
+        events,
+        signer,
+        roots=(store.root,),
+        trusted_proxies=networks(settings.trusted_proxies, "VEXPORT_TRUSTED_PROXIES"),
+        limiter=RateLimiter(settings.rate_limit),
+    )
+    click.echo(f"vexport gateway on http://{host}:{port} (links: {settings.public_url}/d/...)")
+    # X-Forwarded-For is read by the app, from trusted proxies only; uvicorn must not rewrite the peer
+    uvicorn.run(create_app(gw), host=host, port=port, proxy_headers=False, server_header=False, log_level="warning")
+
+
+@click.group()
+def links() -> None:
+    """Create, list and revoke download links of delivered exports."""
+
+
+@links.command("create")
+@click.argument("export_id")
+@click.option("--rendition", help="Delivered file name or target name (needed when there are several).")
+@click.option("--bundle", is_flag=True, help="A link to the export's ZIP bundle.")
+@click.option("--ttl", default="24h", show_default=True, help="How long the link works: 45s, 90m, 24h, 30d.")
+@click.option("--max-downloads", type=click.IntRange(1, 1_000_000), help="Complete downloads allowed.")
+@click.option("--allow-ip", "allow_ips", multiple=True, help="CIDR allowed to download (repeatable).")
+@click.option("--country", "countries", multiple=True, help="ISO country code allowed (repeatable).")
+@click.option("--one-time", is_flag=True, help="The link works for one complete download.")
+@click.option("--json", "as_json", is_flag=True, help="Print the link as JSON.")
+def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countries, one_time, as_json) -> None:
+    """A new signed link to a file of EXPORT_ID's delivered version."""
+    from vexport_pipeline.core.delivery.access import networks
+    from vexport_pipeline.core.delivery.links import LinkPolicy, for_export
+    from vexport_pipeline.core.spec.composition import MAX_LINK_TTL
+    from vexport_pipeline.core.timecode import parse_ttl
+
+    settings, store, events, signer = _parts()
+    try:
+        try:
+            seconds = parse_ttl(ttl)
+            networks(allow_ips, "--allow-ip")
+        except ValueError as exc:
+            raise InputError(str(exc), where="--ttl" if "duration" in str(exc) or "zero" in str(exc) else None)
+        if seconds > MAX_LINK_TTL:
+            raise InputError(f"{ttl} is longer than a year", where="--ttl")
+        if any(len(c) != 2 or not c.isalpha() for c in countries):
+            raise InputError("use two-letter ISO 3166 codes, e.g. DE", where="--country")
+        policy = LinkPolicy(seconds, max_downloads, tuple(allow_ips), one_time, tuple(c.upper() for c in countries))
+        link, row = for_export(
+            store, events, signer, settings.public_url, export_id, rendition=rendition, bundle=bundle, policy=policy
+        )
+    except VexportError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({**row.to_dict(), "url": link.url}, indent=2))
+    else:
+        click.echo(f"{link.url}\n  {row.rendition}, expires {link.expires_at}, id {link.id}")
+
+
+@links.command("list")
+@click.argument("export_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(export_id: str, as_json: bool) -> None:
+    """Every link of EXPORT_ID with its limits and downloads so far."""
+    _, _, events, _ = _parts()
+    rows = [r.to_dict() for r in events.links(export_id)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = "revoked" if r["revoked"] else f"expires {r['expires_at']}"
+        limit = f"/{r['max_downloads']}" if r["max_downloads"] else ""
+        click.echo(f"{r['id']}  {r['rendition']}  {r['downloads']}{limit} downloads  {state}")
+
+
+@links.command("revoke")
+@click.argument("link_id")
+def revoke(link_id: str) -> None:
+    """Revoke one link at once (the gateway answers 410 from the next request)."""
+    _, _, events, _ = _parts()
+    if events.link(link_id) is None:
+        _fail(InputError("no such link", where=link_id, code="link_unknown"))
+    n = events.revoke(link_id)
+    click.echo(f"revoked {link_id}" if n else f"{link_id} was already revoked")
+
+
+@click.command()
+@click.argument("export_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def metrics(export_id: str, as_json: bool) -> None:
+    """Downloads of EXPORT_ID per rendition: completed downloads, requests, bytes, clients, countries, devices."""
+    from vexport_pipeline.core.delivery.analytics import export_metrics
+
+    _, _, events, _ = _parts()
+    if not events.links(export_id):
+        _fail(InputError("has no links (not delivered?)", where=export_id, code="not_delivered"))
+    data = export_metrics(export_id, events.requests_frame(export_id), events.links_frame(export_id))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"export {export_id}")
+    for r in [*data["renditions"], {"name": "total", **data["totals"]}]:
+        click.echo(
+            f"  {r['name']}: {r['downloads']} downloads, {r['requests']} requests, "
+            f"{r['bytes_served']:,} bytes, {r['unique_clients']} clients"
+        )

@@ -1,0 +1,240 @@
+"""`vexport serve` as a client meets it: a delivered MP4 fetched whole, by ranges and by Chromium's
+<video>, every limit of a link enforced, every download counted once. Real HTTP on a free port; the
+gateway is the real CLI in its own process."""
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vexport_pipeline.core.delivery.events import EventStore
+from vexport_pipeline.core.delivery.links import LinkPolicy, LinkSigner, mint
+from vexport_pipeline.core.delivery.publish import SUMMARY, publish
+from vexport_pipeline.core.delivery.stores import LocalStore
+from vexport_pipeline.core.files import sha256_file
+from vexport_pipeline_tests.conftest import vexport
+
+NAME = "teaser__web_720p.mp4"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, media):
+    """A delivered export (the real MP4 of the media fixture) and a running gateway in front of it."""
+    home = tmp_path_factory.mktemp("gw") / "home"
+    store = LocalStore(home / "store")
+    store.root.mkdir(parents=True)
+    v = publish(store, "teaser", {NAME: media["av"]}, bundle=None, work=home)
+    path = store.local_path(v, NAME)
+    summary = {"renditions": [{"target": "web_720p", "clip_id": None, "path": str(path), "uri": store.url(v, NAME),
+                               "sha256": sha256_file(path)}], "bundles": []}  # fmt: skip
+    store.write_record(v, SUMMARY, json.dumps(summary).encode())
+    port = free_port()
+    env = {
+        **os.environ,
+        "VEXPORT_HOME": str(home),
+        "VEXPORT_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "VEXPORT_TRUSTED_PROXIES": "127.0.0.1/32",  # the tests play several clients through X-Forwarded-For
+    }
+    exe = Path(sys.executable).with_name("vexport")
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    yield {"home": home, "env": env, "base": base, "path": path, "bytes": path.read_bytes(), "v": v, "proc": proc}
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err, err
+
+
+def link(site, *args) -> dict:
+    out = vexport("links", "create", "teaser", "--json", *args, env=site["env"], check=True)
+    return json.loads(out.stdout)
+
+
+def client(ip: str, **headers) -> dict:
+    return {"x-forwarded-for": ip, "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0", **headers}
+
+
+def downloads(site, link_id: str) -> int:
+    return EventStore(site["home"] / "events.sqlite").link(link_id).downloads
+
+
+def test_a_whole_download_is_the_delivered_file_with_its_headers_and_counts_once(site):
+    made = link(site)
+    assert set(made) >= {"id", "url", "expires_at", "max_downloads", "allow_ips"}
+    r = httpx.get(made["url"], headers=client("198.51.100.1"))
+    assert r.status_code == 200 and r.content == site["bytes"]
+    assert r.headers["accept-ranges"] == "bytes" and r.headers["content-type"] == "video/mp4"
+    assert r.headers["etag"] == f'"{hashlib.sha256(site["bytes"]).hexdigest()[:40]}"'
+    assert r.headers["content-disposition"] == f'attachment; filename="{NAME}"'
+    assert downloads(site, made["id"]) == 1
+    head = httpx.head(made["url"], headers=client("198.51.100.1"))
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(r.content)
+    again = httpx.get(made["url"], headers=client("198.51.100.1", **{"if-none-match": r.headers["etag"]}))
+    assert again.status_code == 304 and again.content == b""
+    assert downloads(site, made["id"]) == 1
+
+
+def test_a_players_range_requests_count_once_and_an_abandoned_download_not_at_all(site):
+    made, data = link(site), site["bytes"]
+    size, step = len(data), len(data) // 5 + 1
+    for start in range(0, size, step):  # a player fetching the file in pieces, one seek back included
+        r = httpx.get(made["url"], headers=client("198.51.100.2", range=f"bytes={start}-{start + step - 1}"))
+        assert r.status_code == 206 and r.content == data[start : start + step]
+        assert r.headers["content-range"] == f"bytes {start}-{min(start + step, size) - 1}/{size}"
+        assert downloads(site, made["id"]) == (1 if start + step >= size else 0)
+    httpx.get(made["url"], headers=client("198.51.100.2", range="bytes=0-99"))
+    assert downloads(site, made["id"]) == 1
+
+    half = httpx.get(made["url"], headers=client("198.51.100.3", range=f"bytes=0-{size // 2}"))
+    assert half.status_code == 206 and downloads(site, made["id"]) == 1  # the second client stopped halfway
+
+    multi = httpx.get(made["url"], headers=client("198.51.100.4", range="bytes=0-9,20-29"))
+    assert multi.status_code == 206 and multi.headers["content-type"].startswith("multipart/byteranges")
+    assert data[0:10] in multi.content and data[20:30] in multi.content
+    assert httpx.get(made["url"], headers=client("198.51.100.4", range=f"bytes={size}-")).status_code == 416
+    stale = httpx.get(made["url"], headers=client("198.51.100.4", range="bytes=0-9", **{"if-range": '"other"'}))
+    assert stale.status_code == 200 and stale.content == data  # the file changed for this client: all of it
+
+    rows = (
+        sqlite3.connect(site["home"] / "events.sqlite")
+        .execute("SELECT status, bytes, completed, browser, os FROM requests WHERE link_id = ?", (made["id"],))
+        .fetchall()
+    )
+    assert [r[0] for r in rows].count(416) == 1 and sum(r[2] for r in rows) == 2  # the If-Range one completed
+    assert {(r[3], r[4]) for r in rows} == {("Firefox", "Linux")}
+
+
+def test_max_downloads_are_reserved_when_a_download_starts_and_used_up_after(site):
+    made, size = link(site, "--max-downloads", "1"), len(site["bytes"])
+    first = httpx.get(made["url"], headers=client("203.0.113.1", range="bytes=0-999"))
+    assert first.status_code == 206
+    busy = httpx.get(made["url"], headers=client("203.0.113.2"))
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "60"  # the slot is reserved by the first
+    rest = httpx.get(made["url"], headers=client("203.0.113.1", range=f"bytes=1000-{size - 1}"))
+    assert rest.status_code == 206 and downloads(site, made["id"]) == 1
+    used = httpx.get(made["url"], headers=client("203.0.113.2"))
+    assert used.status_code == 410 and "used up" in used.text
+    seek = httpx.get(made["url"], headers=client("203.0.113.1", range="bytes=0-99"))
+    assert seek.status_code == 206  # the client that downloaded it may still seek in it
+    assert downloads(site, made["id"]) == 1
+
+
+def test_one_time_links_work_once(site):
+    made = link(site, "--one-time")
+    assert httpx.get(made["url"], headers=client("203.0.113.9")).status_code == 200
+    again = httpx.get(made["url"], headers=client("203.0.113.9"))
+    assert again.status_code == 410 and "used up" in again.text
+
+
+def test_allowed_addresses_and_trusted_proxies(site):
+    made = link(site, "--allow-ip", "10.0.0.0/8", "--allow-ip", "2001:db8::/32")
+    assert httpx.get(made["url"], headers=client("203.0.113.5")).status_code == 403
+    assert httpx.get(made["url"], headers=client("10.1.2.3")).status_code == 200
+    assert httpx.get(made["url"], headers=client("::ffff:10.9.9.9")).status_code == 200  # IPv4-mapped
+    assert httpx.get(made["url"], headers=client("2001:db8::7")).status_code == 200
+    # a client cannot claim an allowed address: only the nearest untrusted hop counts
+    spoof = httpx.get(made["url"], headers=client("10.1.2.3, 203.0.113.5"))
+    assert spoof.status_code == 403 and "address" in spoof.text
+
+
+def test_tampered_unknown_expired_and_revoked_links_are_refused_small(site):
+    made = link(site)
+    token = made["url"].rsplit("/", 1)[1]
+    tampered = made["url"][:-3] + ("AAA" if not made["url"].endswith("AAA") else "BBB")
+    for url, status in [
+        (tampered, 403),
+        (f"{site['base']}/d/{'x' * 5000}", 403),
+        (f"{site['base']}/d/..%2F..%2Fetc%2Fpasswd", 404),  # decoded to a path no route has
+        (f"{site['base']}/d/{token}/../../etc/passwd", 404),
+    ]:
+        r = httpx.get(url)
+        assert r.status_code == status, (url, r.status_code, r.text)
+        assert len(r.content) < 200 and "Traceback" not in r.text and "root:" not in r.text
+
+    events = EventStore(site["home"] / "events.sqlite")
+    signer = LinkSigner((site["home"] / "secret.key").read_text().strip())
+    policy = LinkPolicy(3600)
+    unknown = f"{site['base']}/d/{signer.sign('0' * 32, time.time() + 60)}"
+    assert httpx.get(unknown).status_code == 404
+    outside = mint(events, signer, site["base"], export_id="teaser", version=site["v"].version, rendition="passwd",
+                   path="/etc/passwd", policy=policy)  # fmt: skip
+    r = httpx.get(outside.url)
+    assert r.status_code == 410 and "root:" not in r.text  # a row pointing outside the store is never served
+
+    short = link(site, "--ttl", "1s")
+    time.sleep(1.2)
+    assert httpx.get(short["url"]).status_code == 410
+
+    out = vexport("links", "revoke", made["id"], env=site["env"], check=True)
+    assert "revoked" in out.stdout
+    r = httpx.get(made["url"])
+    assert r.status_code == 410 and "revoked" in r.text
+    assert vexport("links", "revoke", "nope", env=site["env"]).returncode == 2
+
+
+def test_links_list_and_metrics_show_the_counts(site):
+    made = link(site, "--max-downloads", "5")
+    for ip in ("192.0.2.10", "192.0.2.11"):
+        assert httpx.get(made["url"], headers=client(ip)).status_code == 200
+    listed = json.loads(vexport("links", "list", "teaser", "--json", env=site["env"], check=True).stdout)
+    row = next(r for r in listed if r["id"] == made["id"])
+    assert row["downloads"] == 2 and row["max_downloads"] == 5
+    data = json.loads(vexport("metrics", "teaser", "--json", env=site["env"], check=True).stdout)
+    [rend] = [r for r in data["renditions"] if r["name"] == NAME]
+    assert rend["downloads"] >= 2 and rend["bytes_served"] >= 2 * len(site["bytes"])
+    assert vexport("metrics", "nothing-here", env=site["env"]).returncode == 2
+    bad = vexport("links", "create", "teaser", "--ttl", "2y", env=site["env"])
+    assert bad.returncode == 2 and "--ttl" in bad.stderr
+
+
+@pytest.mark.browser
+def test_chromium_plays_the_delivered_file_through_the_gateway_and_it_counts_once(site):
+    from playwright.sync_api import sync_playwright
+
+    from vexport_pipeline.core.validation.playback import CHROMIUM_ARGS, chromium
+
+    exe = chromium()
+    if not exe:
+        pytest.fail("chromium is needed (make test installs it)")
+    made = link(site)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{site['base']}/healthz")
+            played = page.evaluate(
+                """async (src) => {
+                  const v = document.createElement('video');
+                  v.muted = true; v.src = src; document.body.appendChild(v);
+                  await new Promise((ok, bad) => { v.onended = ok; v.onerror = () => bad(new Error('error'));
+                                                    v.play(); setTimeout(() => bad(new Error('timeout')), 30000); });
+                  return {duration: v.duration, time: v.currentTime, width: v.videoWidth};
+                }""",
+                made["url"],
+            )
+        finally:
+            browser.close()
+    assert played["width"] == 640 and played["time"] == pytest.approx(played["duration"], abs=0.1)
+    assert downloads(site, made["id"]) == 1
