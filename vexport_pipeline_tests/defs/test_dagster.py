@@ -116,6 +116,11 @@ def test_whole_graph_for_a_clips_export(home, media):
         assert mat.materialization.metadata["cache_hits"].value == 4
         df = again.output_for_node("delivery_metrics").set_index("rendition")
         assert df.loc["intro__web_720p.mp4", "downloads"] == 1 and df.loc["intro__web_720p.mp4", "bytes"] == 1234
+        [seen] = [e for e in again.get_asset_materialization_events() if e.asset_key.path == ["delivery_metrics"]]
+        meta = seen.materialization.metadata
+        assert meta["downloads"].value == 1 and meta["bytes"].value == 1234 and meta["unique_clients"].value == 1
+        assert "intro__web_720p.mp4 | 1 | 1 | 1,234" in meta["table"].value
+        assert meta["charts"].value.count("data:image/png;base64,") == 2
 
 
 def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):
