@@ -36,16 +36,22 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     from vexport_pipeline.core.delivery.access import networks
+    from vexport_pipeline.core.settings import destinations
     from vexport_pipeline.gateway.app import Gateway, create_app
     from vexport_pipeline.gateway.limits import RateLimiter
 
     settings, store, events, signer = _parts()
+    try:
+        dests = destinations(settings)
+    except VexportError as exc:
+        _fail(exc)
     gw = Gateway(
         events,
         signer,
-        roots=(store.root,),
+        roots=tuple(d.root for d in dests.values() if d.kind == "local"),  # only files under these are served
         trusted_proxies=networks(settings.trusted_proxies, "VEXPORT_TRUSTED_PROXIES"),
         limiter=RateLimiter(settings.rate_limit),
+        destinations=dests,
     )
     click.echo(f"vexport gateway on http://{host}:{port} (links: {settings.public_url}/d/...)")
     # X-Forwarded-For is read by the app, from trusted proxies only; uvicorn must not rewrite the peer
@@ -66,8 +72,9 @@ def links() -> None:
 @click.option("--allow-ip", "allow_ips", multiple=True, help="CIDR allowed to download (repeatable).")
 @click.option("--country", "countries", multiple=True, help="ISO country code allowed (repeatable).")
 @click.option("--one-time", is_flag=True, help="The link works for one complete download.")
+@click.option("--destination", default="default", show_default=True, help="Which delivered copy the link serves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the link as JSON.")
-def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countries, one_time, as_json) -> None:
+def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countries, one_time, destination, as_json):
     """A new signed link to a file of EXPORT_ID's delivered version."""
     from vexport_pipeline.core.delivery.access import networks
     from vexport_pipeline.core.delivery.links import LinkPolicy, for_export
@@ -86,9 +93,16 @@ def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countrie
         if any(len(c) != 2 or not c.isalpha() for c in countries):
             raise InputError("use two-letter ISO 3166 codes, e.g. DE", where="--country")
         policy = LinkPolicy(seconds, max_downloads, tuple(allow_ips), one_time, tuple(c.upper() for c in countries))
+        if destination != "default":
+            from vexport_pipeline.core.settings import destinations
+
+            if destination not in (dests := destinations(settings)):
+                raise InputError(f"not a configured destination ({', '.join(dests)})", where="--destination")
+            store = dests[destination].store()
         link, row = for_export(
-            store, events, signer, settings.public_url, export_id, rendition=rendition, bundle=bundle, policy=policy
-        )
+            store, events, signer, settings.public_url, export_id, rendition=rendition, bundle=bundle, policy=policy,
+            destination=destination,
+        )  # fmt: skip
     except VexportError as exc:
         _fail(exc)
     if as_json:

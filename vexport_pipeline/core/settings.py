@@ -98,6 +98,9 @@ class Settings:
         default=10000.0,
         metadata={"env": "VEXPORT_MAX_WORK", **_doc("work budget of one export, gigapixels encoded", "10000")},
     )
+    destinations_file: Path | None = field(
+        default=None, metadata={"env": "VEXPORT_DESTINATIONS", **_doc("YAML of named delivery destinations")}
+    )
     presets_file: Path | None = field(default=None, metadata={"env": "VEXPORT_PRESETS", **_doc("YAML of user presets")})
     brands_file: Path | None = field(default=None, metadata={"env": "VEXPORT_BRANDS", **_doc("YAML of brand rules")})
     default_profile_file: Path | None = field(
@@ -135,6 +138,7 @@ class Settings:
             max_segments=_int(env, "VEXPORT_MAX_SEGMENTS", 500),
             max_targets=_int(env, "VEXPORT_MAX_TARGETS", 32),
             max_work_gpx=_float(env, "VEXPORT_MAX_WORK", 10000.0),
+            destinations_file=_path(env.get("VEXPORT_DESTINATIONS")),
             presets_file=_path(env.get("VEXPORT_PRESETS")),
             brands_file=_path(env.get("VEXPORT_BRANDS")),
             default_profile_file=_path(env.get("VEXPORT_DEFAULT_PROFILE")),
@@ -187,6 +191,25 @@ def _cidrs(text: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"{c!r} is not an IP address or CIDR network", where="VEXPORT_TRUSTED_PROXIES") from None
     return tuple(out)
+
+
+_destinations: dict[tuple, dict] = {}
+
+
+def destinations(settings: Settings | None = None) -> dict:
+    """The named delivery destinations (`default` = the local store), read once per file version."""
+    from vexport_pipeline.core.delivery.destinations import load_destinations
+
+    settings = settings or current()
+    path = settings.destinations_file
+    try:
+        stamp = path.stat().st_mtime_ns if path else None
+    except OSError:
+        stamp = None  # load_destinations names the missing file
+    key = (path, settings.paths.store, stamp)
+    if key not in _destinations:
+        _destinations[key] = load_destinations(path, settings.paths.store)
+    return _destinations[key]
 
 
 def signing_keys(settings: Settings) -> list[str]:

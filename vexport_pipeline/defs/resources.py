@@ -52,12 +52,19 @@ class EncoderResource(dg.ConfigurableResource):
 
 
 class StoreResource(dg.ConfigurableResource):
-    """The delivery store: local folders under the home (object stores implement the same `Store`)."""
+    """The delivery destinations: `default` is the local store under the home; others (S3 buckets, more
+    folders) come from the VEXPORT_DESTINATIONS file."""
 
     root: str
+    destinations_file: str = ""
 
-    def get(self) -> Store:
-        return LocalStore(Path(self.root))
+    def destinations(self) -> dict:
+        from vexport_pipeline.core.delivery.destinations import load_destinations
+
+        return load_destinations(Path(self.destinations_file) if self.destinations_file else None, Path(self.root))
+
+    def get(self, name: str = "default") -> Store:
+        return LocalStore(Path(self.root)) if name == "default" else self.destinations()[name].store()
 
 
 class EventsResource(dg.ConfigurableResource):
@@ -87,7 +94,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "home": HomeResource(root=str(paths.root), media_roots=[str(p) for p in settings.media_roots]),
         "encoders": EncoderResource(hardware=settings.hardware, chunk_seconds=settings.chunk_seconds),
-        "store": StoreResource(root=str(paths.store)),
+        "store": StoreResource(root=str(paths.store), destinations_file=str(settings.destinations_file or "")),
         "events": EventsResource(path=str(paths.events_db)),
         "links": LinksResource(
             public_url=settings.public_url,

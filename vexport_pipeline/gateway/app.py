@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from vexport_pipeline.core.delivery import access, clients
@@ -36,6 +36,17 @@ class Gateway:
     roots: tuple[Path, ...]  # only files inside these are ever served
     trusted_proxies: tuple[access.Network, ...] = ()
     limiter: RateLimiter | None = None
+    destinations: dict = field(default_factory=dict)  # name -> Destination: where non-local copies live
+    _stores: dict = field(default_factory=dict, repr=False)
+
+    def object_store(self, name: str):
+        """The object store of a destination (made once per process), or None for local destinations."""
+        dest = self.destinations.get(name)
+        if dest is None or dest.kind == "local":
+            return None
+        if name not in self._stores:
+            self._stores[name] = dest.store()
+        return self._stores[name]
 
 
 def create_app(gw: Gateway) -> Starlette:
@@ -94,6 +105,8 @@ async def _download(gw: Gateway, request: Request) -> Response:
     refusal = access.refuse(link, c.ip, c.country)
     if refusal is None and gw.limiter and (wait := gw.limiter.wait(f"link:{link.id}")):
         refusal = access.Refusal(429, "too many requests for this link")
+    if refusal is None and (store := gw.object_store(link.destination)) is not None:
+        return await _serve_object(gw, request, link, store, c, note)
     path = access.inside(Path(link.path), gw.roots) if refusal is None else None
     if refusal is None and path is None:
         refusal = access.Refusal(410, "this file is no longer available")
@@ -106,23 +119,96 @@ async def _download(gw: Gateway, request: Request) -> Response:
 
 async def _serve(gw: Gateway, request: Request, link: LinkRow, path: Path, c: _Client, note) -> Response:
     etag = await run_in_threadpool(_etag, path)
-    headers = {"etag": etag, "cache-control": "private, max-age=0, must-revalidate"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-        await run_in_threadpool(gw.events.record, note(304))
-        return Response(status_code=304, headers=headers)
     size = path.stat().st_size
     ranges = _ranges(request, etag, size)
-    if request.method == "GET" and ranges is not None:
-        fresh = "range" not in request.headers
-        state = await run_in_threadpool(gw.events.start_download, link, c.ip, etag, fresh=fresh)
-        if state == "used_up":
-            await run_in_threadpool(gw.events.record, note(410))
-            return _small(410, "this link has been used up")
-        if state == "busy":
-            await run_in_threadpool(gw.events.record, note(429))
-            return _small(429, "every download of this link is in progress; try again later", **{"retry-after": "60"})
+    if early := await _before_serving(gw, request, link, c, etag, ranges, note):
+        return early
+    headers = {"etag": etag, "cache-control": CACHE_CONTROL}
     response = FileResponse(path, headers=headers, filename=link.rendition, content_disposition_type="attachment")
     return _Counted(response, gw, link, c, etag, ranges, size, note)
+
+
+CACHE_CONTROL = "private, max-age=0, must-revalidate"
+
+
+async def _before_serving(gw: Gateway, request: Request, link: LinkRow, c: _Client, etag: str, ranges, note):
+    """304 for a client that has this version; else reserve the download (410 used up, 429 busy), or None."""
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        await run_in_threadpool(gw.events.record, note(304))
+        return Response(status_code=304, headers={"etag": etag, "cache-control": CACHE_CONTROL})
+    if request.method != "GET" or ranges is None:
+        return None
+    fresh = "range" not in request.headers
+    state = await run_in_threadpool(gw.events.start_download, link, c.ip, etag, fresh=fresh)
+    if state == "used_up":
+        await run_in_threadpool(gw.events.record, note(410))
+        return _small(410, "this link has been used up")
+    if state == "busy":
+        await run_in_threadpool(gw.events.record, note(429))
+        return _small(429, "every download of this link is in progress; try again later", **{"retry-after": "60"})
+    return None
+
+
+def _disposition(name: str) -> str:
+    from urllib.parse import quote
+
+    quoted = quote(name)
+    return f"attachment; filename*=utf-8''{quoted}" if quoted != name else f'attachment; filename="{name}"'
+
+
+async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: _Client, note) -> Response:
+    """A copy in an object store: streamed through the gateway (`serve: proxy`, ranges passed on; a
+    multi-range request gets the whole file) or a 302 to a presigned URL valid a minute (`serve:
+    redirect`; the download then counts when it is handed out, as its bytes never pass here)."""
+    from vexport_pipeline.core.delivery.stores import Version
+
+    v = Version(link.export_id, link.version)
+    info = await run_in_threadpool(store.head, v, link.rendition)
+    if info is None:
+        await run_in_threadpool(gw.events.record, note(410))
+        return _small(410, "this file is no longer available")
+    etag = '"' + "".join(ch for ch in (info.checksum or info.etag) if ch.isalnum())[:40] + '"'
+    ranges = _ranges(request, etag, info.size)
+    if ranges is not None and len(ranges) > 1:
+        ranges = [(0, info.size)]
+    if early := await _before_serving(gw, request, link, c, etag, ranges, note):
+        return early
+    if ranges is None:
+        await run_in_threadpool(gw.events.record, note(416))
+        return _small(416, "range not satisfiable", **{"content-range": f"bytes */{info.size}"})
+    if gw.destinations[link.destination].serve == "redirect":
+        url = await run_in_threadpool(
+            store.presign, v, link.rendition, 60, content_disposition=_disposition(link.rendition)
+        )
+        full = "range" not in request.headers and request.method == "GET"
+        done = full and await run_in_threadpool(gw.events.served, link, c.ip, etag, [(0, info.size)], info.size)
+        await run_in_threadpool(gw.events.record, note(302, 0, bool(done)))
+        return Response(status_code=302, headers={"location": url, "cache-control": "no-store"})
+    (start, end), partial = ranges[0], ranges[0] != (0, info.size)
+    headers = {"etag": etag, "cache-control": CACHE_CONTROL, "accept-ranges": "bytes",
+               "content-disposition": _disposition(link.rendition), "content-length": str(end - start)}  # fmt: skip
+    if partial:
+        headers["content-range"] = f"bytes {start}-{end - 1}/{info.size}"
+    if request.method == "HEAD":
+        body = None
+    else:
+        body = await run_in_threadpool(store.open_range, v, link.rendition, start, end - 1)
+    response = StreamingResponse(
+        _chunks(body), status_code=206 if partial else 200, headers=headers,
+        media_type=info.content_type or "application/octet-stream",
+    )  # fmt: skip
+    return _Counted(response, gw, link, c, etag, ranges, info.size, note)
+
+
+async def _chunks(body):
+    """An object's bytes in 1 MiB pieces, read off the event loop; closed when the client goes away."""
+    if body is None:
+        return
+    try:
+        while chunk := await run_in_threadpool(body.read, 1 << 20):
+            yield chunk
+    finally:
+        body.close()
 
 
 def _ranges(request: Request, etag: str, size: int) -> list[tuple[int, int]] | None:
@@ -156,11 +242,13 @@ class _Counted(Response):
         async def counting(message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                length = dict(message.get("headers", [])).get(b"content-length", b"")
+                state["length"] = int(length) if length.isdigit() else None
             elif message["type"] == "http.response.body":
                 state["body"] += len(message.get("body", b""))
-                state["done"] = not message.get("more_body", False)
-                if state["done"]:  # counted before the last bytes leave: a client that has them sees the count
-                    await record()
+                state["done"] = not message.get("more_body", False) or state["body"] == state.get("length")
+                if state["done"] and not state["recorded"]:  # counted before the last bytes leave: a client
+                    await record()  # that has every byte sees the count
             await send(message)
 
         try:

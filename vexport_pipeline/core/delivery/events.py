@@ -58,6 +58,9 @@ CREATE TABLE sessions (
   completed INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX sessions_link ON sessions(link_id, client, etag);
 """,
+    """
+ALTER TABLE links ADD COLUMN destination TEXT NOT NULL DEFAULT 'default';
+""",
 ]
 
 
@@ -75,6 +78,7 @@ class LinkRow:
     revoked: bool = False
     one_time: bool = False
     countries: tuple[str, ...] = ()
+    destination: str = "default"  # the named destination whose copy the link serves
     downloads: int = field(default=0, compare=False)  # completed downloads so far (read, never written)
 
     def to_dict(self) -> dict:
@@ -90,6 +94,7 @@ class LinkRow:
             "countries": list(self.countries),
             "one_time": self.one_time,
             "revoked": self.revoked,
+            "destination": self.destination,
             "downloads": self.downloads,
         }
 
@@ -100,7 +105,8 @@ def _iso(t: float) -> str:
 
 _LINK_COLUMNS = (
     "id, export_id, version, rendition, path, created_at, expires_at, max_downloads, allow_ips, revoked,"
-    " one_time, countries, (SELECT COUNT(*) FROM sessions s WHERE s.link_id = links.id AND s.completed = 1)"
+    " one_time, countries, destination,"
+    " (SELECT COUNT(*) FROM sessions s WHERE s.link_id = links.id AND s.completed = 1)"
 )
 
 
@@ -109,8 +115,8 @@ def _split(text: str | None) -> tuple[str, ...]:
 
 
 def _link(row) -> LinkRow:
-    *head, allow, revoked, one_time, countries, downloads = row
-    return LinkRow(*head, _split(allow), bool(revoked), bool(one_time), _split(countries), downloads)
+    *head, allow, revoked, one_time, countries, destination, downloads = row
+    return LinkRow(*head, _split(allow), bool(revoked), bool(one_time), _split(countries), destination, downloads)
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ class EventStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO links(id, export_id, version, rendition, path, created_at, expires_at, max_downloads,"
-                " allow_ips, revoked, one_time, countries) VALUES (?,?,?,?,?,?,?,?,?,0,?,?)",
+                " allow_ips, revoked, one_time, countries, destination) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)",
                 (
                     row.id,
                     row.export_id,
@@ -188,6 +194,7 @@ class EventStore:
                     ",".join(row.allow_ips),
                     int(row.one_time),
                     ",".join(row.countries),
+                    row.destination,
                 ),
             )
 

@@ -82,8 +82,9 @@ def mint(
     rendition: str,
     path: str,
     policy: LinkPolicy,
+    destination: str = "default",
 ) -> Link:
-    """Record a link to one delivered object and sign it."""
+    """Record a link to one delivered object (the copy in `destination`) and sign it."""
     now = time.time()
     row = LinkRow(
         uuid.uuid4().hex,
@@ -97,6 +98,7 @@ def mint(
         policy.allow_ips,
         one_time=policy.one_time,
         countries=policy.countries,
+        destination=destination,
     )
     events.add_link(row)
     return Link(row.id, url_for(signer, base_url, row), iso(row.expires_at))
@@ -107,7 +109,8 @@ def url_for(signer: LinkSigner, base_url: str, row: LinkRow) -> str:
 
 
 def for_export(store, events: EventStore, signer: LinkSigner, base_url: str, export_id: str, *,
-               rendition: str | None, bundle: bool, policy: LinkPolicy) -> tuple[Link, LinkRow]:  # fmt: skip
+               rendition: str | None, bundle: bool, policy: LinkPolicy, destination: str = "default",
+               ) -> tuple[Link, LinkRow]:  # fmt: skip
     """A new link to one file of an export's delivered (current) version: `rendition` by its delivered
     file name or target name, or the ZIP bundle. Refused (InputError) when there is no such file."""
     import json
@@ -138,9 +141,9 @@ def for_export(store, events: EventStore, signer: LinkSigner, base_url: str, exp
         name = next(iter(files))
     else:
         raise InputError(f"name one with --rendition ({', '.join(files)}) or --bundle", where=export_id)
-    item = files.get(name) or bundles[name]
+    where = store.local_path(v, name)
     link = mint(events, signer, base_url, export_id=export_id, version=v.version, rendition=name,
-                path=item.get("path") or item["uri"], policy=policy)  # fmt: skip
+                path=str(where) if where else store.url(v, name), policy=policy, destination=destination)  # fmt: skip
     return link, events.link(link.id)
 
 

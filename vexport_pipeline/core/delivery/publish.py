@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from vexport_pipeline.core.delivery.bundles import write_zip
@@ -62,11 +63,29 @@ def unchanged_version(store: Store, export_id: str, files: dict[str, str], bundl
 def publish(store: Store, export_id: str, files: dict[str, Path], *, bundle: str | None, work: Path) -> Version:
     """Stage every file (and the ZIP of them all, if `bundle` names one) and commit them as one version.
     On any failure the version is dropped whole: nothing of it is visible."""
-    v = store.begin(export_id)
+    return publish_all({"default": store}, export_id, files, bundle=bundle, work=work).versions["default"]
+
+
+@dataclass
+class Published:
+    """The version each destination got, and the checksum each store verified per file (where it does)."""
+
+    versions: dict[str, Version]
+    checksums: dict[str, dict[str, str]]
+
+
+def publish_all(
+    stores: dict[str, Store], export_id: str, files: dict[str, Path], *, bundle: str | None, work: Path
+) -> Published:
+    """`publish` to several destinations as one delivery: every file is staged (uploaded and verified) in
+    every store first, and only then is each version committed; a failure before that drops every staged
+    version, so no destination shows a part of the delivery."""
+    begun: dict[str, Version] = {}
+    committed: set[str] = set()
+    checksums: dict[str, dict[str, str]] = {name: {} for name in stores}
     zip_path = work / bundle if bundle else None
     try:
-        for name, src in files.items():
-            store.put(v, name, src)
+        members = dict(files)
         if zip_path:
             try:
                 write_zip(zip_path, files)
@@ -74,12 +93,21 @@ def publish(store: Store, export_id: str, files: dict[str, Path], *, bundle: str
                 raise StorageError(
                     f"could not write the bundle {bundle} in {work}: {exc.strerror or exc}", where=export_id
                 ) from exc
-            store.put(v, bundle, zip_path)
-        store.commit(v)
+            members[bundle] = zip_path
+        for dest, store in stores.items():
+            begun[dest] = v = store.begin(export_id)
+            for name, src in members.items():
+                if checksum := store.put(v, name, src):
+                    checksums[dest][name] = checksum
+        for dest, store in stores.items():
+            store.commit(begun[dest])
+            committed.add(dest)
     except BaseException:
-        store.abort(v)
+        for dest, v in begun.items():
+            if dest not in committed:  # a commit that already happened stays (a later one failed)
+                stores[dest].abort(v)
         raise
     finally:
         if zip_path:
             zip_path.unlink(missing_ok=True)
-    return v
+    return Published(begun, checksums)

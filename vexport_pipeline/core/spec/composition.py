@@ -23,7 +23,6 @@ MAX_DOWNLOADS = 1_000_000
 MIN_SEGMENT_S = 0.1
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 RESOLUTIONS = {"720p": 720, "1080p": 1080, "1440p": 1440, "4k": 2160, "8k": 4320}
-DESTINATIONS = {"default"}  # the local delivery store; S3 destinations come with the S3 store
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 Time = Annotated[
@@ -146,6 +145,12 @@ class Delivery(_Strict):
         return out
 
 
+def _configured_destinations() -> set[str]:
+    from vexport_pipeline.core.settings import destinations
+
+    return set(destinations())
+
+
 def _quality_mode(value: object) -> object:
     """YAML 1.1 reads an unquoted `off` (or `no`, `false`) as False: that means off."""
     return "off" if value is False else value
@@ -224,12 +229,15 @@ class Composition(_Strict):
                         f"transitions.crossfade: {self.crossfade} s is not shorter than the shortest segment"
                         f" ({shortest:.3f} s)"
                     )
+        configured = _configured_destinations()
         for i, name in enumerate(self.delivery.destinations):
-            if name not in DESTINATIONS:
+            if name not in configured:
                 out.append(
                     f"delivery.destinations[{i}]: {name!r} is not a configured destination"
-                    f" (configured: {', '.join(sorted(DESTINATIONS))})"
+                    f" (configured: {', '.join(sorted(configured))}; see VEXPORT_DESTINATIONS)"
                 )
+            elif name in self.delivery.destinations[:i]:
+                out.append(f"delivery.destinations[{i}]: {name!r} is listed twice")
         for i, t in enumerate(self.targets):
             if not (t.preset or t.format or t.video_codec):
                 out.append(f"targets[{i}]: give a preset, or at least a format or video_codec")

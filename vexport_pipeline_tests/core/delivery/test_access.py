@@ -124,3 +124,24 @@ def test_rate_limits_answer_when_to_come_back():
     assert limiter.wait("ip:a", now=2) == 58 and limiter.wait("ip:b", now=2) == 0
     assert limiter.wait("ip:a", now=60.5) == 0
     assert RateLimiter(0).wait("x") == 0
+
+
+def test_a_delivery_to_several_stores_fails_whole_when_one_fails_while_staging(tmp_path):
+    from vexport_pipeline.core.delivery.publish import publish_all
+    from vexport_pipeline.core.delivery.stores import LocalStore
+    from vexport_pipeline.core.errors import StorageError
+
+    class Broken(LocalStore):
+        def put(self, v, name, src):
+            raise StorageError("the bucket went away", where=v.export_id)
+
+    src = tmp_path / "a.mp4"
+    src.write_bytes(b"video")
+    good, bad = LocalStore(tmp_path / "good"), Broken(tmp_path / "bad")
+    with pytest.raises(StorageError, match="went away"):
+        publish_all({"default": good, "s3": bad}, "e", {"a.mp4": src}, bundle="e.zip", work=tmp_path)
+    for store in (good, bad):
+        assert store.current("e") is None and not list(store.root.glob(".staging/*"))
+    assert not (tmp_path / "e.zip").exists()
+    done = publish_all({"default": good}, "e", {"a.mp4": src}, bundle=None, work=tmp_path)
+    assert good.current("e") == done.versions["default"]

@@ -112,7 +112,10 @@ def test_targets_checked_against_presets_and_containers():
 
 def test_unknown_destination_is_refused():
     msgs = problems({**BASE, "delivery": {"destinations": ["default", "s3-archive"]}})
-    assert msgs == ["delivery.destinations[1]: 's3-archive' is not a configured destination (configured: default)"]
+    assert msgs == [
+        "delivery.destinations[1]: 's3-archive' is not a configured destination"
+        " (configured: default; see VEXPORT_DESTINATIONS)"
+    ]
 
 
 def test_time_and_rate_parsing():
