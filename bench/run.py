@@ -1,4 +1,5 @@
-"""vexport benchmarks (see bench/README.md): B1 ladder, B2 fast cut, B3 memory, B4 validation, B5 target quality.
+"""vexport benchmarks (see bench/README.md): B1 ladder, B2 fast cut, B3 memory, B4 validation, B5 target quality,
+B6 download gateway and B7 S3 upload (both in bench/delivery.py).
 
     make bench                       # all three, BENCH_RUNS runs per contender (default 3)
     .venv/bin/python bench/run.py --only B1,B3 --quick
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from delivery import bench_gateway, bench_upload
 
 from vexport_pipeline.core.media.commands import audio_args, container_args, video_args
 from vexport_pipeline.core.media.probe import MediaInfo, count_frames, keyframe_times, probe
@@ -577,6 +579,8 @@ BENCHMARKS = {
     "B3": ("memory", bench_memory),
     "B4": ("validation", bench_validation),
     "B5": ("target quality", bench_target_quality),
+    "B6": ("gateway", bench_gateway),
+    "B7": ("upload", bench_upload),
 }
 
 

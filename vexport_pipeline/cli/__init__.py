@@ -196,9 +196,9 @@ def dev(port: int) -> None:
 
 
 def _delivery_commands() -> None:
-    from .delivery import links, metrics, serve
+    from .delivery import destinations, links, metrics, serve
 
-    for command in (serve, links, metrics):
+    for command in (serve, links, metrics, destinations):
         main.add_command(command)
 
 

@@ -158,3 +158,30 @@ def metrics(export_id: str, as_json: bool) -> None:
             f"  {r['name']}: {r['downloads']} downloads, {r['requests']} requests, "
             f"{r['bytes_served']:,} bytes, {r['unique_clients']} clients"
         )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--no-check", is_flag=True, help="Only list them; do not write a probe object to each.")
+def destinations(as_json: bool, no_check: bool) -> None:
+    """The delivery destinations (VEXPORT_DESTINATIONS) and whether each is reachable and writable; exits 1
+    if one is not."""
+    from vexport_pipeline.core.delivery.destinations import check
+    from vexport_pipeline.core.settings import current
+    from vexport_pipeline.core.settings import destinations as configured
+
+    try:
+        dests = configured(current())
+    except VexportError as exc:
+        _fail(exc)
+    rows = []
+    for d in dests.values():
+        ok, message = (None, "not checked") if no_check else check(d)
+        rows.append({"name": d.name, "url": d.url, "kind": d.kind, "serve": d.serve, "ok": ok, "message": message})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            mark = {True: "ok  ", False: "FAIL", None: "-   "}[r["ok"]]
+            click.echo(f"{mark} {r['name']:<16} {r['url']}  ({r['message'].split(': ', 1)[-1]})")
+    sys.exit(1 if any(r["ok"] is False for r in rows) else 0)

@@ -267,8 +267,7 @@ class _Counted(Response):
                 covered = [(self.ranges[0][0], self.ranges[0][0] + sent)]
             elif done:
                 covered = self.ranges
-        completed = bool(covered) and self.gw.events.served(self.link, self.c.ip, self.etag, covered, self.size)
-        self.gw.events.record(self.note(status or 499, sent, completed))
+        self.gw.events.finish(self.note(status or 499, sent), self.etag, covered, self.size)
 
 
 def _etag(path: Path) -> str:

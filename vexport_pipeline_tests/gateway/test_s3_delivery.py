@@ -123,6 +123,12 @@ def test_a_destination_that_fails_leaves_no_version_anywhere_and_no_links(s3, en
     events = Path(env["VEXPORT_HOME"]) / "events.sqlite"
     assert not events.exists() or sqlite3.connect(events).execute("SELECT COUNT(*) FROM links").fetchone()[0] == 0
 
+    listed = vexport("destinations", "--json", env=env)
+    assert listed.returncode == 1  # s3down's bucket does not exist
+    state = {r["name"]: r["ok"] for r in json.loads(listed.stdout)}
+    assert state == {"default": True, "s3main": True, "s3redirect": True, "s3down": False}
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # the probes cleaned up after themselves
+
     bad = vexport("submit", write_manifest(tmp_path, {"source": str(media["av"]), "targets": [{"preset": "web_720p"}],
                   "delivery": {"destinations": ["nope"]}}, name="nope.yaml"), env=env)  # fmt: skip
     assert bad.returncode == 2 and "delivery.destinations[0]: 'nope'" in bad.stderr + bad.stdout

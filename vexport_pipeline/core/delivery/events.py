@@ -11,11 +11,13 @@ Several gateway processes may write at once: each decision is one `BEGIN IMMEDIA
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -110,6 +112,19 @@ _LINK_COLUMNS = (
 )
 
 
+_local = threading.local()
+
+
+@contextmanager
+def _kept(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Use the thread's kept connection (not closed after use), rolling back what an error left open."""
+    try:
+        yield db
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
 def _split(text: str | None) -> tuple[str, ...]:
     return tuple(p for p in (text or "").split(",") if p)
 
@@ -142,12 +157,24 @@ class EventStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             self._migrate(db)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
-        db.execute("PRAGMA journal_mode=WAL")
+        """This thread's connection, opened once (a gateway makes several calls per request). WAL lets
+        readers run beside the writer; `synchronous=NORMAL` is safe with WAL against a crash of the
+        process (a power cut may lose the last commits) and saves an fsync per transaction."""
+        key = (os.getpid(), str(self.path))
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError:
+            inode = None  # not made yet: sqlite3 creates it
+        db, known = getattr(_local, "dbs", {}).get(key, (None, None))
+        if db is None or inode is None or inode != known:  # new, or the file was replaced: open it again
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            _local.__dict__.setdefault("dbs", {})[key] = (db, os.stat(self.path).st_ino)
         return db
 
     @staticmethod
@@ -166,7 +193,7 @@ class EventStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -199,12 +226,12 @@ class EventStore:
             )
 
     def link(self, link_id: str) -> LinkRow | None:
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             row = db.execute(f"SELECT {_LINK_COLUMNS} FROM links WHERE id = ?", (link_id,)).fetchone()
         return _link(row) if row else None
 
     def links(self, export_id: str) -> list[LinkRow]:
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             rows = db.execute(
                 f"SELECT {_LINK_COLUMNS} FROM links WHERE export_id = ? ORDER BY created_at, rendition", (export_id,)
             ).fetchall()
@@ -252,43 +279,19 @@ class EventStore:
     def served(self, link: LinkRow, client: str, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
         """Add the byte ranges just served to the client's session; True if this completed the download."""
         with self._tx() as db:
-            row = _session(db, link, client, etag)
-            if row is None or row[2]:
-                return False
-            covered = merge([*map(tuple, json.loads(row[1])), *ranges])
-            done = covered == [(0, size)]
-            db.execute(
-                "UPDATE sessions SET covered = ?, completed = ?, last_at = ? WHERE id = ?",
-                (json.dumps(covered), int(done), time.time(), row[0]),
-            )
-            return done
+            return _cover(db, link, client, etag, ranges, size)
 
     def record(self, r: Request) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO requests(at, link_id, export_id, version, rendition, method, status, bytes, range,"
-                " completed, client_ip, country, browser, os, device, referrer, user_agent)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    time.time(),
-                    r.link.id,
-                    r.link.export_id,
-                    r.link.version,
-                    r.link.rendition,
-                    r.method,
-                    r.status,
-                    r.bytes,
-                    r.range[:200],
-                    int(r.completed),
-                    r.client_ip,
-                    r.country,
-                    r.browser[:100],
-                    r.os[:100],
-                    r.device[:100],
-                    r.referrer[:500],
-                    r.user_agent[:500],
-                ),
-            )
+            _insert(db, r)
+
+    def finish(self, r: Request, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
+        """`served` and `record` of one response in one transaction (one commit per request); the request is
+        recorded as completing the download if its ranges did."""
+        with self._tx() as db:
+            done = bool(ranges) and _cover(db, r.link, r.client_ip, etag, ranges, size)
+            _insert(db, replace(r, completed=done))
+            return done
 
     def record_download(self, link_id: str, *, bytes_sent: int, client_ip: str = "", status: int = 200) -> None:
         """A whole download, recorded directly (imports, tests); the gateway records through `record`."""
@@ -301,12 +304,12 @@ class EventStore:
 
     def requests_frame(self, export_id: str | None = None) -> pd.DataFrame:
         where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             return pd.read_sql_query(f"SELECT * FROM requests {where} ORDER BY at", db, params=args)
 
     def links_frame(self, export_id: str | None = None) -> pd.DataFrame:
         where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             return pd.read_sql_query(
                 "SELECT id, export_id, version, rendition, created_at, expires_at, max_downloads, revoked"
                 f" FROM links {where} ORDER BY created_at",
@@ -324,7 +327,7 @@ class EventStore:
                  AND r.status BETWEEN 200 AND 299
             GROUP BY l.export_id, l.rendition ORDER BY l.export_id, l.rendition"""
         where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
-        with closing(self._connect()) as db:
+        with _kept(self._connect()) as db:
             df = pd.read_sql_query(query.format(where=where), db, params=args)
         df["last_download"] = pd.to_datetime(df["last_download"], unit="s", utc=True)
         return df
@@ -337,6 +340,32 @@ def _session(db: sqlite3.Connection, link: LinkRow, client: str, etag: str) -> t
         " ORDER BY id DESC LIMIT 1",
         (link.id, client, etag),
     ).fetchone()
+
+
+def _cover(db, link: LinkRow, client: str, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
+    row = _session(db, link, client, etag)
+    if row is None or row[2]:
+        return False
+    covered = merge([*map(tuple, json.loads(row[1])), *ranges])
+    done = covered == [(0, size)]
+    db.execute(
+        "UPDATE sessions SET covered = ?, completed = ?, last_at = ? WHERE id = ?",
+        (json.dumps(covered), int(done), time.time(), row[0]),
+    )
+    return done
+
+
+def _insert(db, r: Request) -> None:
+    db.execute(
+        "INSERT INTO requests(at, link_id, export_id, version, rendition, method, status, bytes, range,"
+        " completed, client_ip, country, browser, os, device, referrer, user_agent)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            time.time(), r.link.id, r.link.export_id, r.link.version, r.link.rendition, r.method, r.status, r.bytes,
+            r.range[:200], int(r.completed), r.client_ip, r.country, r.browser[:100], r.os[:100], r.device[:100],
+            r.referrer[:500], r.user_agent[:500],
+        ),
+    )  # fmt: skip
 
 
 def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
