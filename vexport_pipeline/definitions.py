@@ -6,6 +6,7 @@ import dagster as dg
 from vexport_pipeline.core.settings import Settings, current
 from vexport_pipeline.defs import export_assets
 from vexport_pipeline.defs.console import console
+from vexport_pipeline.defs.delivery.analytics import analytics
 from vexport_pipeline.defs.delivery.schedules import metrics_rollup
 from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.jobs import export_job, metrics_job
@@ -14,7 +15,7 @@ from vexport_pipeline.defs.resources import build_resources
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=export_assets,
+        assets=[*export_assets, analytics],
         jobs=[export_job, metrics_job],
         sensors=[composition_sensor],
         schedules=[metrics_rollup],

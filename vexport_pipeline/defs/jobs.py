@@ -17,7 +17,9 @@ export_job = dg.define_asset_job(
     description="Run the whole asset graph for one export partition.",
 )
 metrics_job = dg.define_asset_job(
-    "metrics_job", selection=dg.AssetSelection.assets("delivery_metrics"), description="Roll up download analytics."
+    "metrics_job",
+    selection=dg.AssetSelection.assets("analytics"),
+    description="Roll up the downloads of every delivered export, in one run.",
 )
 
 

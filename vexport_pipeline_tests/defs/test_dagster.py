@@ -17,11 +17,19 @@ from vexport_pipeline.defs.resources import HomeResource
 from vexport_pipeline_tests.conftest import passed
 
 
-def test_definitions_load_with_six_assets_job_sensor_and_schedule():
+def test_definitions_load_with_their_assets_jobs_sensor_and_schedule():
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
     keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"}
+    assert keys == {
+        "source",
+        "segments",
+        "renditions",
+        "validation_report",
+        "delivery",
+        "delivery_metrics",
+        "analytics",
+    }
     assert loaded.resolve_job_def("export_job") and loaded.resolve_sensor_def("composition_sensor")
     assert loaded.resolve_schedule_def("metrics_rollup")
     renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")
@@ -121,6 +129,16 @@ def test_whole_graph_for_a_clips_export(home, media):
         assert meta["downloads"].value == 1 and meta["bytes"].value == 1234 and meta["unique_clients"].value == 1
         assert "intro__web_720p.mp4 | 1 | 1 | 1,234" in meta["table"].value
         assert meta["charts"].value.count("data:image/png;base64,") == 2
+
+        # the hourly rollup: every export in one run, per day (kept in the event store), owner and preset
+        from vexport_pipeline.definitions import defs as load_defs
+
+        rollup = load_defs().resolve_job_def("metrics_job").execute_in_process(instance=instance)
+        owners = rollup.output_for_node("analytics").set_index("owner")
+        assert owners.loc["default", "downloads"] == 1 and owners.loc["default", "exports"] == 1
+        assert store.daily_frame()["downloads"].sum() == 1
+        [mat] = [e for e in rollup.get_asset_materialization_events() if e.asset_key.path == ["analytics"]]
+        assert "web_720p" in mat.materialization.metadata["presets"].value
 
 
 def test_failed_validation_blocks_delivery(home, media, tmp_path, monkeypatch):

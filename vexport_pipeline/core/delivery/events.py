@@ -63,6 +63,12 @@ CREATE INDEX sessions_link ON sessions(link_id, client, etag);
     """
 ALTER TABLE links ADD COLUMN destination TEXT NOT NULL DEFAULT 'default';
 """,
+    """
+CREATE TABLE daily (
+  day TEXT NOT NULL, export_id TEXT NOT NULL, rendition TEXT NOT NULL, downloads INTEGER NOT NULL,
+  requests INTEGER NOT NULL, bytes_served INTEGER NOT NULL, unique_clients INTEGER NOT NULL,
+  PRIMARY KEY (day, export_id, rendition));
+""",
 ]
 
 
@@ -301,6 +307,21 @@ class EventStore:
         self.record(Request(link, "GET", status, bytes_sent, completed=True, client_ip=client_ip))
 
     # analytics
+
+    def save_daily(self, daily: pd.DataFrame) -> int:
+        """Keep the daily rollup (analytics.daily_rollup's columns): replaced whole, in one transaction."""
+        cols = ["day", "export_id", "rendition", "downloads", "requests", "bytes_served", "unique_clients"]
+        rows = [
+            tuple(int(v) if i > 2 else str(v) for i, v in enumerate(r)) for r in daily[cols].itertuples(index=False)
+        ]
+        with self._tx() as db:
+            db.execute("DELETE FROM daily")
+            db.executemany(f"INSERT INTO daily({', '.join(cols)}) VALUES (?,?,?,?,?,?,?)", rows)
+        return len(rows)
+
+    def daily_frame(self) -> pd.DataFrame:
+        with _kept(self._connect()) as db:
+            return pd.read_sql_query("SELECT * FROM daily ORDER BY day, export_id, rendition", db)
 
     def requests_frame(self, export_id: str | None = None) -> pd.DataFrame:
         where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
