@@ -132,3 +132,37 @@ def test_a_destination_that_fails_leaves_no_version_anywhere_and_no_links(s3, en
     bad = vexport("submit", write_manifest(tmp_path, {"source": str(media["av"]), "targets": [{"preset": "web_720p"}],
                   "delivery": {"destinations": ["nope"]}}, name="nope.yaml"), env=env)  # fmt: skip
     assert bad.returncode == 2 and "delivery.destinations[0]: 'nope'" in bad.stderr + bad.stdout
+
+
+def test_an_s3_source_from_an_allowed_bucket_is_fetched_verified_and_exported(s3, moto_endpoint, env, tmp_path, media):
+    client, bucket = s3
+    allowed = tmp_path / "with-sources.yaml"
+    allowed.write_text(
+        Path(env["VEXPORT_DESTINATIONS"]).read_text()
+        + f"inbound: {{url: 's3://{bucket}/incoming', endpoint_url: '{moto_endpoint}', sources: true}}\n"
+    )
+    env = {**env, "VEXPORT_DESTINATIONS": str(allowed)}
+    client.upload_file(str(media["av"]), bucket, "incoming/clip.mp4")
+    client.upload_file(str(media["av"]), bucket, "private/clip.mp4")
+
+    def manifest(source: str, name: str) -> Path:
+        return write_manifest(tmp_path, {"id": name, "source": source, "segments": [{"start": 0, "end": 1}],
+                              "targets": [{"format": "mp4", "video_codec": "h264", "resolution": "640x360"}]},
+                              name=f"{name}.yaml")  # fmt: skip
+
+    out = tmp_path / "froms3.json"
+    proc = vexport("export", manifest(f"s3://{bucket}/incoming/clip.mp4", "froms3"), "--json", out, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["status"] == "delivered" and summary["source"]["duration"] == pytest.approx(4.0, abs=0.05)
+    fetched = list((Path(env["VEXPORT_HOME"]) / "cache" / "s3").rglob("source.mp4"))
+    assert len(fetched) == 1 and fetched[0].read_bytes() == media["av"].read_bytes()
+
+    for source, needle in [
+        (f"s3://{bucket}/private/clip.mp4", "not under a destination that allows sources"),
+        (f"s3://{bucket}/incoming/missing.mp4", "does not exist"),
+        (f"s3://{bucket}/incoming/../private/clip.mp4", "is not s3://bucket/key"),
+        ("s3://another-bucket/incoming/clip.mp4", "not under a destination that allows sources"),
+    ]:
+        refused = vexport("export", manifest(source, "refused"), env=env)
+        assert refused.returncode == 2 and needle in refused.stdout + refused.stderr, (source, refused.stdout)

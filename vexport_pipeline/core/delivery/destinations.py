@@ -31,7 +31,7 @@ from .stores import LocalStore, Store
 MAX_FILE_BYTES = 64 * 1024
 DEFAULT = "default"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-KEYS = ("url", "endpoint_url", "region", "storage_class", "sse", "kms_key_id", "serve")
+KEYS = ("url", "endpoint_url", "region", "storage_class", "sse", "kms_key_id", "serve", "sources")
 SERVE = ("proxy", "redirect")
 SSE = ("AES256", "aws:kms")
 # classes whose objects can be downloaded at once (GLACIER and DEEP_ARCHIVE need a restore first)
@@ -58,6 +58,7 @@ class Destination:
     sse: str | None = None
     kms_key_id: str | None = None
     serve: str = "proxy"  # how the gateway hands out an object store's files: streamed, or a presigned 302
+    sources: bool = False  # manifests may name `s3://bucket/prefix/...` sources under it
 
     def store(self, **s3_options: Any) -> Store:
         """The store behind this destination (`s3_options` go to `S3Store`, e.g. a test's TransferConfig)."""
@@ -150,7 +151,10 @@ def _destination(name: Any, entry: Any) -> Destination:
         if key not in KEYS:
             raise _Problem(f"{name}.{key}: unknown key; allowed: {', '.join(KEYS)}")
     for key, value in entry.items():
-        if value is not None and not isinstance(value, str):
+        if key == "sources":
+            if not isinstance(value, bool):
+                raise _Problem(f"{name}.sources: must be true or false, not {value!r}")
+        elif value is not None and not isinstance(value, str):
             raise _Problem(f"{name}.{key}: must be a string, not {type(value).__name__}")
     if not entry.get("url"):
         raise _Problem(f"{name}.url: is required (s3://bucket/prefix or file:///absolute/folder)")
@@ -170,7 +174,7 @@ def _destination(name: Any, entry: Any) -> Destination:
 
 
 def _local(name: str, entry: dict, url: Any, serve: str) -> Destination:
-    extra = sorted(set(entry) - {"url", "serve"})
+    extra = sorted(set(entry) - {"url", "serve", "sources"})
     if extra:
         raise _Problem(f"{name}.{extra[0]}: applies to s3:// destinations only")
     if url.netloc not in ("", "localhost") or not url.path.startswith("/") or url.query or url.fragment:
@@ -221,6 +225,7 @@ def _s3(name: str, entry: dict, url: Any, serve: str) -> Destination:
         sse=sse,
         kms_key_id=entry.get("kms_key_id"),
         serve=serve,
+        sources=bool(entry.get("sources")),
     )
 
 

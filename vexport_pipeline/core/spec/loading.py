@@ -217,12 +217,11 @@ def resolve_source(comp: Composition, base_dir: Path, policy: MediaPolicy | None
     raw = comp.source
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", raw)
     if scheme and len(scheme.group(1)) > 1:
-        if scheme.group(1).lower() == "s3":
-            raise InputError(
-                "s3:// sources are not supported yet; copy the file under a media root",
-                where="source",
-                code="source_unsupported",
-            )
+        if scheme.group(1).lower() == "s3" and raw.startswith("s3://"):
+            from vexport_pipeline.core.intake.s3source import fetch
+            from vexport_pipeline.core.settings import destinations
+
+            return fetch(raw, destinations(), current().paths.cache)
         raise InputError(
             f"{scheme.group(1)}: URLs are not allowed; give a file path", where="source", code="source_not_allowed"
         )

@@ -150,7 +150,8 @@ def test_source_policy_refuses_urls_and_escapes(tmp_path):
         ("../secret.mp4", "source_not_allowed"),
         (str(tmp_path / "secret.mp4"), "source_not_allowed"),
         ("missing.mp4", "source_missing"),
-        ("s3://bucket/key.mp4", "source_unsupported"),
+        ("s3://bucket/key.mp4", "source_not_allowed"),  # no destination allows sources from this bucket
+        ("s3://bucket/../x.mp4", "source_not_allowed"),
     ]:
         with pytest.raises(InputError) as exc:
             resolve_source(parse_composition({**BASE, "source": src}), inside, policy)
