@@ -20,9 +20,10 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/vexport demo
 
 # Everything but the 1080p/high half of the corpus matrix, which alone would take the suite past 15 minutes
-# on 2 cores; `make test-corpus` runs it.
+# on 2 cores; `make test-corpus` runs it. Two workers (pytest-xdist), a test file per worker at a time.
+TEST_WORKERS ?= 2
 test: lint chromium
-	$(PY) -m pytest -q -m "not corpus_1080p"
+	$(PY) -m pytest -q -m "not corpus_1080p" -n $(TEST_WORKERS) --dist loadfile
 
 test-corpus: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m corpus_1080p

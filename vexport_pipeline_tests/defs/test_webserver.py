@@ -73,7 +73,17 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
                 time.sleep(1)
         assert data, "webserver did not answer within 90 s"
         nodes = {n["assetKey"]["path"][0]: n for n in data["assetNodes"]}
-        assert set(nodes) == {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"}
+        assert set(nodes) == {
+            "source",
+            "segments",
+            "renditions",
+            "validation_report",
+            "delivery",
+            "delivery_metrics",
+            "analytics",
+        }
+        analytics = nodes.pop("analytics")  # every export at once: not partitioned, a group of its own
+        assert not analytics["isPartitioned"] and analytics["groupName"] == "analytics"
         assert all(n["isPartitioned"] and n["groupName"] == "export" for n in nodes.values())
         [repo] = data["repositoriesOrError"]["nodes"]
         assert [s["name"] for s in repo["sensors"]] == ["composition_sensor"]
