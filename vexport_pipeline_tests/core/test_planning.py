@@ -2,7 +2,6 @@
 with the target, the limit and the value named, before any encode."""
 
 import json
-import time
 from dataclasses import replace
 
 import pytest
@@ -84,13 +83,13 @@ def test_export_refuses_a_clip_too_short_for_the_platform_at_once_and_writes_not
         },
     )
     out = tmp_path / "out.json"
-    started = time.monotonic()
     proc = vexport("export", manifest, "--json", out)
-    took = time.monotonic() - started
-    assert proc.returncode == 2 and took < 10, (proc.returncode, took)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     assert data["status"] == "refused" and "min_duration" in data["errors"][0]["message"]
+    # refused before the run: no partition work folder (an encode would have made one), nothing stored
     assert not (home.work / "short-square").exists() and not (home.store / "short-square").exists()
+    assert "renditions" not in proc.stdout  # Dagster never reached the encode step
     refused = vexport("submit", manifest)
     assert refused.returncode == 2 and "min_duration" in refused.stderr
     assert not list(home.inbox.glob("*.json"))

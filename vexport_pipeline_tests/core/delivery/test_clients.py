@@ -69,7 +69,7 @@ def test_user_agents_become_browser_os_and_a_device_class(ua, browser, os, devic
 def test_junk_user_agents_never_raise(ua):
     start = time.monotonic()
     assert describe(ua) == Client("Other", "Other", "other")
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 10  # a regex that backtracks catastrophically takes minutes, not seconds
 
 
 def test_a_huge_header_is_cut_to_its_first_kibibyte_and_still_read():
