@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VEXPORT_HOME ?= $(CURDIR)/.vexport
 
-.PHONY: demo test test-corpus quick lint dev bench schema clean chromium
+.PHONY: demo test test-corpus quick lint dev bench schema clean chromium azurite
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 # Everything but the 1080p/high half of the corpus matrix, which alone would take the suite past 15 minutes
 # on 2 cores; `make test-corpus` runs it. Two workers (pytest-xdist), a test file per worker at a time.
 TEST_WORKERS ?= 2
-test: lint chromium
+test: lint chromium azurite
 	$(PY) -m pytest -q -m "not corpus_1080p" -n $(TEST_WORKERS) --dist loadfile
 
 test-corpus: $(VENV)/.installed-test
@@ -43,6 +43,20 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: playback tests will be skipped (CI fails them)"; }
 
+# Azurite, Microsoft's Azure Storage emulator (npm), for the Azure Blob tests over the wire: installed into
+# .ci-tools/ (git-ignored) with the machine's Node.js; 3.35 is the last release that declares Node 20 support.
+AZURITE_VERSION := 3.35.0
+AZURITE_STAMP := .ci-tools/.azurite-$(AZURITE_VERSION)
+azurite: $(AZURITE_STAMP)
+
+$(AZURITE_STAMP):
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); } || true
+	@mkdir -p .ci-tools
+	@npm install --prefix .ci-tools --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+	  azurite@$(AZURITE_VERSION) >/dev/null && touch $@ || \
+	  echo "azurite not installed: Azure tests will be skipped (CI fails them)"
+
 dev: $(VENV)/.installed
 	$(VENV)/bin/vexport dev
 
@@ -54,4 +68,4 @@ schema: $(VENV)/.installed
 	$(PY) -m vexport_pipeline.core.spec.loading > docs/composition.schema.json
 
 clean:
-	rm -rf $(VENV) .vexport
+	rm -rf $(VENV) .vexport .ci-tools

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ import pytest
 from vexport_pipeline.core.settings import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parents[1]
+# before anything imports gcsfs (it reads this at import): without it, every call to the GCS emulator stalls
+# about 60 s in gcsfs's hierarchical-namespace layer. Set for the whole test session, as the fixture explains.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 
 BT709 = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"  # tagged, as cameras do
@@ -268,3 +272,161 @@ def s3(moto_endpoint, monkeypatch, tmp_path):
     bucket = BUCKET_PREFIX + uuid.uuid4().hex[:12]
     client.create_bucket(Bucket=bucket)
     return client, bucket
+
+
+# GCS and Azure Blob on the wire, each emulator started once per session on a free local port; each test gets
+# the emulator's settings in its environment (as a deployment would: the SDKs' own variables) and a bucket or
+# container of its own. Dropbox and Google Drive have no emulator: their tests use fsspec's memory filesystem.
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc=None, seconds: float = 30.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the emulator exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint():
+    """gcp-storage-emulator's JSON API server, in memory, in a thread of this process, over real HTTP.
+
+    gcsfs reads GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT when it is imported; left at its default ("true") its
+    zonal/hierarchical-bucket layer asks the Storage Control API about every bucket, which the emulator does not
+    serve, and each call stalls about 60 s. So it is set to "false" here, before gcsfs is imported, and for the
+    rest of the session (subprocesses inherit it)."""
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    import gcsfs
+    from gcp_storage_emulator.server import create_server
+
+    if gcsfs.GCSFileSystem.__name__ != "GCSFileSystem":
+        pytest.fail("gcsfs was imported before GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false was set (60 s stalls)")
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def gcs(gcs_endpoint, monkeypatch):
+    """A gcsfs filesystem on the emulator and a fresh bucket; STORAGE_EMULATOR_HOST in the environment (so the
+    store goes there, without credentials, as google-cloud-storage does) and no Google credentials."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # never ask a metadata server
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    import uuid
+
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=gcs_endpoint)
+    bucket = BUCKET_PREFIX + uuid.uuid4().hex[:12]
+    fs.mkdir(bucket)
+    return fs, bucket
+
+
+# Azurite's published development account: its key is public and only opens the local emulator.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_exe() -> str | None:
+    import shutil
+
+    local = REPO / ".ci-tools" / "node_modules" / ".bin" / "azurite-blob"  # where `make azurite` puts it
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory):
+    """Azurite's blob service (npm; `make test` installs it), in memory, on a free port. It ignores SIGTERM,
+    so it is stopped by its PID with SIGKILL."""
+    import signal
+
+    exe = azurite_exe()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("azurite-blob is needed (make azurite installs it)")
+        pytest.skip("azurite is not installed (make azurite)")
+    port, where = free_port(), tmp_path_factory.mktemp("azurite")
+    args = ["--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(port), "--skipApiVersionCheck"]
+    with open(where / "azurite.log", "wb") as logf:
+        proc = subprocess.Popen([exe, *args, "--loose"], cwd=where, stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_port(port, proc)
+        except RuntimeError as exc:
+            pytest.fail(f"Azurite did not start: {exc}\n{(where / 'azurite.log').read_text()[-2000:]}")
+        yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def azure(azurite_endpoint, monkeypatch):
+    """An adlfs filesystem on Azurite and a fresh container; the connection string (with the well-known
+    development key) only in this test's environment, where the SDK's chain reads it."""
+    conn = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={azurite_endpoint};"
+    )
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn)
+    for name in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    import uuid
+
+    import adlfs
+
+    fs = adlfs.AzureBlobFileSystem(connection_string=conn)
+    container = BUCKET_PREFIX + uuid.uuid4().hex[:12]
+    fs.mkdir(container)
+    return fs, container
+
+
+PG = os.environ.get("VEXPORT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database, dropped afterwards (with the event store's engines on it)."""
+    import psycopg2
+
+    from vexport_pipeline.core.delivery import events as ev
+
+    dsn = PG.replace("postgresql+psycopg2://", "postgresql://")
+    try:
+        admin = psycopg2.connect(dsn + "/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise  # CI has PostgreSQL: not reaching it is a failure, not a skip
+        pytest.skip(f"no PostgreSQL at {PG}: {exc}")
+    admin.autocommit = True
+    name = f"vexport_test_{uuid.uuid4().hex[:8]}"
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        for (_, url), (engine, _) in list(ev._engines.items()):
+            if url.endswith(f"/{name}"):
+                engine.dispose()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

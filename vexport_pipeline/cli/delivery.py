@@ -25,7 +25,8 @@ def _parts():
 
     settings = current()
     paths = settings.paths
-    return settings, LocalStore(paths.store), EventStore(paths.events_db), LinkSigner(signing_keys(settings))
+    events = EventStore(settings.events_url or paths.events_db)
+    return settings, LocalStore(paths.store), events, LinkSigner(signing_keys(settings))
 
 
 @click.command()

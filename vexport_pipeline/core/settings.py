@@ -112,6 +112,14 @@ class Settings:
     postgres_url: str | None = field(
         default=None, repr=False, metadata={"env": "VEXPORT_POSTGRES_URL", **_doc("Dagster storage (production)")}
     )
+    events_url: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "env": "VEXPORT_EVENTS_URL",
+            **_doc("event store: postgresql+psycopg2://... (production)", "SQLite at $VEXPORT_HOME/events.sqlite"),
+        },
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -144,6 +152,7 @@ class Settings:
             default_profile_file=_path(env.get("VEXPORT_DEFAULT_PROFILE")),
             chromium=env.get("VEXPORT_CHROMIUM") or None,
             postgres_url=env.get("VEXPORT_POSTGRES_URL") or None,
+            events_url=_events_url(env.get("VEXPORT_EVENTS_URL") or None),
         )
         settings.check()
         return settings
@@ -177,6 +186,15 @@ class Settings:
     def variables() -> list[tuple[str, str, str]]:
         """(variable, default, meaning) for every setting: the README's table."""
         return [(f.metadata["env"], f.metadata["default"], f.metadata["meaning"]) for f in fields(Settings)]
+
+
+def _events_url(url: str | None) -> str | None:
+    """A PostgreSQL (or SQLite) URL; the event store parses the rest when it connects."""
+    if url and not url.startswith(("postgresql://", "postgresql+psycopg2://", "sqlite:///")):
+        raise ConfigError(
+            "is not postgresql+psycopg2://user:password@host/db (or sqlite:///file)", where="VEXPORT_EVENTS_URL"
+        )
+    return url
 
 
 def _cidrs(text: str) -> tuple[str, ...]:

@@ -70,10 +70,11 @@ class StoreResource(dg.ConfigurableResource):
 class EventsResource(dg.ConfigurableResource):
     """The event store: links handed out and the downloads made through them."""
 
-    path: str
+    path: str  # the SQLite file under the home
+    url: str = ""  # VEXPORT_EVENTS_URL (as an EnvVar, so the UI never shows its password): PostgreSQL
 
     def get(self) -> EventStore:
-        return EventStore(Path(self.path))
+        return EventStore(self.url or Path(self.path))
 
 
 class LinksResource(dg.ConfigurableResource):
@@ -95,7 +96,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "home": HomeResource(root=str(paths.root), media_roots=[str(p) for p in settings.media_roots]),
         "encoders": EncoderResource(hardware=settings.hardware, chunk_seconds=settings.chunk_seconds),
         "store": StoreResource(root=str(paths.store), destinations_file=str(settings.destinations_file or "")),
-        "events": EventsResource(path=str(paths.events_db)),
+        "events": EventsResource(
+            path=str(paths.events_db), url=dg.EnvVar("VEXPORT_EVENTS_URL") if settings.events_url else ""
+        ),
         "links": LinksResource(
             public_url=settings.public_url,
             old_keys=dg.EnvVar("VEXPORT_OLD_SECRET_KEYS") if settings.old_secret_keys else "",

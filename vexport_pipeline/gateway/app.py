@@ -22,6 +22,7 @@ from vexport_pipeline.core.delivery.events import EventStore, LinkRow
 from vexport_pipeline.core.delivery.events import Request as Event
 from vexport_pipeline.core.delivery.links import LinkSigner
 from vexport_pipeline.core.delivery.publish import SUMMARY
+from vexport_pipeline.core.errors import StorageError
 from vexport_pipeline.core.files import sha256_file
 
 from .limits import RateLimiter
@@ -176,10 +177,15 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
     if ranges is None:
         await run_in_threadpool(gw.events.record, note(416))
         return _small(416, "range not satisfiable", **{"content-range": f"bytes */{info.size}"})
+    url = None
     if gw.destinations[link.destination].serve == "redirect":
-        url = await run_in_threadpool(
-            store.presign, v, link.rendition, 60, content_disposition=_disposition(link.rendition)
-        )
+        try:
+            url = await run_in_threadpool(
+                store.presign, v, link.rendition, 60, content_disposition=_disposition(link.rendition)
+            )
+        except StorageError as exc:  # no signing key (a GCS or Azure store without one): stream it instead
+            log.warning("cannot presign %s (%s); streaming it", link.rendition, exc)
+    if url:
         full = "range" not in request.headers and request.method == "GET"
         done = full and await run_in_threadpool(gw.events.served, link, c.ip, etag, [(0, info.size)], info.size)
         await run_in_threadpool(gw.events.record, note(302, 0, bool(done)))

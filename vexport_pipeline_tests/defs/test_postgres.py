@@ -1,34 +1,10 @@
 """The production instance setting: runs and events in a real PostgreSQL (dagster-postgres, psycopg2 scheme)."""
 
-import os
-import uuid
-
 import dagster as dg
 import psycopg2
 import pytest
 
 from vexport_pipeline_tests.defs.test_dagster import materialize, register
-
-PG = os.environ.get("VEXPORT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-
-
-@pytest.fixture
-def pg_url():
-    dsn = PG.replace("postgresql+psycopg2://", "postgresql://")
-    try:
-        admin = psycopg2.connect(dsn + "/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # CI has PostgreSQL: not reaching it is a failure, not a skip
-        pytest.skip(f"no PostgreSQL at {PG}: {exc}")
-    admin.autocommit = True
-    name = f"vexport_test_{uuid.uuid4().hex[:8]}"
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 @pytest.mark.postgres

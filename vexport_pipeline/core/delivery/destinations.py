@@ -4,11 +4,18 @@
 s3main: {url: s3://bucket/prefix, endpoint_url: https://minio.example:9000, region: eu-west-1,
          storage_class: STANDARD_IA, sse: AES256, serve: redirect}
 archive: {url: file:///mnt/archive}
+gcs: {url: gs://bucket/prefix, serve: redirect}      # endpoint_url: for a GCS emulator or private endpoint
+azure: {url: az://container/prefix}                  # the account: AZURE_STORAGE_CONNECTION_STRING
+team: {url: dropbox:///Exports/team}                 # a folder from the Dropbox root; token: DROPBOX_TOKEN
+drive: {url: gdrive://Exports/team}                  # a folder in the service account's Drive
 ```
 
 `default` is always the local store under `VEXPORT_HOME` and cannot be redefined. Credentials never
-appear here: they come from each SDK's standard chain (AWS environment variables, profiles, roles).
-`check` proves a destination reachable and writable with a small probe object.
+appear here: they come from each SDK's standard chain (AWS environment variables, profiles, roles;
+`GOOGLE_APPLICATION_CREDENTIALS`; `AZURE_STORAGE_CONNECTION_STRING`; `DROPBOX_TOKEN`), read from the
+environment when a destination's store is made. Dropbox and Drive cannot presign, so the gateway always
+streams their files (`serve: proxy`). `check` proves a destination reachable and writable with a small
+probe object.
 """
 
 from __future__ import annotations
@@ -36,22 +43,43 @@ SERVE = ("proxy", "redirect")
 SSE = ("AES256", "aws:kms")
 # classes whose objects can be downloaded at once (GLACIER and DEEP_ARCHIVE need a restore first)
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "REDUCED_REDUNDANCY")
-NOT_YET = {"gs": "Google Cloud Storage", "az": "Azure Blob", "dropbox": "Dropbox", "gdrive": "Google Drive"}
-CREDENTIAL_WORDS = ("secret", "password", "passwd", "access_key", "token", "credential", "api_key", "session")
+# the object stores and file services reached through fsspec (fsspecstore.py): URL scheme -> kind
+FSSPEC_SCHEMES = {"gs": "gcs", "az": "azure", "dropbox": "dropbox", "gdrive": "gdrive"}
+FSSPEC_KEYS = {"gcs": {"endpoint_url"}, "azure": set(), "dropbox": set(), "gdrive": set()}  # besides url, serve
+CREDENTIAL_WORDS = (
+    "secret",
+    "password",
+    "passwd",
+    "access_key",
+    "account_key",
+    "private_key",
+    "connection_string",
+    "token",
+    "credential",
+    "api_key",
+    "session",
+)
+STANDARD_CHAINS = (
+    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles; GOOGLE_APPLICATION_CREDENTIALS; "
+    "AZURE_STORAGE_CONNECTION_STRING; DROPBOX_TOKEN"
+)
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+AZ_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True)
 class Destination:
-    """One place exports are delivered to: the local store, another local folder or an S3 bucket."""
+    """One place exports are delivered to: the local store, another local folder, an S3 or GCS bucket, an
+    Azure container, a Dropbox or Google Drive folder."""
 
     name: str
     url: str
-    kind: str  # "local" | "s3"
+    kind: str  # "local" | "s3" | "gcs" | "azure" | "dropbox" | "gdrive"
     root: Path | None = None  # local kinds
-    bucket: str | None = None
-    prefix: str = ""
+    bucket: str | None = None  # the S3 or GCS bucket, the Azure container
+    prefix: str = ""  # the folder inside it; for Dropbox ("/Exports/team") and Drive ("Exports/team") the whole path
     endpoint_url: str | None = None
     region: str | None = None
     storage_class: str | None = None
@@ -61,9 +89,15 @@ class Destination:
     sources: bool = False  # manifests may name `s3://bucket/prefix/...` sources under it
 
     def store(self, **s3_options: Any) -> Store:
-        """The store behind this destination (`s3_options` go to `S3Store`, e.g. a test's TransferConfig)."""
+        """The store behind this destination (`s3_options` go to `S3Store`, e.g. a test's TransferConfig, or
+        to `FsspecStore`); credentials are read from the process environment now, by each SDK's chain."""
         if self.kind == "local":
             return LocalStore(self.root)
+        if self.kind in FSSPEC_KEYS:
+            from .fsspecstore import open_store  # gcsfs, adlfs, ... are loaded only where such a destination is used
+
+            root = f"{self.bucket}/{self.prefix}".rstrip("/") if self.bucket else self.prefix
+            return open_store(self.kind, root, env=os.environ, endpoint_url=self.endpoint_url, **s3_options)
         from .s3store import S3Store  # boto3 is loaded only where an S3 destination is used
 
         return S3Store(
@@ -146,7 +180,7 @@ def _destination(name: Any, entry: Any) -> Destination:
         if any(word in str(key).lower().replace("-", "_") for word in CREDENTIAL_WORDS):
             raise _Problem(
                 f"{name}.{key}: credentials are not accepted here; they come from the SDK's standard chain "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles)"
+                f"({STANDARD_CHAINS})"
             )
         if key not in KEYS:
             raise _Problem(f"{name}.{key}: unknown key; allowed: {', '.join(KEYS)}")
@@ -157,20 +191,21 @@ def _destination(name: Any, entry: Any) -> Destination:
         elif value is not None and not isinstance(value, str):
             raise _Problem(f"{name}.{key}: must be a string, not {type(value).__name__}")
     if not entry.get("url"):
-        raise _Problem(f"{name}.url: is required (s3://bucket/prefix or file:///absolute/folder)")
+        raise _Problem(
+            f"{name}.url: is required (s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, "
+            "dropbox:///folder, gdrive://folder or file:///absolute/folder)"
+        )
     serve = entry.get("serve") or "proxy"
     if serve not in SERVE:
         raise _Problem(f"{name}.serve: {serve!r} is not one of {', '.join(SERVE)}")
     url = urlsplit(entry["url"])
-    if url.scheme in NOT_YET:
-        raise _Problem(
-            f"{name}.url: {url.scheme}:// ({NOT_YET[url.scheme]}) is not supported yet; use s3:// or file://"
-        )
     if url.scheme == "file":
         return _local(name, entry, url, serve)
     if url.scheme == "s3":
         return _s3(name, entry, url, serve)
-    raise _Problem(f"{name}.url: {entry['url']!r} is not an s3:// or file:// URL")
+    if url.scheme in FSSPEC_SCHEMES:
+        return _fsspec(name, entry, url, serve)
+    raise _Problem(f"{name}.url: {entry['url']!r} is not an s3://, gs://, az://, dropbox:///, gdrive:// or file:// URL")
 
 
 def _local(name: str, entry: dict, url: Any, serve: str) -> Destination:
@@ -195,10 +230,7 @@ def _s3(name: str, entry: dict, url: Any, serve: str) -> Destination:
     if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
         raise _Problem(f"{name}.url: the prefix {prefix!r} has an empty, '.' or '..' segment")
     endpoint = entry.get("endpoint_url")
-    if endpoint:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-            raise _Problem(f"{name}.endpoint_url: must be an http(s):// URL without credentials, not {endpoint!r}")
+    _check_endpoint(name, endpoint)
     region = entry.get("region")
     if region and not REGION.fullmatch(region):
         raise _Problem(f"{name}.region: {region!r} is not a region name")
@@ -226,6 +258,49 @@ def _s3(name: str, entry: dict, url: Any, serve: str) -> Destination:
         kms_key_id=entry.get("kms_key_id"),
         serve=serve,
         sources=bool(entry.get("sources")),
+    )
+
+
+def _check_endpoint(name: str, endpoint: str | None) -> None:
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise _Problem(f"{name}.endpoint_url: must be an http(s):// URL without credentials, not {endpoint!r}")
+
+
+def _fsspec(name: str, entry: dict, url: Any, serve: str) -> Destination:
+    """gs://bucket/prefix, az://container/prefix, dropbox:///folder, gdrive://folder."""
+    kind = FSSPEC_SCHEMES[url.scheme]
+    extra = sorted(set(entry) - {"url", "serve"} - FSSPEC_KEYS[kind])
+    if extra:
+        where = "s3:// and gs://" if extra[0] == "endpoint_url" else "s3://"
+        hint = " (the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING names Azurite or another endpoint)"
+        raise _Problem(f"{name}.{extra[0]}: applies to {where} destinations only{hint if kind == 'azure' else ''}")
+    if "@" in url.netloc or url.query or url.fragment:
+        raise _Problem(f"{name}.url: must not carry credentials, a query or a fragment")
+    if kind == "dropbox":
+        if url.netloc:
+            raise _Problem(f"{name}.url: a Dropbox folder is dropbox:///folder (three slashes, from the Dropbox root)")
+        bucket, path = None, url.path
+    elif kind == "gdrive":
+        bucket, path = None, f"{url.netloc}{url.path}"
+    else:
+        bucket, path = url.netloc, url.path
+        pattern, what = (GCS_BUCKET, "bucket") if kind == "gcs" else (AZ_CONTAINER, "container")
+        if not pattern.fullmatch(bucket):
+            raise _Problem(f"{name}.url: {bucket!r} is not a valid {what} name")
+    prefix = path.strip("/")
+    if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
+        raise _Problem(f"{name}.url: the path {prefix!r} has an empty, '.' or '..' segment")
+    if kind in ("dropbox", "gdrive"):
+        if not prefix:
+            raise _Problem(f"{name}.url: name a folder, not the whole {'Dropbox' if kind == 'dropbox' else 'Drive'}")
+        if serve != "proxy":
+            raise _Problem(f"{name}.serve: {url.scheme}:// cannot presign URLs; the gateway streams its files (proxy)")
+        prefix = "/" + prefix if kind == "dropbox" else prefix
+    _check_endpoint(name, entry.get("endpoint_url"))
+    return Destination(
+        name, entry["url"], kind, bucket=bucket, prefix=prefix, endpoint_url=entry.get("endpoint_url"), serve=serve
     )
 
 

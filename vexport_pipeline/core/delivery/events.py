@@ -1,29 +1,44 @@
-"""The event store (SQLite under VEXPORT_HOME): the links handed out, every request made through them, and
-the download sessions that decide when a download counts.
+"""The event store: the links handed out, every request made through them, and the download sessions
+that decide when a download counts. One schema on SQLAlchemy Core: SQLite under VEXPORT_HOME by default,
+PostgreSQL (`VEXPORT_EVENTS_URL`) when several gateway hosts share it.
 
 A download counts once, when the bytes served to one client for one link cover the whole file (the union
 of its ranges, per ETag): a video player's dozens of range requests count once, an abandoned download not
 at all. A link's `max_downloads` slot is reserved when a client starts a download and released when the
 session is abandoned (no request for `ABANDON_S`), so concurrent clients can never exceed the limit.
-Several gateway processes may write at once: each decision is one `BEGIN IMMEDIATE` transaction.
+
+Several gateway processes may write at once. Each decision is one transaction that holds the link: on
+SQLite every write transaction is `BEGIN IMMEDIATE` (one writer at a time, across processes); on
+PostgreSQL the decisions about one link (`start_download`, `served`, `finish`) take a transaction-scoped
+advisory lock on it, so they run one after another while other links go on in parallel.
+
+Migrations: `schema_version` holds the version. An empty database is created whole from `METADATA` at
+`SCHEMA_VERSION`; an SQLite file made before SQLAlchemy (versioned by `PRAGMA user_version` 0..4) is
+brought up by its historical scripts (`MIGRATIONS`) in place; later changes are `UPGRADES` steps written
+for both databases. The migration runs under the same locks (an advisory lock on PostgreSQL), so
+processes that meet a new database at once wait for the first to finish.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
+
+from vexport_pipeline.core.errors import ConfigError
 
 ABANDON_S = 600.0  # a started download with no request for this long gives its slot back
 
+# The SQLite history before SQLAlchemy, one script per `PRAGMA user_version` step: kept verbatim to bring
+# old files up in place (never run on PostgreSQL; an empty database is made from METADATA instead).
 MIGRATIONS = [
     """
 CREATE TABLE IF NOT EXISTS links (
@@ -72,6 +87,94 @@ CREATE TABLE daily (
 ]
 
 
+SCHEMA_VERSION = 4  # the schema METADATA describes; UPGRADES[n] leads from n - 1 to n
+
+METADATA = sa.MetaData()
+_TIME = sa.Double()  # epoch seconds: 8-byte floats on both databases (PostgreSQL's REAL would be 4 bytes)
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
+
+
+def _zero() -> sa.TextClause:
+    return sa.text("0")
+
+
+LINKS = sa.Table(
+    "links",
+    METADATA,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("export_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("rendition", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("expires_at", _TIME, nullable=False),
+    sa.Column("max_downloads", sa.Integer),
+    sa.Column("allow_ips", sa.Text),
+    sa.Column("revoked", sa.Integer, nullable=False, server_default=_zero()),
+    sa.Column("one_time", sa.Integer, nullable=False, server_default=_zero()),
+    sa.Column("countries", sa.Text, nullable=False, server_default=""),
+    sa.Column("revoked_at", _TIME),
+    sa.Column("destination", sa.Text, nullable=False, server_default="default"),
+    sa.Index("links_export", "export_id"),
+)
+REQUESTS = sa.Table(
+    "requests",
+    METADATA,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("at", _TIME, nullable=False),
+    sa.Column("link_id", sa.Text, nullable=False),
+    sa.Column("export_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("rendition", sa.Text, nullable=False),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False, server_default=_zero()),
+    sa.Column("range", sa.Text, nullable=False, server_default=""),
+    sa.Column("completed", sa.Integer, nullable=False, server_default=_zero()),
+    sa.Column("client_ip", sa.Text, nullable=False, server_default=""),
+    sa.Column("country", sa.Text, nullable=False, server_default=""),
+    sa.Column("browser", sa.Text, nullable=False, server_default=""),
+    sa.Column("os", sa.Text, nullable=False, server_default=""),
+    sa.Column("device", sa.Text, nullable=False, server_default=""),
+    sa.Column("referrer", sa.Text, nullable=False, server_default=""),
+    sa.Column("user_agent", sa.Text, nullable=False, server_default=""),
+    sa.Index("requests_export", "export_id"),
+    sa.Index("requests_link", "link_id"),
+    sqlite_autoincrement=True,
+)
+SESSIONS = sa.Table(
+    "sessions",
+    METADATA,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("link_id", sa.Text, nullable=False),
+    sa.Column("client", sa.Text, nullable=False),
+    sa.Column("etag", sa.Text, nullable=False),
+    sa.Column("started_at", _TIME, nullable=False),
+    sa.Column("last_at", _TIME, nullable=False),
+    sa.Column("covered", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("completed", sa.Integer, nullable=False, server_default=_zero()),
+    sa.Index("sessions_link", "link_id", "client", "etag"),
+    sqlite_autoincrement=True,
+)
+DAILY = sa.Table(
+    "daily",
+    METADATA,
+    sa.Column("day", sa.Text, primary_key=True),
+    sa.Column("export_id", sa.Text, primary_key=True),
+    sa.Column("rendition", sa.Text, primary_key=True),
+    sa.Column("downloads", sa.Integer, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("bytes_served", sa.BigInteger, nullable=False),
+    sa.Column("unique_clients", sa.Integer, nullable=False),
+)
+VERSION = sa.Table("schema_version", METADATA, sa.Column("version", sa.Integer, nullable=False))
+
+# Schema changes after SCHEMA_VERSION 4, for both databases: {n: step from n - 1 to n} (Core DDL or
+# dialect-neutral SQL on the migrating connection). Change METADATA to match and bump SCHEMA_VERSION; the
+# tests check that a migrated database and a new one have the same tables, columns and indexes.
+UPGRADES: dict[int, Callable[[sa.Connection], None]] = {}
+
+
 @dataclass(frozen=True)
 class LinkRow:
     id: str
@@ -111,24 +214,44 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-_LINK_COLUMNS = (
-    "id, export_id, version, rendition, path, created_at, expires_at, max_downloads, allow_ips, revoked,"
-    " one_time, countries, destination,"
-    " (SELECT COUNT(*) FROM sessions s WHERE s.link_id = links.id AND s.completed = 1)"
+def _total(column) -> sa.ColumnElement:
+    """SUM as a whole number on both databases (PostgreSQL sums BIGINT into NUMERIC), 0 when empty."""
+    return sa.cast(sa.func.coalesce(sa.func.sum(column), 0), sa.BigInteger)
+
+
+_COMPLETED = (  # a link's completed downloads, correlated with the links row it is selected beside
+    sa.select(sa.func.count())
+    .select_from(SESSIONS)
+    .where(SESSIONS.c.link_id == LINKS.c.id, SESSIONS.c.completed == 1)
+    .scalar_subquery()
+)
+_LINK = sa.select(
+    *(LINKS.c[name] for name in ("id", "export_id", "version", "rendition", "path", "created_at", "expires_at")),
+    *(LINKS.c[name] for name in ("max_downloads", "allow_ips", "revoked", "one_time", "countries", "destination")),
+    _COMPLETED,
 )
 
-
-_local = threading.local()
-
-
-@contextmanager
-def _kept(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Use the thread's kept connection (not closed after use), rolling back what an error left open."""
-    try:
-        yield db
-    finally:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+# The gateway's statements, built once with bind parameters: a request then costs no statement building and
+# no cache-key work, only the compiled-statement cache lookup.
+_S = SESSIONS.c
+_LINK_BY_ID = _LINK.where(LINKS.c.id == sa.bindparam("link_id"))
+_SESSION = (  # a client's latest download session of a link: (id, covered, completed)
+    sa.select(_S.id, _S.covered, _S.completed)
+    .where(_S.link_id == sa.bindparam("link_id"), _S.client == sa.bindparam("client"), _S.etag == sa.bindparam("etag"))
+    .order_by(_S.id.desc())
+    .limit(1)
+)
+_IN_PROGRESS = sa.case((sa.and_(_S.completed == 0, _S.last_at > sa.bindparam("alive_after")), 1), else_=0)
+_SLOTS = (  # (completed downloads, downloads in progress) of a link: the slots `max_downloads` counts
+    sa.select(_total(_S.completed), _total(_IN_PROGRESS)).where(_S.link_id == sa.bindparam("link_id"))
+)
+_TOUCH = SESSIONS.update().where(_S.id == sa.bindparam("sid")).values(last_at=sa.bindparam("now"))
+_COVER = (
+    SESSIONS.update()
+    .where(_S.id == sa.bindparam("sid"))
+    .values(covered=sa.bindparam("new_covered"), completed=sa.bindparam("done"), last_at=sa.bindparam("now"))
+)
+_NEW_SESSION, _NEW_REQUEST, _NEW_LINK = SESSIONS.insert(), REQUESTS.insert(), LINKS.insert()
 
 
 def _split(text: str | None) -> tuple[str, ...]:
@@ -160,98 +283,78 @@ class Request:
 
 
 class EventStore:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _kept(self._connect()) as db:
-            self._migrate(db)
+    """The event store at `url_or_path`: a path (or `sqlite:///` URL) is an SQLite file, made if missing;
+    a `postgresql+psycopg2://` URL a PostgreSQL database. Either is migrated to the current schema."""
 
-    def _connect(self) -> sqlite3.Connection:
-        """This thread's connection, opened once (a gateway makes several calls per request). WAL lets
-        readers run beside the writer; `synchronous=NORMAL` is safe with WAL against a crash of the
-        process (a power cut may lose the last commits) and saves an fsync per transaction."""
-        key = (os.getpid(), str(self.path))
-        try:
-            inode = os.stat(self.path).st_ino
-        except OSError:
-            inode = None  # not made yet: sqlite3 creates it
-        db, known = getattr(_local, "dbs", {}).get(key, (None, None))
-        if db is None or inode is None or inode != known:  # new, or the file was replaced: open it again
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            _local.__dict__.setdefault("dbs", {})[key] = (db, os.stat(self.path).st_ino)
-        return db
+    def __init__(self, url_or_path: str | Path):
+        self.url, self.path = _parse(url_or_path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._tx("schema") as db:
+            _migrate(db)
 
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait and find it done
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";\n")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {n}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def _engine(self) -> sa.Engine:
+        return _engine(self.url, self.path)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with _kept(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+    def _tx(self, lock: str | None = None) -> Iterator[sa.Connection]:
+        """One write transaction. On SQLite it begins IMMEDIATE: the write lock is taken first, so a
+        decision never reads a state another process changes before it writes. On PostgreSQL `lock` names
+        an advisory lock held until the end of the transaction (the link whose sessions it decides)."""
+        with self._engine().connect() as db:
+            db.execution_options(vexport_write=True)  # read by _sqlite_begin
+            with db.begin():
+                if lock and db.dialect.name == "postgresql":
+                    db.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, sa.func.hashtext(lock))))
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._engine().connect() as db:
+            yield db
 
     # links
 
     def add_link(self, row: LinkRow) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO links(id, export_id, version, rendition, path, created_at, expires_at, max_downloads,"
-                " allow_ips, revoked, one_time, countries, destination) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)",
-                (
-                    row.id,
-                    row.export_id,
-                    row.version,
-                    row.rendition,
-                    row.path,
-                    row.created_at,
-                    row.expires_at,
-                    row.max_downloads,
-                    ",".join(row.allow_ips),
-                    int(row.one_time),
-                    ",".join(row.countries),
-                    row.destination,
-                ),
+                _NEW_LINK,
+                {
+                    "id": row.id,
+                    "export_id": row.export_id,
+                    "version": row.version,
+                    "rendition": row.rendition,
+                    "path": row.path,
+                    "created_at": row.created_at,
+                    "expires_at": row.expires_at,
+                    "max_downloads": row.max_downloads,
+                    "allow_ips": ",".join(row.allow_ips),
+                    "revoked": 0,
+                    "one_time": int(row.one_time),
+                    "countries": ",".join(row.countries),
+                    "destination": row.destination,
+                },
             )
 
     def link(self, link_id: str) -> LinkRow | None:
-        with _kept(self._connect()) as db:
-            row = db.execute(f"SELECT {_LINK_COLUMNS} FROM links WHERE id = ?", (link_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute(_LINK_BY_ID, {"link_id": link_id}).first()
         return _link(row) if row else None
 
     def links(self, export_id: str) -> list[LinkRow]:
-        with _kept(self._connect()) as db:
-            rows = db.execute(
-                f"SELECT {_LINK_COLUMNS} FROM links WHERE export_id = ? ORDER BY created_at, rendition", (export_id,)
-            ).fetchall()
+        query = _LINK.where(LINKS.c.export_id == export_id).order_by(LINKS.c.created_at, LINKS.c.rendition)
+        with self._read() as db:
+            rows = db.execute(query).all()
         return [_link(r) for r in rows]
 
     def revoke(self, link_id: str | None = None, *, export_id: str | None = None, version: str | None = None) -> int:
         """Revoke one link, or every link of an export (or of one of its versions). Returns how many."""
-        where, args = ("id = ?", [link_id]) if link_id else ("export_id = ?", [export_id])
+        where = LINKS.c.id == link_id if link_id else LINKS.c.export_id == export_id
         if version:
-            where, args = where + " AND version = ?", [*args, version]
+            where = sa.and_(where, LINKS.c.version == version)
+        update = LINKS.update().where(LINKS.c.revoked == 0, where).values(revoked=1, revoked_at=time.time())
         with self._tx() as db:
-            return db.execute(
-                f"UPDATE links SET revoked = 1, revoked_at = ? WHERE revoked = 0 AND {where}", (time.time(), *args)
-            ).rowcount
+            return db.execute(update).rowcount
 
     # downloads
 
@@ -260,31 +363,27 @@ class EventStore:
         (the free slots are reserved by downloads in progress). `fresh`: a request from the first byte
         without a Range, which after a completed download is a new download rather than a seek."""
         now = now or time.time()
-        with self._tx() as db:
+        with self._tx(link.id) as db:
             mine = _session(db, link, client, etag)
             if mine and (not mine[2] or not fresh):
-                db.execute("UPDATE sessions SET last_at = ? WHERE id = ?", (now, mine[0]))
+                db.execute(_TOUCH, {"sid": mine[0], "now": now})
                 return "ok"
             limit = 1 if link.one_time else link.max_downloads
             if limit is not None:
-                done, open_ = db.execute(
-                    "SELECT COALESCE(SUM(completed), 0), COALESCE(SUM(completed = 0 AND last_at > ?), 0)"
-                    " FROM sessions WHERE link_id = ?",
-                    (now - ABANDON_S, link.id),
-                ).fetchone()
+                done, open_ = db.execute(_SLOTS, {"link_id": link.id, "alive_after": now - ABANDON_S}).one()
                 if done >= limit:
                     return "used_up"
                 if done + open_ >= limit:
                     return "busy"
             db.execute(
-                "INSERT INTO sessions(link_id, client, etag, started_at, last_at) VALUES (?,?,?,?,?)",
-                (link.id, client, etag, now, now),
+                _NEW_SESSION,
+                {"link_id": link.id, "client": client, "etag": etag, "started_at": now, "last_at": now},
             )
             return "ok"
 
     def served(self, link: LinkRow, client: str, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
         """Add the byte ranges just served to the client's session; True if this completed the download."""
-        with self._tx() as db:
+        with self._tx(link.id) as db:
             return _cover(db, link, client, etag, ranges, size)
 
     def record(self, r: Request) -> None:
@@ -294,7 +393,7 @@ class EventStore:
     def finish(self, r: Request, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
         """`served` and `record` of one response in one transaction (one commit per request); the request is
         recorded as completing the download if its ranges did."""
-        with self._tx() as db:
+        with self._tx(r.link.id) as db:
             done = bool(ranges) and _cover(db, r.link, r.client_ip, etag, ranges, size)
             _insert(db, replace(r, completed=done))
             return done
@@ -312,80 +411,88 @@ class EventStore:
         """Keep the daily rollup (analytics.daily_rollup's columns): replaced whole, in one transaction."""
         cols = ["day", "export_id", "rendition", "downloads", "requests", "bytes_served", "unique_clients"]
         rows = [
-            tuple(int(v) if i > 2 else str(v) for i, v in enumerate(r)) for r in daily[cols].itertuples(index=False)
+            {c: int(v) if i > 2 else str(v) for i, (c, v) in enumerate(zip(cols, r, strict=True))}
+            for r in daily[cols].itertuples(index=False)
         ]
-        with self._tx() as db:
-            db.execute("DELETE FROM daily")
-            db.executemany(f"INSERT INTO daily({', '.join(cols)}) VALUES (?,?,?,?,?,?,?)", rows)
+        with self._tx("daily") as db:  # two rollups at once on PostgreSQL: one after the other
+            db.execute(DAILY.delete())
+            if rows:
+                db.execute(DAILY.insert(), rows)
         return len(rows)
 
     def daily_frame(self) -> pd.DataFrame:
-        with _kept(self._connect()) as db:
-            return pd.read_sql_query("SELECT * FROM daily ORDER BY day, export_id, rendition", db)
+        query = sa.select(DAILY).order_by(DAILY.c.day, DAILY.c.export_id, DAILY.c.rendition)
+        with self._read() as db:
+            return pd.read_sql_query(query, db)
 
     def requests_frame(self, export_id: str | None = None) -> pd.DataFrame:
-        where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
-        with _kept(self._connect()) as db:
-            return pd.read_sql_query(f"SELECT * FROM requests {where} ORDER BY at", db, params=args)
+        query = sa.select(REQUESTS).order_by(REQUESTS.c.at)
+        if export_id:
+            query = query.where(REQUESTS.c.export_id == export_id)
+        with self._read() as db:
+            return pd.read_sql_query(query, db)
 
     def links_frame(self, export_id: str | None = None) -> pd.DataFrame:
-        where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
-        with _kept(self._connect()) as db:
-            return pd.read_sql_query(
-                "SELECT id, export_id, version, rendition, created_at, expires_at, max_downloads, revoked"
-                f" FROM links {where} ORDER BY created_at",
-                db,
-                params=args,
-            )
+        names = ("id", "export_id", "version", "rendition", "created_at", "expires_at", "max_downloads", "revoked")
+        query = sa.select(*(LINKS.c[n] for n in names)).order_by(LINKS.c.created_at)
+        if export_id:
+            query = query.where(LINKS.c.export_id == export_id)
+        with self._read() as db:
+            return pd.read_sql_query(query, db)
 
     def downloads_frame(self, export_id: str | None = None) -> pd.DataFrame:
         """One row per (export, rendition) that has links: downloads, bytes and the last download."""
-        query = """
-            SELECT l.export_id, l.rendition, COALESCE(SUM(r.completed), 0) AS downloads,
-                   COALESCE(SUM(r.bytes), 0) AS bytes, MAX(CASE WHEN r.completed = 1 THEN r.at END) AS last_download
-            FROM (SELECT DISTINCT export_id, rendition FROM links {where}) l
-            LEFT JOIN requests r ON r.export_id = l.export_id AND r.rendition = l.rendition
-                 AND r.status BETWEEN 200 AND 299
-            GROUP BY l.export_id, l.rendition ORDER BY l.export_id, l.rendition"""
-        where, args = ("WHERE export_id = ?", (export_id,)) if export_id else ("", ())
-        with _kept(self._connect()) as db:
-            df = pd.read_sql_query(query.format(where=where), db, params=args)
+        with self._read() as db:
+            df = pd.read_sql_query(_downloads_query(export_id), db)
         df["last_download"] = pd.to_datetime(df["last_download"], unit="s", utc=True)
         return df
 
 
-def _session(db: sqlite3.Connection, link: LinkRow, client: str, etag: str) -> tuple | None:
+def _downloads_query(export_id: str | None) -> sa.Select:
+    pairs = sa.select(LINKS.c.export_id, LINKS.c.rendition).distinct()
+    if export_id:
+        pairs = pairs.where(LINKS.c.export_id == export_id)
+    lk, r = pairs.subquery("l"), REQUESTS.c
+    served = sa.and_(r.export_id == lk.c.export_id, r.rendition == lk.c.rendition, r.status.between(200, 299))
+    return (
+        sa.select(
+            lk.c.export_id,
+            lk.c.rendition,
+            _total(r.completed).label("downloads"),
+            _total(r.bytes).label("bytes"),
+            sa.func.max(sa.case((r.completed == 1, r.at))).label("last_download"),
+        )
+        .select_from(lk.outerjoin(REQUESTS, served))
+        .group_by(lk.c.export_id, lk.c.rendition)
+        .order_by(lk.c.export_id, lk.c.rendition)
+    )
+
+
+def _session(db: sa.Connection, link: LinkRow, client: str, etag: str) -> tuple | None:
     """The client's latest download session of this link: (id, covered, completed)."""
-    return db.execute(
-        "SELECT id, covered, completed FROM sessions WHERE link_id = ? AND client = ? AND etag = ?"
-        " ORDER BY id DESC LIMIT 1",
-        (link.id, client, etag),
-    ).fetchone()
+    return db.execute(_SESSION, {"link_id": link.id, "client": client, "etag": etag}).first()
 
 
-def _cover(db, link: LinkRow, client: str, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
+def _cover(db: sa.Connection, link: LinkRow, client: str, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
     row = _session(db, link, client, etag)
     if row is None or row[2]:
         return False
     covered = merge([*map(tuple, json.loads(row[1])), *ranges])
     done = covered == [(0, size)]
-    db.execute(
-        "UPDATE sessions SET covered = ?, completed = ?, last_at = ? WHERE id = ?",
-        (json.dumps(covered), int(done), time.time(), row[0]),
-    )
+    db.execute(_COVER, {"sid": row[0], "new_covered": json.dumps(covered), "done": int(done), "now": time.time()})
     return done
 
 
-def _insert(db, r: Request) -> None:
+def _insert(db: sa.Connection, r: Request) -> None:
     db.execute(
-        "INSERT INTO requests(at, link_id, export_id, version, rendition, method, status, bytes, range,"
-        " completed, client_ip, country, browser, os, device, referrer, user_agent)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            time.time(), r.link.id, r.link.export_id, r.link.version, r.link.rendition, r.method, r.status, r.bytes,
-            r.range[:200], int(r.completed), r.client_ip, r.country, r.browser[:100], r.os[:100], r.device[:100],
-            r.referrer[:500], r.user_agent[:500],
-        ),
+        _NEW_REQUEST,
+        {
+            "at": time.time(), "link_id": r.link.id, "export_id": r.link.export_id, "version": r.link.version,
+            "rendition": r.link.rendition, "method": r.method, "status": r.status, "bytes": r.bytes,
+            "range": r.range[:200], "completed": int(r.completed), "client_ip": r.client_ip, "country": r.country,
+            "browser": r.browser[:100], "os": r.os[:100], "device": r.device[:100], "referrer": r.referrer[:500],
+            "user_agent": r.user_agent[:500],
+        },
     )  # fmt: skip
 
 
@@ -398,3 +505,136 @@ def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((start, end))
     return out
+
+
+# migrations
+
+
+def _migrate(db: sa.Connection) -> None:
+    """Bring the database to SCHEMA_VERSION, inside the caller's write transaction (which holds the
+    SQLite write lock or the PostgreSQL `schema` advisory lock: one process migrates, the others wait and
+    find it done)."""
+    tables = set(sa.inspect(db).get_table_names())
+    if VERSION.name in tables:
+        version = db.execute(sa.select(VERSION.c.version)).scalar_one()
+    elif db.dialect.name == "sqlite" and (tables & {"links", "downloads"} or _user_version(db)):
+        version = _from_user_version(db)
+    else:  # an empty database (a foreign `links` table makes this fail rather than being adopted)
+        METADATA.create_all(db, checkfirst=False)
+        db.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+        if db.dialect.name == "sqlite":  # the sqlite3-era code (a gateway not yet upgraded) finds it complete
+            db.exec_driver_sql(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        return
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the event store is at schema version {version}, newer than this vexport ({SCHEMA_VERSION}):"
+            " upgrade vexport",
+            where="VEXPORT_EVENTS_URL",
+        )
+    for n in range(version + 1, SCHEMA_VERSION + 1):
+        UPGRADES[n](db)
+        db.execute(VERSION.update().values(version=n))
+
+
+def _user_version(db: sa.Connection) -> int:
+    return db.exec_driver_sql("PRAGMA user_version").scalar_one()
+
+
+def _from_user_version(db: sa.Connection) -> int:
+    """An SQLite file of the sqlite3 era: its remaining historical scripts, then `schema_version`."""
+    version = _user_version(db)
+    for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in filter(str.strip, script.split(";\n")):
+            db.exec_driver_sql(statement)
+        db.exec_driver_sql(f"PRAGMA user_version = {n}")
+    VERSION.create(db)
+    db.execute(VERSION.insert().values(version=len(MIGRATIONS)))
+    return len(MIGRATIONS)
+
+
+# engines: one per process and database, shared by every EventStore on it
+
+_LOCK_SPACE = 0x76657870  # "vexp": the first key of vexport's advisory locks, the second is hashtext(name)
+_engines: dict[tuple[int, str], tuple[sa.Engine, int | None]] = {}
+_engines_lock = threading.Lock()
+
+
+def _parse(url_or_path: str | Path) -> tuple[sa.URL, Path | None]:
+    """The database URL, and the file when it is SQLite."""
+    text = str(url_or_path)
+    if isinstance(url_or_path, Path) or "://" not in text:
+        path = Path(text).expanduser()
+        return sa.URL.create("sqlite+pysqlite", database=str(path)), path
+    try:
+        url = sa.make_url(text)
+    except sa.exc.ArgumentError:
+        raise ConfigError("is not a database URL", where="VEXPORT_EVENTS_URL") from None
+    if url.drivername == "postgresql":  # the installed driver (SQLAlchemy 2.1 would pick psycopg 3)
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return url, Path(url.database).expanduser()
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"{url.drivername}:// is not an event store: use postgresql+psycopg2://... or an SQLite file",
+            where="VEXPORT_EVENTS_URL",
+        )
+    return url, None
+
+
+def _engine(url: sa.URL, path: Path | None) -> sa.Engine:
+    """This process's engine for the database (made once; after a fork the child makes its own). An SQLite
+    file that was replaced (deleted and made again) gets a new engine, whose connections open the new file."""
+    key = (os.getpid(), url.render_as_string(hide_password=False))
+    inode = _inode(path) if path is not None else None
+    engine, known = _engines.get(key, (None, None))
+    if engine is not None and inode == known:
+        return engine
+    with _engines_lock:
+        engine, known = _engines.get(key, (None, None))
+        if engine is None or inode != known:
+            if engine is not None:
+                engine.dispose()  # connections still in use finish on the old file, then close
+            engine = _sqlite_engine(url) if path is not None else _postgres_engine(url)
+            _engines[key] = (engine, inode)
+    return engine
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        path.touch()  # SQLite takes an empty file as a new database
+        return os.stat(path).st_ino
+
+
+# a gateway runs its calls in up to 40 threads (AnyIO's default): as many connections, 8 kept open
+_POOL = {"pool_size": 8, "max_overflow": 32, "pool_timeout": 60}
+
+
+def _postgres_engine(url: sa.URL) -> sa.Engine:
+    return sa.create_engine(url, pool_pre_ping=True, **_POOL)
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    """SQLite with SQLAlchemy emitting BEGIN itself (SQLAlchemy's SQLite docs, "Enabling Non-Legacy SQLite
+    Transactional Modes"): the sqlite3 driver's own BEGIN is turned off and writes begin IMMEDIATE. WAL lets
+    readers run beside the writer; `synchronous=NORMAL` is safe with WAL against a crash of the process (a
+    power cut may lose the last commits) and saves an fsync per transaction."""
+    engine = sa.create_engine(url, connect_args={"timeout": 30}, **_POOL)
+    sa.event.listen(engine, "connect", _sqlite_connect)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(db: sa.Connection) -> None:
+    """Writes take the write lock first; reads (one statement each) run without a transaction."""
+    if db.get_execution_options().get("vexport_write"):
+        db.exec_driver_sql("BEGIN IMMEDIATE")

@@ -17,10 +17,8 @@ import base64
 import json
 import logging
 import mimetypes
-import re
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from vexport_pipeline.core.errors import StorageError
 
-from .stores import Store, Version, _check_name
+from .stores import ChecksumMismatch, ObjectInfo, ObjectStore, Version, _check_name
 
 log = logging.getLogger("vexport.delivery")
 
@@ -71,7 +69,6 @@ RETRY_CODES = {
     "ServiceUnavailable",
 }
 SSE_MODES = ("AES256", "aws:kms")
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def crc64nvme_file(path: Path, chunk: int = 8 * MiB) -> str:
@@ -81,10 +78,6 @@ def crc64nvme_file(path: Path, chunk: int = 8 * MiB) -> str:
         while block := f.read(chunk):
             crc = crt_checksums.crc64nvme(block, crc)
     return base64.b64encode(crc.to_bytes(8, "big")).decode()
-
-
-class ChecksumMismatch(Exception):
-    """The store holds other bytes than the local file (retried by re-uploading the object)."""
 
 
 def compare_checksum(expected: str, head: dict[str, Any], size: int | None = None) -> None:
@@ -127,18 +120,7 @@ def _is_missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What the store says about one delivered object."""
-
-    key: str
-    size: int
-    etag: str
-    checksum: str | None  # "crc64nvme:<base64>", when the store reports one
-    content_type: str | None
-
-
-class S3Store(Store):
+class S3Store(ObjectStore):
     """A delivery store in an S3 bucket under `prefix`."""
 
     def __init__(
@@ -179,19 +161,6 @@ class S3Store(Store):
     def _base(self, export_id: str) -> str:
         _check_name(export_id, export_id)
         return f"{self.prefix}/{export_id}" if self.prefix else export_id
-
-    def version_prefix(self, v: Version) -> str:
-        """The key prefix of a version's objects, ending in `/`."""
-        if not _VERSION.fullmatch(v.version):
-            raise StorageError(f"refusing version id {v.version!r}", where=v.export_id)
-        return f"{self._base(v.export_id)}/{v.version}/"
-
-    def key(self, v: Version, name: str) -> str:
-        _check_name(name, v.export_id)
-        return self.version_prefix(v) + name
-
-    def _pointer(self, export_id: str) -> str:
-        return f"{self._base(export_id)}/current"
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -310,29 +279,6 @@ class S3Store(Store):
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError):
             pass
-
-    def current(self, export_id: str) -> Version | None:
-        data = self._get_small(self._pointer(export_id), export_id)
-        if data is None:
-            return None
-        try:
-            version = json.loads(data)["version"]
-            v = Version(export_id, version)
-            self.version_prefix(v)
-        except (ValueError, KeyError, TypeError, StorageError) as exc:
-            raise StorageError(
-                f"{self._uri(self._pointer(export_id))} is not a version pointer", where=export_id
-            ) from exc
-        return v
-
-    def url(self, v: Version, name: str) -> str:
-        return self._uri(self.key(v, name))
-
-    def write_record(self, v: Version, name: str, data: bytes) -> None:
-        self._put_small(self.key(v, name), data, where=v.export_id)
-
-    def read_record(self, v: Version, name: str) -> bytes | None:
-        return self._get_small(self.key(v, name), v.export_id)
 
     def local_path(self, v: Version, name: str) -> Path | None:
         return None

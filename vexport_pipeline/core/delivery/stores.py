@@ -9,7 +9,9 @@ the same interface.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -135,3 +137,75 @@ class LocalStore(Store):
     def read_record(self, v: Version, name: str) -> bytes | None:
         path = self.folder(v) / name
         return path.read_bytes() if path.is_file() else None
+
+
+VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class ChecksumMismatch(Exception):
+    """The store holds other bytes than the local file (retried by uploading the file again)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What an object store says about one delivered object (the gateway serves from it)."""
+
+    key: str
+    size: int
+    etag: str
+    checksum: str | None  # "crc64nvme:<base64>", "md5:<hex>", ... where the store reports one
+    content_type: str | None
+
+
+class ObjectStore(Store):
+    """What S3 and the fsspec stores share: `<base>/<export>/<version>/<name>` keys, a small `current`
+    pointer object naming the version (written last by `commit`), records as small objects."""
+
+    @abstractmethod
+    def _base(self, export_id: str) -> str:
+        """Where an export's versions and pointer live."""
+
+    @abstractmethod
+    def _uri(self, key: str) -> str:
+        """A key as a URI a person reads (`s3://bucket/key`)."""
+
+    @abstractmethod
+    def _put_small(self, key: str, data: bytes, where: str | None = None) -> None: ...
+
+    @abstractmethod
+    def _get_small(self, key: str, where: str | None) -> bytes | None: ...
+
+    def version_prefix(self, v: Version) -> str:
+        """The key prefix of a version's objects, ending in `/`."""
+        if not VERSION_ID.fullmatch(v.version):
+            raise StorageError(f"refusing version id {v.version!r}", where=v.export_id)
+        return f"{self._base(v.export_id)}/{v.version}/"
+
+    def key(self, v: Version, name: str) -> str:
+        _check_name(name, v.export_id)
+        return self.version_prefix(v) + name
+
+    def _pointer(self, export_id: str) -> str:
+        return f"{self._base(export_id)}/current"
+
+    def current(self, export_id: str) -> Version | None:
+        data = self._get_small(self._pointer(export_id), export_id)
+        if data is None:
+            return None
+        try:
+            v = Version(export_id, json.loads(data)["version"])
+            self.version_prefix(v)
+        except (ValueError, KeyError, TypeError, StorageError) as exc:
+            raise StorageError(
+                f"{self._uri(self._pointer(export_id))} is not a version pointer", where=export_id
+            ) from exc
+        return v
+
+    def url(self, v: Version, name: str) -> str:
+        return self._uri(self.key(v, name))
+
+    def write_record(self, v: Version, name: str, data: bytes) -> None:
+        self._put_small(self.key(v, name), data, v.export_id)
+
+    def read_record(self, v: Version, name: str) -> bytes | None:
+        return self._get_small(self.key(v, name), v.export_id)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vexport_pipeline.core.delivery import access
-from vexport_pipeline.core.delivery.events import ABANDON_S, EventStore, LinkRow, merge
+from vexport_pipeline.core.delivery.events import LinkRow, merge
 from vexport_pipeline.core.delivery.links import LinkSigner
 from vexport_pipeline.gateway.limits import RateLimiter
 
@@ -78,44 +78,6 @@ def test_only_regular_files_inside_the_store_are_served(tmp_path):
 
 def test_ranges_merge_into_coverage():
     assert merge([(10, 20), (0, 10), (15, 30), (40, 50), (5, 5)]) == [(0, 30), (40, 50)]
-
-
-def test_download_sessions_count_once_and_reserve_slots(tmp_path):
-    events = EventStore(tmp_path / "events.sqlite")
-    link = row(max_downloads=2)
-    events.add_link(link)
-    assert events.start_download(link, "a", '"t"', fresh=True) == "ok"
-    assert not events.served(link, "a", '"t"', [(0, 50)], 100)
-    assert events.start_download(link, "b", '"t"', fresh=True) == "ok"
-    assert events.start_download(link, "c", '"t"', fresh=True) == "busy"  # two downloads in progress
-    assert events.served(link, "a", '"t"', [(50, 100)], 100)
-    assert not events.served(link, "a", '"t"', [(0, 100)], 100)  # a seek after completion: not again
-    assert events.start_download(link, "a", '"t"', fresh=False) == "ok"
-    assert events.start_download(link, "c", '"t"', fresh=True) == "busy"
-    later = time.time() + ABANDON_S + 1  # b gave up: its slot comes back
-    assert events.start_download(link, "c", '"t"', fresh=True, now=later) == "ok"
-    assert events.served(link, "c", '"t"', [(0, 100)], 100)
-    assert events.start_download(link, "d", '"t"', fresh=True, now=later) == "used_up"
-    assert events.link("l1").downloads == 2
-
-
-def test_an_old_event_store_is_migrated_with_its_downloads(tmp_path):
-    import sqlite3
-
-    from vexport_pipeline.core.delivery.events import MIGRATIONS
-
-    db = sqlite3.connect(tmp_path / "old.sqlite")
-    db.executescript(MIGRATIONS[0])
-    db.execute("INSERT INTO links VALUES ('l1','e','v','a.mp4','/x',0,9e9,NULL,'',0)")
-    db.execute(
-        "INSERT INTO downloads(link_id, export_id, rendition, at, bytes, status) VALUES ('l1','e','a.mp4',1,5,200)"
-    )
-    db.commit()
-    db.close()
-    events = EventStore(tmp_path / "old.sqlite")
-    frame = events.downloads_frame("e")
-    assert list(frame["downloads"]) == [1] and list(frame["bytes"]) == [5]
-    assert events.link("l1").one_time is False
 
 
 def test_rate_limits_answer_when_to_come_back():

@@ -69,7 +69,18 @@ def test_an_unknown_key_is_refused_by_its_path(tmp_path):
     assert "s3main.storage_clas: unknown key" in msg and "storage_class" in msg
 
 
-@pytest.mark.parametrize("key", ["aws_secret_access_key", "aws_access_key_id", "password", "session_token", "Token"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "aws_secret_access_key",
+        "aws_access_key_id",
+        "password",
+        "session_token",
+        "Token",
+        "connection_string",
+        "account_key",
+    ],
+)
 def test_credentials_are_refused_and_the_standard_chain_named(tmp_path, key):
     msg = refused(tmp_path, f"s3main: {{url: s3://media-bucket, {key}: hunter2}}\n")
     assert f"s3main.{key}: credentials are not accepted" in msg and "standard chain" in msg
@@ -87,24 +98,57 @@ def test_default_cannot_be_redefined(tmp_path):
     assert "default: is always the local store" in msg
 
 
-@pytest.mark.parametrize(
-    ("url", "what"),
-    [
-        ("gs://bucket/p", "Google Cloud Storage"),
-        ("az://container/p", "Azure Blob"),
-        ("dropbox://folder", "Dropbox"),
-        ("gdrive://folder", "Google Drive"),
-    ],
-)
-def test_other_clouds_are_not_supported_yet(tmp_path, url, what):
-    msg = refused(tmp_path, f"elsewhere: {{url: '{url}'}}\n")
-    assert "elsewhere.url:" in msg and what in msg and "not supported yet" in msg
+OTHER_CLOUDS = """
+gcs: {url: 'gs://media_bucket.v2/exports/team', endpoint_url: 'http://127.0.0.1:4443', serve: redirect}
+azure: {url: 'az://media-container/exports'}
+team: {url: 'dropbox:///Exports/Team A'}
+drive: {url: 'gdrive://Exports/team'}
+"""
+
+
+def test_gcs_azure_dropbox_and_drive_urls_are_destinations(tmp_path):
+    dests = load_destinations(write(tmp_path, OTHER_CLOUDS), tmp_path / "store")
+    got = {n: (d.kind, d.bucket, d.prefix, d.endpoint_url, d.serve) for n, d in dests.items() if n != "default"}
+    assert got == {
+        "gcs": ("gcs", "media_bucket.v2", "exports/team", "http://127.0.0.1:4443", "redirect"),
+        "azure": ("azure", "media-container", "exports", None, "proxy"),
+        "team": ("dropbox", None, "/Exports/Team A", None, "proxy"),
+        "drive": ("gdrive", None, "Exports/team", None, "proxy"),
+    }
+    assert not any(d.sources for d in dests.values())
+
+
+def test_their_stores_are_fsspec_stores_with_credentials_from_the_environment(tmp_path, monkeypatch):
+    from vexport_pipeline.core.delivery.fsspecstore import FsspecStore
+    from vexport_pipeline.core.errors import StorageError
+
+    dests = load_destinations(write(tmp_path, OTHER_CLOUDS), tmp_path / "store")
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
+    conn = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint=http://127.0.0.1:9/x;"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn)
+    store = dests["azure"].store()  # made without a request
+    assert isinstance(store, FsspecStore) and store.root == "media-container/exports"
+    assert store.url(store.begin("e1"), "a.mp4").startswith("az://media-container/exports/e1/")
+    for name in ("DROPBOX_TOKEN", "DROPBOX_REFRESH_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(StorageError, match="DROPBOX_TOKEN"):
+        dests["team"].store()
+    with pytest.raises(StorageError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        dests["drive"].store()
+
+
+@pytest.mark.gcs
+def test_a_gcs_store_goes_to_the_emulator_without_credentials(gcs, tmp_path):
+    from vexport_pipeline.core.delivery.fsspecstore import FsspecStore
+
+    store = load_destinations(write(tmp_path, OTHER_CLOUDS), tmp_path / "store")["gcs"].store()
+    assert isinstance(store, FsspecStore) and store.root == "media_bucket.v2/exports/team" and store.kind == "gcs"
 
 
 @pytest.mark.parametrize(
     ("entry", "field", "says"),
     [
-        ("{url: 'https://example.com/x'}", "x.url", "not an s3:// or file:// URL"),
+        ("{url: 'https://example.com/x'}", "x.url", "not an s3://, gs://, az://, dropbox:///, gdrive:// or file://"),
         ("{url: 's3://AB'}", "x.url", "not a valid bucket name"),
         ("{url: 's3://key:secret@media-bucket'}", "x.url", "without credentials"),
         ("{url: 's3://media-bucket/a/../b'}", "x.url", "'..'"),
@@ -120,6 +164,18 @@ def test_other_clouds_are_not_supported_yet(tmp_path, url, what):
         ("{url: 's3://media-bucket', region: 5}", "x.region", "must be a string"),
         ("{url: 'file:///srv/a', region: eu-west-1}", "x.region", "s3:// destinations only"),
         ("[not, a, mapping]", "x:", "must be a mapping"),
+        ("{url: 'gs://AB'}", "x.url", "not a valid bucket name"),
+        ("{url: 'gs://key@media-bucket'}", "x.url", "credentials"),
+        ("{url: 'az://media_container'}", "x.url", "not a valid container name"),
+        ("{url: 'az://media-container', endpoint_url: 'http://127.0.0.1:10000'}", "x.endpoint_url", "BlobEndpoint"),
+        ("{url: 'gs://media-bucket', region: eu-west-1}", "x.region", "s3:// destinations only"),
+        ("{url: 'gs://media-bucket', sources: true}", "x.sources", "s3:// destinations only"),
+        ("{url: 'gs://media-bucket', endpoint_url: 'ftp://host'}", "x.endpoint_url", "http(s)"),
+        ("{url: 'dropbox://Exports'}", "x.url", "three slashes"),
+        ("{url: 'dropbox:///'}", "x.url", "name a folder"),
+        ("{url: 'gdrive://Exports/../x'}", "x.url", "'..'"),
+        ("{url: 'gdrive://Exports', serve: redirect}", "x.serve", "cannot presign"),
+        ("{url: 'dropbox:///Exports', storage_class: STANDARD}", "x.storage_class", "s3:// destinations only"),
     ],
 )
 def test_each_bad_field_is_refused_by_name(tmp_path, entry, field, says):
