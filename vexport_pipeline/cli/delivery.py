@@ -73,9 +73,12 @@ def links() -> None:
 @click.option("--allow-ip", "allow_ips", multiple=True, help="CIDR allowed to download (repeatable).")
 @click.option("--country", "countries", multiple=True, help="ISO country code allowed (repeatable).")
 @click.option("--one-time", is_flag=True, help="The link works for one complete download.")
+@click.option("--max-concurrent", type=click.IntRange(1, 10_000), help="Downloads at once (per gateway process).")
+@click.option("--max-rate", help="Bytes a second per download, e.g. 512K or 2M (1024-based).")
 @click.option("--destination", default="default", show_default=True, help="Which delivered copy the link serves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the link as JSON.")
-def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countries, one_time, destination, as_json):
+def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countries, one_time, max_concurrent, max_rate,
+           destination, as_json):  # fmt: skip
     """A new signed link to a file of EXPORT_ID's delivered version."""
     from vexport_pipeline.core.delivery.access import networks
     from vexport_pipeline.core.delivery.links import LinkPolicy, for_export
@@ -93,7 +96,16 @@ def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countrie
             raise InputError(f"{ttl} is longer than a year", where="--ttl")
         if any(len(c) != 2 or not c.isalpha() for c in countries):
             raise InputError("use two-letter ISO 3166 codes, e.g. DE", where="--country")
-        policy = LinkPolicy(seconds, max_downloads, tuple(allow_ips), one_time, tuple(c.upper() for c in countries))
+        rate = _rate(max_rate) if max_rate else None
+        policy = LinkPolicy(
+            seconds,
+            max_downloads,
+            tuple(allow_ips),
+            one_time,
+            tuple(c.upper() for c in countries),
+            max_concurrent,
+            rate,
+        )
         if destination != "default":
             from vexport_pipeline.core.settings import destinations
 
@@ -110,6 +122,19 @@ def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countrie
         click.echo(json.dumps({**row.to_dict(), "url": link.url}, indent=2))
     else:
         click.echo(f"{link.url}\n  {row.rendition}, expires {link.expires_at}, id {link.id}")
+
+
+def _rate(text: str) -> int:
+    """Bytes a second from '512K', '2M', '1G' or a number (at least 16 KiB/s, at most 10 GiB/s)."""
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]?)i?B?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise InputError(f"{text!r} is not a rate; use e.g. 512K or 2M (bytes a second)", where="--max-rate")
+    value = float(m.group(1)) * 1024 ** " KMG".index((m.group(2) or " ").upper())
+    if not 16 * 1024 <= value <= 10 * 1024**3:
+        raise InputError(f"{text} is outside 16K..10G bytes a second", where="--max-rate")
+    return int(value)
 
 
 @links.command("list")
@@ -129,14 +154,25 @@ def list_(export_id: str, as_json: bool) -> None:
 
 
 @links.command("revoke")
-@click.argument("link_id")
-def revoke(link_id: str) -> None:
-    """Revoke one link at once (the gateway answers 410 from the next request)."""
+@click.argument("link_id", required=False)
+@click.option("--export", "export_id", help="Revoke every link of this export instead (or of one --version).")
+@click.option("--version", help="With --export: only the links to this delivered version.")
+def revoke(link_id: str | None, export_id: str | None, version: str | None) -> None:
+    """Revoke one link, or every link of an export or of one of its versions, at once (410 from the next
+    request)."""
     _, _, events, _ = _parts()
-    if events.link(link_id) is None:
-        _fail(InputError("no such link", where=link_id, code="link_unknown"))
-    n = events.revoke(link_id)
-    click.echo(f"revoked {link_id}" if n else f"{link_id} was already revoked")
+    if bool(link_id) == bool(export_id) or (version and not export_id):
+        _fail(InputError("give a LINK_ID, or --export EXPORT_ID [--version VERSION]", where="links revoke"))
+    if link_id:
+        if events.link(link_id) is None:
+            _fail(InputError("no such link", where=link_id, code="link_unknown"))
+        n = events.revoke(link_id)
+        click.echo(f"revoked {link_id}" if n else f"{link_id} was already revoked")
+        return
+    if not events.links(export_id):
+        _fail(InputError("has no links", where=export_id, code="not_delivered"))
+    n = events.revoke(export_id=export_id, version=version)
+    click.echo(f"revoked {n} link(s) of {export_id}" + (f" version {version}" if version else ""))
 
 
 @click.command()

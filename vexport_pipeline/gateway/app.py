@@ -5,8 +5,10 @@ recorded; the bytes actually sent decide when a download counts (see `core/deliv
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +41,7 @@ class Gateway:
     limiter: RateLimiter | None = None
     destinations: dict = field(default_factory=dict)  # name -> Destination: where non-local copies live
     _stores: dict = field(default_factory=dict, repr=False)
+    active: dict = field(default_factory=dict, repr=False)  # link id -> downloads being served by this process
 
     def object_store(self, name: str):
         """The object store of a destination (made once per process), or None for local destinations."""
@@ -124,9 +127,19 @@ async def _serve(gw: Gateway, request: Request, link: LinkRow, path: Path, c: _C
     ranges = _ranges(request, etag, size)
     if early := await _before_serving(gw, request, link, c, etag, ranges, note):
         return early
+    if busy := await _too_many_at_once(gw, request, link, note):
+        return busy
     headers = {"etag": etag, "cache-control": CACHE_CONTROL}
     response = FileResponse(path, headers=headers, filename=link.rendition, content_disposition_type="attachment")
     return _Counted(response, gw, link, c, etag, ranges, size, note)
+
+
+async def _too_many_at_once(gw: Gateway, request: Request, link: LinkRow, note) -> Response | None:
+    """429 when the link's `max_concurrent` downloads are already being served by this process."""
+    if request.method != "GET" or not link.max_concurrent or gw.active.get(link.id, 0) < link.max_concurrent:
+        return None
+    await run_in_threadpool(gw.events.record, note(429))
+    return _small(429, "too many downloads of this link at once; try again shortly", **{"retry-after": "10"})
 
 
 CACHE_CONTROL = "private, max-age=0, must-revalidate"
@@ -195,6 +208,8 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
                "content-disposition": _disposition(link.rendition), "content-length": str(end - start)}  # fmt: skip
     if partial:
         headers["content-range"] = f"bytes {start}-{end - 1}/{info.size}"
+    if busy := await _too_many_at_once(gw, request, link, note):
+        return busy
     if request.method == "HEAD":
         body = None
     else:
@@ -237,9 +252,24 @@ class _Counted(Response):
         self.inner, self.gw, self.link, self.c, self.etag = inner, gw, link, c, etag
         self.ranges, self.size, self.note = ranges, size, note
         self.background = None
+        gw.active[link.id] = gw.active.get(link.id, 0) + 1  # taken now, given back when the response ends
 
     async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self._send_counted(scope, receive, send)
+        finally:
+            self.gw.active[self.link.id] -= 1
+            if not self.gw.active[self.link.id]:
+                del self.gw.active[self.link.id]
+
+    async def _throttle(self, sent: int, started: float) -> None:
+        """Hold a download to the link's `max_rate` (bytes a second): sleep until the bytes sent are due."""
+        if self.link.max_rate and (ahead := sent / self.link.max_rate - (time.monotonic() - started)) > 0:
+            await asyncio.sleep(ahead)
+
+    async def _send_counted(self, scope, receive, send) -> None:
         state = {"status": 0, "body": 0, "done": False, "recorded": False}
+        started = time.monotonic()
 
         async def record() -> None:
             state["recorded"] = True
@@ -256,6 +286,8 @@ class _Counted(Response):
                 if state["done"] and not state["recorded"]:  # counted before the last bytes leave: a client
                     await record()  # that has every byte sees the count
             await send(message)
+            if message["type"] == "http.response.body":
+                await self._throttle(state["body"], started)
 
         try:
             await self.inner(scope, receive, counting)

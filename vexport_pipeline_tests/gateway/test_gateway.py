@@ -194,6 +194,46 @@ def test_tampered_unknown_expired_and_revoked_links_are_refused_small(site):
     assert vexport("links", "revoke", "nope", env=site["env"]).returncode == 2
 
 
+def test_a_rate_limited_link_is_slow_and_a_busy_one_says_try_later(site):
+    """--max-rate holds each download to its bytes a second; --max-concurrent refuses a second download
+    while one is served (429), and takes the next once it ended."""
+    import threading
+
+    size = len(site["bytes"])
+    rate = max(16 * 1024, size // 2)  # the whole file in about two seconds
+    made = link(site, "--max-rate", str(rate), "--max-concurrent", "1")
+    assert made["max_rate"] == rate and made["max_concurrent"] == 1
+    got: dict = {}
+
+    def slow() -> None:
+        started = time.monotonic()
+        got["response"] = httpx.get(made["url"], headers=client("192.0.2.50"), timeout=60)
+        got["took"] = time.monotonic() - started
+
+    first = threading.Thread(target=slow)
+    first.start()
+    time.sleep(0.5)
+    busy = httpx.get(made["url"], headers=client("192.0.2.51"))
+    first.join()
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "10"
+    assert got["response"].content == site["bytes"]
+    assert got["took"] >= 0.8 * size / rate  # a load slows it further, never speeds it up
+    assert httpx.get(made["url"], headers=client("192.0.2.51")).status_code == 200  # the slot came back
+
+
+def test_every_link_of_an_export_is_revoked_at_once(site):
+    a, b = link(site), link(site)
+    out = vexport("links", "revoke", "--export", "teaser", "--version", site["v"].version, env=site["env"], check=True)
+    assert "revoked" in out.stdout
+    for made in (a, b):
+        r = httpx.get(made["url"])
+        assert r.status_code == 410 and "revoked" in r.text
+    assert vexport("links", "revoke", env=site["env"]).returncode == 2
+    assert vexport("links", "revoke", "--export", "nothing", env=site["env"]).returncode == 2
+    bad = vexport("links", "create", "teaser", "--max-rate", "fast", env=site["env"])
+    assert bad.returncode == 2 and "--max-rate" in bad.stderr
+
+
 def test_links_list_and_metrics_show_the_counts(site):
     made = link(site, "--max-downloads", "5")
     for ip in ("192.0.2.10", "192.0.2.11"):

@@ -87,7 +87,7 @@ CREATE TABLE daily (
 ]
 
 
-SCHEMA_VERSION = 4  # the schema METADATA describes; UPGRADES[n] leads from n - 1 to n
+SCHEMA_VERSION = 5  # the schema METADATA describes; UPGRADES[n] leads from n - 1 to n
 
 METADATA = sa.MetaData()
 _TIME = sa.Double()  # epoch seconds: 8-byte floats on both databases (PostgreSQL's REAL would be 4 bytes)
@@ -115,6 +115,8 @@ LINKS = sa.Table(
     sa.Column("countries", sa.Text, nullable=False, server_default=""),
     sa.Column("revoked_at", _TIME),
     sa.Column("destination", sa.Text, nullable=False, server_default="default"),
+    sa.Column("max_concurrent", sa.Integer),  # downloads of the link at once (per gateway process)
+    sa.Column("max_rate", sa.BigInteger),  # bytes a second per download
     sa.Index("links_export", "export_id"),
 )
 REQUESTS = sa.Table(
@@ -169,10 +171,16 @@ DAILY = sa.Table(
 )
 VERSION = sa.Table("schema_version", METADATA, sa.Column("version", sa.Integer, nullable=False))
 
+
 # Schema changes after SCHEMA_VERSION 4, for both databases: {n: step from n - 1 to n} (Core DDL or
 # dialect-neutral SQL on the migrating connection). Change METADATA to match and bump SCHEMA_VERSION; the
 # tests check that a migrated database and a new one have the same tables, columns and indexes.
-UPGRADES: dict[int, Callable[[sa.Connection], None]] = {}
+def _limits_per_download(db: sa.Connection) -> None:
+    db.exec_driver_sql("ALTER TABLE links ADD COLUMN max_concurrent INTEGER")
+    db.exec_driver_sql("ALTER TABLE links ADD COLUMN max_rate BIGINT")
+
+
+UPGRADES: dict[int, Callable[[sa.Connection], None]] = {5: _limits_per_download}
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,8 @@ class LinkRow:
     one_time: bool = False
     countries: tuple[str, ...] = ()
     destination: str = "default"  # the named destination whose copy the link serves
+    max_concurrent: int | None = None  # downloads at once, per gateway process
+    max_rate: int | None = None  # bytes a second per download
     downloads: int = field(default=0, compare=False)  # completed downloads so far (read, never written)
 
     def to_dict(self) -> dict:
@@ -206,6 +216,8 @@ class LinkRow:
             "one_time": self.one_time,
             "revoked": self.revoked,
             "destination": self.destination,
+            "max_concurrent": self.max_concurrent,
+            "max_rate": self.max_rate,
             "downloads": self.downloads,
         }
 
@@ -228,6 +240,8 @@ _COMPLETED = (  # a link's completed downloads, correlated with the links row it
 _LINK = sa.select(
     *(LINKS.c[name] for name in ("id", "export_id", "version", "rendition", "path", "created_at", "expires_at")),
     *(LINKS.c[name] for name in ("max_downloads", "allow_ips", "revoked", "one_time", "countries", "destination")),
+    LINKS.c.max_concurrent,
+    LINKS.c.max_rate,
     _COMPLETED,
 )
 
@@ -259,8 +273,10 @@ def _split(text: str | None) -> tuple[str, ...]:
 
 
 def _link(row) -> LinkRow:
-    *head, allow, revoked, one_time, countries, destination, downloads = row
-    return LinkRow(*head, _split(allow), bool(revoked), bool(one_time), _split(countries), destination, downloads)
+    *head, allow, revoked, one_time, countries, destination, concurrent, rate, downloads = row
+    return LinkRow(
+        *head, _split(allow), bool(revoked), bool(one_time), _split(countries), destination, concurrent, rate, downloads
+    )
 
 
 @dataclass(frozen=True)
@@ -333,6 +349,8 @@ class EventStore:
                     "one_time": int(row.one_time),
                     "countries": ",".join(row.countries),
                     "destination": row.destination,
+                    "max_concurrent": row.max_concurrent,
+                    "max_rate": row.max_rate,
                 },
             )
 

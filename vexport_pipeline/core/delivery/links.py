@@ -66,6 +66,8 @@ class LinkPolicy:
     allow_ips: tuple[str, ...] = ()
     one_time: bool = False
     countries: tuple[str, ...] = ()
+    max_concurrent: int | None = None
+    max_rate: int | None = None  # bytes a second per download
 
 
 def iso(t: float) -> str:
@@ -99,6 +101,8 @@ def mint(
         one_time=policy.one_time,
         countries=policy.countries,
         destination=destination,
+        max_concurrent=policy.max_concurrent,
+        max_rate=policy.max_rate,
     )
     events.add_link(row)
     return Link(row.id, url_for(signer, base_url, row), iso(row.expires_at))
