@@ -58,7 +58,11 @@ def run_export(manifest: Path) -> tuple[dict, int]:
             partition_key=record.export_id,
             instance=instance,
             raise_on_error=False,
-            tags={**run_tags(record.export_id, record.owner), **process_tags(), "vexport/source": "cli"},
+            tags={
+                **run_tags(record.export_id, record.owner, record.composition.priority),
+                **process_tags(),
+                "vexport/source": "cli",
+            },
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     )

@@ -2,12 +2,13 @@ import dagster as dg
 
 from vexport_pipeline.core.intake.registry import DEFAULT_OWNER
 
-OWNER_TAG, EXPORT_TAG = "vexport/owner", "vexport/export"
+OWNER_TAG, EXPORT_TAG, PRIORITY_TAG = "vexport/owner", "vexport/export", "dagster/priority"
 
 
-def run_tags(export_id: str, owner: str | None) -> dict[str, str]:
-    """The tags every export run carries, whoever launched it (per-owner limits key on the owner)."""
-    return {EXPORT_TAG: export_id, OWNER_TAG: owner or DEFAULT_OWNER}
+def run_tags(export_id: str, owner: str | None, priority: int = 0) -> dict[str, str]:
+    """The tags every export run carries, whoever launched it: per-owner limits key on the owner (see
+    dagster.yaml), the queue takes higher `dagster/priority` first."""
+    return {EXPORT_TAG: export_id, OWNER_TAG: owner or DEFAULT_OWNER, PRIORITY_TAG: str(priority)}
 
 
 # Every stage of one export, in graph order (partitioned by `exports` through its assets).

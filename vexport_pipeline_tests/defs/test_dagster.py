@@ -14,7 +14,7 @@ from vexport_pipeline.definitions import defs
 from vexport_pipeline.defs import export_assets
 from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.resources import HomeResource
-from vexport_pipeline_tests.conftest import passed
+from vexport_pipeline_tests.conftest import REPO, passed
 
 
 def test_definitions_load_with_their_assets_jobs_sensor_and_schedule():
@@ -35,6 +35,19 @@ def test_definitions_load_with_their_assets_jobs_sensor_and_schedule():
     renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")
     encode_op = next(n for n in renditions.node_def.node_defs if n.name == "encode")
     assert encode_op.pool == "gpu"
+
+
+def test_the_instance_queue_limits_runs_per_owner():
+    """dagster.yaml as shipped: the queued run coordinator takes at most 3 runs per owner at once."""
+    import yaml
+
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    with dg.instance_for_test(overrides={"concurrency": settings["concurrency"]}) as instance:
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        queue = instance.get_concurrency_config().run_queue_config
+        limits = queue.tag_concurrency_limits
+        assert queue.max_concurrent_runs == 2
+        assert {"key": "vexport/owner", "value": {"applyLimitPerUniqueValue": True}, "limit": 3} in limits
 
 
 def register(home, media, data):
@@ -171,7 +184,7 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
     shutil.copy(media["av"], home.inbox / "clip.mp4")
     shutil.copy(media["silent"], home.inbox / "Bare Video.mp4")
     (home.inbox / "promo.yaml").write_text(
-        "source: clip.mp4\nexport_type: single\nsegments: [{start: 0, end: 1}]\n"
+        "source: clip.mp4\nexport_type: single\nsegments: [{start: 0, end: 1}]\npriority: 20\n"
         "targets: [{preset: web_720p, quality: draft}]\n"
     )
     (home.inbox / "broken.yaml").write_text("source: clip.mp4\ntargets: [{preset: web_720p, resolution: 5k}]\n")
@@ -181,9 +194,11 @@ def test_sensor_registers_once_and_moves_bad_files_aside(home, media, monkeypatc
         first = composition_sensor(ctx)
         assert sorted(r.partition_key for r in first.run_requests) == ["bare-video", "promo"]
         assert all(r.run_key for r in first.run_requests)
-        assert {(r.tags["vexport/export"], r.tags["vexport/owner"]) for r in first.run_requests} == {
-            ("bare-video", "default"),
-            ("promo", "default"),
+        assert {
+            (r.tags["vexport/export"], r.tags["vexport/owner"], r.tags["dagster/priority"]) for r in first.run_requests
+        } == {
+            ("bare-video", "default", "0"),
+            ("promo", "default", "20"),  # the manifest's priority: the queue takes it first
         }
         assert sorted(first.dynamic_partitions_requests[0].partition_keys) == ["bare-video", "promo"]
         error = (home.inbox / "rejected" / "broken.yaml.error.txt").read_text()

@@ -176,6 +176,12 @@ class Composition(_Strict):
 
     id: str | None = Field(default=None, pattern=ID_PATTERN)
     owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+    priority: int = Field(
+        default=0,
+        ge=-50,
+        le=50,
+        description="Queue priority, -50..50: higher runs first; never pre-empts running work.",
+    )
     source: str = Field(min_length=1, max_length=4096)
     export_type: Literal["single", "combined", "clips"] = "combined"
     segments: list[Segment] | None = Field(default=None, min_length=1, max_length=100_000)

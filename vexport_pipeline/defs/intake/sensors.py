@@ -36,7 +36,7 @@ def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) 
             dg.RunRequest(
                 run_key=record.run_key,  # Dagster launches each key once: asking again is safe
                 partition_key=record.export_id,
-                tags={**run_tags(record.export_id, record.owner), "vexport/file": file},
+                tags={**run_tags(record.export_id, record.owner, record.composition.priority), "vexport/file": file},
             )
             for record, file in records
         ],

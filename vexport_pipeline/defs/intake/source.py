@@ -45,7 +45,7 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         paths = home.paths
         record = registry.load(paths, context.partition_key)
         comp = record.composition
-        _tag_run(context, run_tags(comp.id, record.owner))
+        _tag_run(context, run_tags(comp.id, record.owner, comp.priority))
         if not record.source_path.is_file():
             raise InputError(f"{record.source_path} no longer exists", where="source", code="source_missing")
         info = require_video(probe(record.source_path))
