@@ -13,12 +13,20 @@ from vexport_pipeline.defs.jobs import export_job, metrics_job
 from vexport_pipeline.defs.resources import build_resources
 
 
+def _operations() -> tuple[list, list, list, list]:
+    from vexport_pipeline.defs import operations
+    from vexport_pipeline.defs.operations import notifications, retention  # noqa: F401  (they fill the lists)
+
+    return operations.ASSETS, operations.JOBS, operations.SCHEDULES, operations.SENSORS
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
+    assets, jobs, schedules, sensors = _operations()
     return dg.Definitions(
-        assets=[*export_assets, analytics],
-        jobs=[export_job, metrics_job],
-        sensors=[composition_sensor],
-        schedules=[metrics_rollup],
+        assets=[*export_assets, analytics, *assets],
+        jobs=[export_job, metrics_job, *jobs],
+        sensors=[composition_sensor, *sensors],
+        schedules=[metrics_rollup, *schedules],
         resources=build_resources(settings),
         loggers={"console": console},
     )

@@ -195,14 +195,15 @@ def dev(port: int) -> None:
     os.execv(str(exe), [str(exe), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)])
 
 
-def _delivery_commands() -> None:
+def _more_commands() -> None:
+    from . import operations, retention
     from .delivery import destinations, links, metrics, serve
 
-    for command in (serve, links, metrics, destinations):
+    for command in (serve, links, metrics, destinations, *operations.COMMANDS, *retention.COMMANDS):
         main.add_command(command)
 
 
-_delivery_commands()
+_more_commands()
 
 if __name__ == "__main__":
     main()

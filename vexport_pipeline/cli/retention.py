@@ -1,0 +1,3 @@
+"""`vexport retention`, `vexport restore`: the retention job from the shell."""
+
+COMMANDS: list = []

@@ -1,0 +1,1 @@
+"""Signed webhooks on delivered, failed and canceled exports (to be written)."""
