@@ -98,6 +98,15 @@ class Settings:
         default=10000.0,
         metadata={"env": "VEXPORT_MAX_WORK", **_doc("work budget of one export, gigapixels encoded", "10000")},
     )
+    webhooks: tuple[str, ...] = field(
+        default=(),
+        metadata={"env": "VEXPORT_WEBHOOKS", **_doc("URLs (`,`) told of delivered, failed and canceled exports")},
+    )
+    webhook_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"env": "VEXPORT_WEBHOOK_SECRET", **_doc("HMAC key of webhook signatures", "the link key")},
+    )
     destinations_file: Path | None = field(
         default=None, metadata={"env": "VEXPORT_DESTINATIONS", **_doc("YAML of named delivery destinations")}
     )
@@ -147,6 +156,8 @@ class Settings:
             max_targets=_int(env, "VEXPORT_MAX_TARGETS", 32),
             max_work_gpx=_float(env, "VEXPORT_MAX_WORK", 10000.0),
             destinations_file=_path(env.get("VEXPORT_DESTINATIONS")),
+            webhooks=_urls(env.get("VEXPORT_WEBHOOKS", "")),
+            webhook_secret=env.get("VEXPORT_WEBHOOK_SECRET") or None,
             presets_file=_path(env.get("VEXPORT_PRESETS")),
             brands_file=_path(env.get("VEXPORT_BRANDS")),
             default_profile_file=_path(env.get("VEXPORT_DEFAULT_PROFILE")),
@@ -195,6 +206,20 @@ def _events_url(url: str | None) -> str | None:
             "is not postgresql+psycopg2://user:password@host/db (or sqlite:///file)", where="VEXPORT_EVENTS_URL"
         )
     return url
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    from urllib.parse import urlsplit
+
+    out = []
+    for url in (u.strip() for u in text.split(",")):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ConfigError(f"{url!r} is not an http(s):// URL without credentials", where="VEXPORT_WEBHOOKS")
+        out.append(url)
+    return tuple(out)
 
 
 def _cidrs(text: str) -> tuple[str, ...]:
