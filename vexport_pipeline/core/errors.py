@@ -8,6 +8,7 @@ class VexportError(Exception):
 
     exit_code = 1
     default_code = "error"
+    transient = False  # True where trying again can succeed (a store or encoder that failed this time)
 
     def __init__(self, message: str, *, code: str | None = None, where: str | None = None):
         self.message = message
@@ -60,3 +61,4 @@ class ValidationFailed(ProcessingError):
 
 class StorageError(ProcessingError):
     default_code = "storage_failed"
+    transient = True  # object-store 5xx, timeouts, a network that came back

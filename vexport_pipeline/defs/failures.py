@@ -22,5 +22,12 @@ def reported() -> Iterator[None]:
         raise dg.Failure(
             description=str(exc),
             metadata={CODE: exc.code, EXIT_CODE: exc.exit_code, WHERE: exc.where or ""},
-            allow_retries=exc.exit_code != 2,  # refused input never gets better by retrying
+            allow_retries=exc.transient,  # refused input or a failed validation never gets better by retrying
         ) from exc
+
+
+# Steps that meet storage retry what may pass on a second try (`allow_retries` above says which failures:
+# StorageError, not refused input nor a failed validation): twice, after about 2 s and 4 s, with jitter so
+# parallel steps do not retry in step. Encodes are not retried: a failed encode fails the same way again, and
+# a hardware encoder that fails already falls back to the CPU per clip.
+TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)

@@ -7,11 +7,12 @@ import dagster as dg
 import pytest
 
 from vexport_pipeline.cli.export import failed_summary
-from vexport_pipeline.core.errors import ConfigError
+from vexport_pipeline.core.errors import ConfigError, EncodeError, InputError, StorageError, ValidationFailed
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.records import ExportSource
 from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.definitions import defs
+from vexport_pipeline.defs.failures import reported
 from vexport_pipeline_tests.conftest import vexport
 from vexport_pipeline_tests.defs.test_dagster import materialize
 
@@ -65,6 +66,8 @@ def test_a_failed_promotion_leaves_no_version_and_no_link_rows(home, media):
     assert not result.success
     failure = next(e for e in result.get_step_failure_events() if e.step_key == "delivery")
     assert failure.step_failure_data.user_failure_data.metadata["vexport/code"].value == "storage_failed"
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retried] == ["delivery", "delivery"]  # a storage failure is tried three times
     assert not list((home.store / ".staging").iterdir())
     rows = (
         sqlite3.connect(home.events_db).execute("SELECT COUNT(*) FROM links").fetchone()[0]
@@ -92,3 +95,19 @@ def test_production_refuses_to_start_without_a_shared_signing_key(home, monkeypa
     monkeypatch.delenv("VEXPORT_SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="VEXPORT_SECRET_KEY"):
         defs()
+
+
+@pytest.mark.parametrize(
+    "error, retried",
+    [
+        (StorageError("the bucket answered 503"), True),
+        (ValidationFailed("validation failed for web_720p"), False),
+        (InputError("bad manifest", where="targets[0]"), False),
+        (EncodeError("FFmpeg exited with code 1"), False),
+    ],
+)
+def test_only_transient_failures_are_retried(error, retried):
+    with pytest.raises(dg.Failure) as caught, reported():
+        raise error
+    assert caught.value.allow_retries is retried
+    assert caught.value.metadata["vexport/code"].value == error.code

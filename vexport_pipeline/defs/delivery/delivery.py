@@ -7,7 +7,7 @@ from vexport_pipeline.core.delivery.stores import Store, Version
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import ExportSource, Rendition, ValidationOutcome
-from vexport_pipeline.defs.failures import reported
+from vexport_pipeline.defs.failures import TRANSIENT_RETRIES, reported
 from vexport_pipeline.defs.partitions import exports
 from vexport_pipeline.defs.resources import EventsResource, HomeResource, LinksResource, StoreResource
 
@@ -44,6 +44,7 @@ def _deliver(stores: dict[str, Store], comp, renditions: list[Rendition], work) 
     partitions_def=exports,
     group_name="export",
     kinds={"storage"},
+    retry_policy=TRANSIENT_RETRIES,
     description="Validated files promoted atomically to every destination, then signed links and the summary.",
 )
 def delivery(
