@@ -1,3 +1,79 @@
-"""`vexport retention`, `vexport restore`: the retention job from the shell."""
+"""`vexport retention`, `vexport restore`: the retention job from the shell (argument parsing and output over
+`core.retention`; the daily schedule runs the same through the `retention` asset)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from vexport_pipeline.core.errors import VexportError
+
+
+def _fail(exc: VexportError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@click.command("retention")
+@click.option("--now", "now_", is_flag=True, help="Run it now, once (what the daily schedule does).")
+@click.option("--dry-run", is_flag=True, help="Print what would be archived, deleted and cleaned; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def retention_cmd(now_: bool, dry_run: bool, as_json: bool) -> None:
+    """Archive versions past archive_after, delete those past delete_after (links revoked, the summary kept),
+    never touch a legal hold, and clean old work folders and cache files."""
+    from vexport_pipeline.core import retention
+    from vexport_pipeline.core.delivery.events import EventStore
+    from vexport_pipeline.core.settings import current
+
+    settings = current()
+    try:
+        events = None if dry_run else EventStore(settings.events_url or settings.paths.events_db)
+        revoke = (lambda e, v: events.revoke(export_id=e, version=v)) if events else None
+        report = retention.run(settings.paths, revoke=revoke, dry_run=dry_run)
+    except VexportError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        verb = "would" if dry_run else "did"
+        for a in report.actions if dry_run else report.done:
+            if a.kind != "keep":
+                what = f"{a.export_id} {a.version}" if a.version else a.path
+                click.echo(f"{a.kind:12} {what}  {_human(a.bytes)}  ({a.reason})")
+        totals = ", ".join(f"{k} {t['count']} ({_human(t['bytes'])})" for k, t in report.totals().items())
+        click.echo(f"retention {verb}: {totals}; links revoked {report.revoked_links}")
+        for e in report.errors:
+            click.echo(f"error: {e}", err=True)
+    sys.exit(1 if report.errors else 0)
+
+
+@click.command("restore")
+@click.argument("export_id")
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help="Print the restored version as JSON.")
+def restore_cmd(export_id: str, version: str, as_json: bool) -> None:
+    """Bring VERSION of EXPORT_ID back from the archive into the store."""
+    from vexport_pipeline.core import retention
+    from vexport_pipeline.core.settings import current
+
+    try:
+        action = retention.restore(current().paths, export_id, version)
+    except VexportError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(action.to_dict(), indent=2))
+    else:
+        click.echo(f"restored {export_id} {version} ({_human(action.bytes)}) to {action.path}")
+
+
+COMMANDS: list = [retention_cmd, restore_cmd]

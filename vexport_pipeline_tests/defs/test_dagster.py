@@ -29,6 +29,7 @@ def test_definitions_load_with_their_assets_jobs_sensor_and_schedule():
         "delivery",
         "delivery_metrics",
         "analytics",
+        "retention",
     }
     assert loaded.resolve_job_def("export_job") and loaded.resolve_sensor_def("composition_sensor")
     assert loaded.resolve_schedule_def("metrics_rollup")

@@ -81,12 +81,20 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
             "delivery",
             "delivery_metrics",
             "analytics",
+            "retention",
         }
         analytics = nodes.pop("analytics")  # every export at once: not partitioned, a group of its own
         assert not analytics["isPartitioned"] and analytics["groupName"] == "analytics"
+        retention = nodes.pop("retention")
+        assert not retention["isPartitioned"] and retention["groupName"] == "operations"
         assert all(n["isPartitioned"] and n["groupName"] == "export" for n in nodes.values())
         [repo] = data["repositoriesOrError"]["nodes"]
-        assert [s["name"] for s in repo["sensors"]] == ["composition_sensor"]
+        assert {s["name"] for s in repo["sensors"]} == {
+            "composition_sensor",
+            "delivered_webhook",
+            "failed_webhook",
+            "canceled_webhook",
+        }
         assert {"export_job", "metrics_job"} <= {j["name"] for j in repo["jobs"]}
 
 

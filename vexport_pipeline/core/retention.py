@@ -1,0 +1,407 @@
+"""Retention and archive of delivered versions, and cleanup of the work area and the rendition cache.
+
+`plan(home, now)` looks at every delivered version in the local store (`store/<export>/<version>/`) and in the
+local archive (`<home>/archive/<export>/<version>/`), reads the export's `retention` from its registered
+composition (else a per-owner default, else `DEFAULT_RETENTION`: keep forever) and decides one action per
+version: `keep`, `hold` (a legal hold: never touched), `archive` (past `archive_after`) or `delete` (past
+`delete_after`; this wins when both have passed, and applies to archived versions too). It adds `clean_work`
+for work folders and `clean_cache` for cache files older than the policy's limits (and the oldest cache
+files over a size cap). `apply` carries a plan out; nothing is changed by `plan` (a dry run is a plan alone).
+
+The record survives: before a version is archived or deleted, its JSON records (`summary.json`, a
+validation report: top-level `*.json` files up to 4 MiB) are copied to `store/<export>/<version>.record/`.
+Archiving moves the version folder to the archive (`restore` moves it back, byte for byte). Deleting removes
+the files and bundles and revokes the version's links, so the gateway answers 410. The `current` pointer
+never dangles: when the version it names is archived or deleted, the pointer is removed; `restore` puts it
+back when the export has none.
+
+Every path acted on must be a real folder or file (not a symlink) inside the store, archive, work or cache
+root after resolving; anything else is refused and reported. Object stores (S3 storage-class transitions,
+`restore_object`) are not handled here.
+
+A version's age comes from its id (`YYYYmmddTHHMMSSZ-xxxxxx`, as `LocalStore.begin` makes them), else from
+the folder's mtime; a work folder's and a cache file's age from their newest mtime.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vexport_pipeline.core.errors import InputError, StorageError, VexportError
+from vexport_pipeline.core.intake import registry
+from vexport_pipeline.core.settings import Home
+from vexport_pipeline.core.spec.composition import Retention
+
+DAY = 86400.0
+DEFAULT_RETENTION = Retention()  # no archive_after, no delete_after: keep forever
+RECORD_SUFFIX = ".record"
+RECORD_MAX_BYTES = 4 << 20
+KINDS = ("keep", "hold", "archive", "delete", "clean_work", "clean_cache")
+_STAMP = re.compile(r"^(\d{8}T\d{6}Z)")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def archive_root(home: Home) -> Path:
+    """The local archive tier: `<home>/archive/<export>/<version>/`."""
+    return home.root / "archive"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What retention applies beyond each composition's own `retention`."""
+
+    work_days: float = 7.0  # work folders untouched this long are removed
+    cache_days: float = 30.0  # cache files older than this are removed
+    cache_max_bytes: int | None = None  # then the oldest cache files go until the cache fits
+    owner_defaults: dict[str, Retention] = field(default_factory=dict)  # used where a composition sets none
+
+
+@dataclass(frozen=True)
+class Action:
+    """One decision: what happens to one version, work folder or cache file, and how many bytes it holds."""
+
+    kind: str  # one of KINDS
+    export_id: str
+    version: str | None
+    path: str
+    bytes: int
+    age_days: float
+    reason: str
+    tier: str = "store"  # "store", "archive", "work", "cache"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    """A plan, and (after `apply`) what was done: counts and bytes per kind, links revoked, errors."""
+
+    now: float
+    actions: list[Action]
+    dry_run: bool = True
+    done: list[Action] = field(default_factory=list)
+    revoked_links: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """{kind: {"count": n, "bytes": b}} over what was done (what would be done, for a dry run)."""
+        acted = self.actions if self.dry_run else self.done
+        out = {k: {"count": 0, "bytes": 0} for k in KINDS}
+        for a in acted:
+            out[a.kind]["count"] += 1
+            out[a.kind]["bytes"] += a.bytes
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "now": self.now,
+            "dry_run": self.dry_run,
+            "totals": self.totals(),
+            "revoked_links": self.revoked_links,
+            "errors": self.errors,
+            "actions": [a.to_dict() for a in (self.actions if self.dry_run else self.done)],
+        }
+
+
+# looking
+
+
+def version_time(version: str, folder: Path | None = None) -> float | None:
+    """Epoch seconds a version was made: from its id's UTC timestamp, else its folder's mtime."""
+    if m := _STAMP.match(version):
+        try:
+            return float(calendar.timegm(time.strptime(m.group(1), "%Y%m%dT%H%M%SZ")))
+        except ValueError:
+            pass
+    try:
+        return folder.lstat().st_mtime if folder is not None else None
+    except OSError:
+        return None
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (symlinks counted as themselves, never followed)."""
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        total += sum(_lstat(os.path.join(dirpath, f), "st_size") for f in files)
+    return total
+
+
+def _lstat(path: str, attr: str) -> float:
+    """One stat field, 0 for a file that went away while we looked (a running export's temporary files)."""
+    try:
+        return getattr(os.lstat(path), attr)
+    except FileNotFoundError:
+        return 0
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirs, files in os.walk(path):
+            for name in (*dirs, *files):
+                newest = max(newest, _lstat(os.path.join(dirpath, name), "st_mtime"))
+    return newest
+
+
+def _is_version_dir(p: Path) -> bool:
+    return (
+        _NAME.match(p.name) is not None
+        and p.name != "current"
+        and not p.name.endswith(RECORD_SUFFIX)
+        and p.is_dir()
+        and not p.is_symlink()
+    )
+
+
+def _versions(root: Path) -> Iterator[tuple[str, str, Path]]:
+    """(export_id, version, folder) for each version folder under `root/<export>/` (symlinks never followed)."""
+    if not root.is_dir():
+        return
+    for export in sorted(root.iterdir()):
+        if export.name.startswith(".") or not _NAME.match(export.name) or export.is_symlink() or not export.is_dir():
+            continue
+        for folder in sorted(export.iterdir()):
+            if _is_version_dir(folder):
+                yield export.name, folder.name, folder
+
+
+def retention_for(home: Home, export_id: str, policy: Policy, cache: dict[str, Retention]) -> Retention:
+    """The export's `retention`: its registered composition's, else its owner's default, else keep forever."""
+    if export_id not in cache:
+        try:
+            record = registry.load(home, export_id)
+        except (VexportError, OSError, ValueError, KeyError):
+            cache[export_id] = policy.owner_defaults.get(registry.DEFAULT_OWNER, DEFAULT_RETENTION)
+        else:
+            cache[export_id] = record.composition.retention or policy.owner_defaults.get(
+                record.owner, DEFAULT_RETENTION
+            )
+    return cache[export_id]
+
+
+def decide(
+    retention: Retention, age_s: float, *, archived: bool, since_restore_s: float | None = None
+) -> tuple[str, str]:
+    """(kind, reason) for one version of this age: hold, delete, archive or keep. A restored version is
+    archived again only `archive_after` after its restore (`since_restore_s`); deletion counts from its making."""
+    if retention.legal_hold:
+        return "hold", "legal hold"
+    if retention.delete_after is not None and age_s >= retention.delete_after:
+        return "delete", f"older than delete_after ({retention.delete_after / DAY:g} d)"
+    archive_age = age_s if since_restore_s is None else min(age_s, since_restore_s)
+    if retention.archive_after is not None and archive_age >= retention.archive_after and not archived:
+        return "archive", f"older than archive_after ({retention.archive_after / DAY:g} d)"
+    return "keep", "archived" if archived else "within its retention"
+
+
+def plan(home: Home, now: float | None = None, policy: Policy | None = None) -> Report:
+    """Every decision for this home at `now` (epoch seconds, default the clock); changes nothing."""
+    now = time.time() if now is None else now
+    policy = policy or Policy()
+    actions: list[Action] = []
+    known: dict[str, Retention] = {}
+    for tier, root in (("store", home.store), ("archive", archive_root(home))):
+        for export_id, version, folder in _versions(root):
+            made = version_time(version, folder)
+            age = max(0.0, now - made) if made is not None else 0.0
+            restored = _restored_at(home, export_id, version)
+            since = max(0.0, now - restored) if restored is not None else None
+            rule = retention_for(home, export_id, policy, known)
+            kind, reason = decide(rule, age, archived=tier == "archive", since_restore_s=since)
+            actions.append(Action(kind, export_id, version, str(folder), _size(folder), age / DAY, reason, tier))
+    actions += _work_actions(home, now, policy)
+    actions += _cache_actions(home, now, policy)
+    return Report(now, actions)
+
+
+def _restore_marker(home: Home, export_id: str, version: str) -> Path:
+    return home.store / export_id / f".{version}.restored"
+
+
+def _restored_at(home: Home, export_id: str, version: str) -> float | None:
+    try:
+        return _restore_marker(home, export_id, version).lstat().st_mtime
+    except OSError:
+        return None
+
+
+def _work_actions(home: Home, now: float, policy: Policy) -> list[Action]:
+    out = []
+    for entry in sorted(home.work.iterdir()) if home.work.is_dir() else []:
+        age = now - _newest_mtime(entry)
+        if age >= policy.work_days * DAY:
+            reason = f"untouched for more than {policy.work_days:g} d"
+            out.append(Action("clean_work", entry.name, None, str(entry), _size(entry), age / DAY, reason, "work"))
+    return out
+
+
+def _cache_actions(home: Home, now: float, policy: Policy) -> list[Action]:
+    files = []
+    for dirpath, _dirs, names in os.walk(home.cache) if home.cache.is_dir() else []:
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, Path(dirpath) / name))
+    files.sort()  # oldest first
+    total = sum(size for _, size, _ in files)
+    out = []
+    for mtime, size, path in files:
+        age = now - mtime
+        if age >= policy.cache_days * DAY:
+            reason = f"older than {policy.cache_days:g} d"
+        elif policy.cache_max_bytes is not None and total > policy.cache_max_bytes:
+            reason = f"cache over its cap of {policy.cache_max_bytes} bytes"
+        else:
+            continue
+        total -= size
+        out.append(Action("clean_cache", "", None, str(path), size, age / DAY, reason, "cache"))
+    return out
+
+
+# acting
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path`, once checked to be a real entry (not a symlink) inside `root` after resolving; else refused."""
+    where = str(path)
+    if path.is_symlink():
+        raise StorageError("refusing to act on a symlink", where=where)
+    try:
+        resolved_root = root.resolve(strict=True)
+        resolved = path.resolve(strict=True)
+    except OSError as exc:
+        raise StorageError(f"cannot resolve: {exc}", where=where) from exc
+    if resolved == resolved_root or not resolved.is_relative_to(resolved_root):
+        raise StorageError(f"refusing to act outside {resolved_root}", where=where)
+    return resolved
+
+
+def _keep_records(folder: Path, record: Path) -> None:
+    """Copy the version's JSON records (summary, validation report) to `record` (kept if it exists)."""
+    if record.is_dir():
+        return
+    tmp = record.with_name(f".{record.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in folder.iterdir():
+        if f.suffix == ".json" and f.is_file() and not f.is_symlink() and f.stat().st_size <= RECORD_MAX_BYTES:
+            shutil.copy2(f, tmp / f.name)
+    os.rename(tmp, record)
+
+
+def _drop_pointer(store_root: Path, export_id: str, version: str) -> None:
+    """Remove `current` if it names this version (it would dangle)."""
+    link = store_root / export_id / "current"
+    if link.is_symlink() and os.readlink(link) == version:
+        link.unlink()
+
+
+def _set_pointer(store_root: Path, export_id: str, version: str) -> None:
+    tmp = store_root / export_id / f".current-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
+    os.symlink(version, tmp)
+    os.replace(tmp, store_root / export_id / "current")
+
+
+def _archive(home: Home, a: Action) -> None:
+    folder = _inside(Path(a.path), home.store)
+    _keep_records(folder, home.store / a.export_id / f"{a.version}{RECORD_SUFFIX}")
+    target = archive_root(home) / a.export_id / a.version
+    if target.exists():
+        raise StorageError("already in the archive", where=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _inside(target.parent, archive_root(home))
+    _drop_pointer(home.store, a.export_id, a.version)
+    shutil.move(str(folder), str(target))
+    _restore_marker(home, a.export_id, a.version).unlink(missing_ok=True)
+
+
+def _delete(home: Home, a: Action, revoke: Callable[[str, str], int] | None) -> int:
+    root = home.store if a.tier == "store" else archive_root(home)
+    folder = _inside(Path(a.path), root)
+    home.store.joinpath(a.export_id).mkdir(parents=True, exist_ok=True)
+    _keep_records(folder, home.store / a.export_id / f"{a.version}{RECORD_SUFFIX}")
+    revoked = revoke(a.export_id, a.version) if revoke else 0  # before the files go: no link serves a gap
+    if a.tier == "store":
+        _drop_pointer(home.store, a.export_id, a.version)
+    shutil.rmtree(folder)
+    _restore_marker(home, a.export_id, a.version).unlink(missing_ok=True)
+    return revoked
+
+
+def _clean(home: Home, a: Action) -> None:
+    path = _inside(Path(a.path), home.work if a.kind == "clean_work" else home.cache)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def apply(home: Home, report: Report, revoke: Callable[[str, str], int] | None = None) -> Report:
+    """Carry out a plan: archive, delete and clean; `revoke(export_id, version)` revokes a deleted version's
+    links (`EventStore.revoke`) and returns how many. One failed action is reported and never stops the rest."""
+    report.dry_run = False
+    for a in report.actions:
+        try:
+            if a.kind == "archive":
+                _archive(home, a)
+            elif a.kind == "delete":
+                report.revoked_links += _delete(home, a, revoke)
+            elif a.kind in ("clean_work", "clean_cache"):
+                _clean(home, a)
+        except (OSError, VexportError) as exc:
+            report.errors.append(f"{a.kind} {a.path}: {exc}")
+            continue
+        report.done.append(a)
+    return report
+
+
+def run(
+    home: Home,
+    now: float | None = None,
+    *,
+    revoke: Callable[[str, str], int] | None = None,
+    policy: Policy | None = None,
+    dry_run: bool = False,
+) -> Report:
+    """Plan, and apply unless `dry_run`."""
+    report = plan(home, now, policy)
+    return report if dry_run else apply(home, report, revoke)
+
+
+def restore(home: Home, export_id: str, version: str) -> Action:
+    """Bring an archived version back into the store (byte for byte: the folder is moved) and drop its
+    `.record` copy; it becomes `current` when the export has no current version."""
+    if not _NAME.match(export_id) or not _NAME.match(version) or version.endswith(RECORD_SUFFIX):
+        raise InputError(f"refusing export {export_id!r} version {version!r}", code="bad_id")
+    src = archive_root(home) / export_id / version
+    if not src.is_dir() or src.is_symlink():
+        raise InputError(f"{export_id} {version} is not in the archive", where=str(src), code="not_archived")
+    folder = _inside(src, archive_root(home))
+    target = home.store / export_id / version
+    if target.exists() or target.is_symlink():
+        raise StorageError("the version is already in the store", where=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _inside(target.parent, home.store)
+    size = _size(folder)
+    shutil.move(str(folder), str(target))
+    shutil.rmtree(home.store / export_id / f"{version}{RECORD_SUFFIX}", ignore_errors=True)
+    _restore_marker(home, export_id, version).touch()  # archived again only archive_after from now
+    pointer = home.store / export_id / "current"
+    if not (pointer.is_symlink() and pointer.exists()):
+        _set_pointer(home.store, export_id, version)
+    made = version_time(version, target)
+    age = (time.time() - made) / DAY if made is not None else 0.0
+    return Action("restore", export_id, version, str(target), size, age, "restored from the archive", "store")
