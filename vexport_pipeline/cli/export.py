@@ -41,6 +41,11 @@ def run_export(manifest: Path) -> tuple[dict, int]:
         error = {"code": "internal_error", "message": f"{manifest.name}: {type(exc).__name__}: {str(exc)[:300]}"}
         return summary.build(slug(manifest.stem), "failed", errors=[error]), 1
 
+    return execute(record)
+
+
+def execute(record: Registered, extra_tags: dict[str, str] | None = None) -> tuple[dict, int]:
+    """Run `export_job` in-process for a registered composition; (summary, exit code) as `run_export`."""
     import dagster as dg
 
     from vexport_pipeline.definitions import defs
@@ -51,6 +56,7 @@ def run_export(manifest: Path) -> tuple[dict, int]:
     reap_dead_runs(instance)
     if not instance.has_dynamic_partition(exports.name, record.export_id):
         instance.add_dynamic_partitions(exports.name, [record.export_id])
+    tags = {**run_tags(record.export_id, record.owner, record.composition.priority), **process_tags()}
     result = (
         defs()
         .resolve_job_def("export_job")
@@ -58,11 +64,7 @@ def run_export(manifest: Path) -> tuple[dict, int]:
             partition_key=record.export_id,
             instance=instance,
             raise_on_error=False,
-            tags={
-                **run_tags(record.export_id, record.owner, record.composition.priority),
-                **process_tags(),
-                "vexport/source": "cli",
-            },
+            tags={**tags, "vexport/source": "cli", **(extra_tags or {})},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     )

@@ -37,7 +37,7 @@ def process_tags() -> dict[str, str]:
     return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), STARTED_TAG: f"{me.create_time():.2f}"}
 
 
-def _alive(tags: dict) -> bool:
+def alive(tags: dict) -> bool:
     import socket
 
     import psutil
@@ -57,7 +57,7 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
     reaped = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={"vexport/source": "cli"})):
-        if _alive(run.tags):
+        if alive(run.tags):
             continue
         instance.report_run_failed(run, f"the process running it (pid {run.tags.get(PID_TAG)}) is gone")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
