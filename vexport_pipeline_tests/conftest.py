@@ -15,6 +15,25 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 
+def running_ffmpeg(pid: int | None = None) -> list:
+    """FFmpeg processes under `pid` (default: this process) that still run: zombies not yet reaped are dead,
+    and a process that ends while being looked at is skipped."""
+    import psutil
+
+    running = []
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return running
+    for p in children:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "ffmpeg" in p.name():
+                running.append(p)
+        except psutil.Error:
+            pass
+    return running
+
+
 BT709 = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"  # tagged, as cameras do
 
 

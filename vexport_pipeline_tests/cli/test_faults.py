@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vexport_pipeline_tests.conftest import make_clip, write_manifest
+from vexport_pipeline_tests.conftest import make_clip, running_ffmpeg, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_kill_9_mid_encode_leaves_no_orphan_and_the_next_export_runs(fresh, medi
         partial = list((home / "work").rglob(".*.partial.*")) if (home / "work").exists() else []
         assert proc.poll() is None, proc.stdout.read()
     assert partial, "the encode never started"
-    encoders = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ffmpeg" in p.name()]
+    encoders = running_ffmpeg(proc.pid)
     assert encoders
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -121,7 +121,7 @@ def assert_clean_and_next_export_delivers(home: Path, env: dict, media, tmp_path
     assert not list((home / "work").rglob(".*.partial*")), "a partial file was left behind"
     store = home / "store"
     assert not store.exists() or not list(store.rglob("*.mp4")), "something was delivered"
-    assert [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()] == []
+    assert running_ffmpeg() == []
     nxt = start(quick_manifest(tmp_path, media, "next"), env, tmp_path / "next.json")
     output, _ = nxt.communicate(timeout=300)
     assert nxt.returncode == 0, output
@@ -135,7 +135,7 @@ def test_ffmpeg_killed_mid_encode_fails_the_export_cleanly(fresh, media, tmp_pat
     while time.monotonic() < deadline and not encoders:
         time.sleep(0.3)
         if (home / "work").exists() and list((home / "work").rglob(".*.partial.*")):
-            encoders = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ffmpeg" in p.name()]
+            encoders = running_ffmpeg(proc.pid)
     assert encoders, "the encode never started"
     for p in encoders:
         p.kill()

@@ -9,12 +9,12 @@ import signal
 import stat
 from pathlib import Path
 
-import psutil
 import pytest
 from click.testing import CliRunner
 
 from vexport_pipeline.cli import main
 from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline_tests.conftest import running_ffmpeg
 
 GOOD_TARGET = {"preset": "web_720p"}
 
@@ -225,7 +225,7 @@ def test_hostile_manifest_is_refused_cleanly(hostile, env, tmp_path, request, da
     for folder_name in ("store", "work"):
         leftovers = [p for p in (home / folder_name).rglob("*") if p.is_file()] if (home / folder_name).exists() else []
         assert leftovers == [], leftovers
-    assert [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()] == []
+    assert running_ffmpeg() == []
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder", "missing"])

@@ -15,7 +15,7 @@ import pytest
 from vexport_pipeline.core import history
 from vexport_pipeline.core.history import StepEvent
 from vexport_pipeline_tests.cli.test_faults import fresh, slow_manifest
-from vexport_pipeline_tests.conftest import write_manifest
+from vexport_pipeline_tests.conftest import running_ffmpeg, write_manifest
 
 __all__ = ["fresh"]  # the fixture, imported for these tests
 
@@ -57,7 +57,7 @@ def test_cancel_then_list_status_reexport_and_unknown_ids(fresh, media, tmp_path
     while not ((home / "work").exists() and list((home / "work").rglob(".*.partial.*"))):
         assert time.monotonic() < deadline and proc.poll() is None, "the encode never started"
         time.sleep(0.3)
-    encoders = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ffmpeg" in p.name()]
+    encoders = running_ffmpeg(proc.pid)
     running = json.loads(vexport(env, "status", "victim", "--json").stdout)
     assert running["status"] == "started" and running["stage"] == "encoding" and running["percent"] < 100
 
@@ -90,7 +90,7 @@ def test_cancel_then_list_status_reexport_and_unknown_ids(fresh, media, tmp_path
     resubmit = vexport(env, "export", str(again), "--json", str(tmp_path / "again.json"), timeout=300)
     assert resubmit.returncode == 0, resubmit.stdout + resubmit.stderr  # the canceled export's id works again
     assert json.loads((tmp_path / "again.json").read_text())["status"] == "delivered"
-    assert [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()] == []
+    assert running_ffmpeg() == []
 
 
 def check_history(env: dict) -> None:

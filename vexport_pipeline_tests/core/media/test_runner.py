@@ -7,10 +7,11 @@ import pytest
 from vexport_pipeline.core.errors import EncodeError
 from vexport_pipeline.core.media.runner import ProgressParser, run_ffmpeg
 from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline_tests.conftest import running_ffmpeg
 
 
 def ffmpeg_children() -> list:
-    return [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in " ".join(p.cmdline())]
+    return running_ffmpeg()
 
 
 def long_encode(out):
