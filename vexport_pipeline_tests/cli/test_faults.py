@@ -147,25 +147,28 @@ def test_ffmpeg_killed_mid_encode_fails_the_export_cleanly(fresh, media, tmp_pat
     assert_clean_and_next_export_delivers(home, env, media, tmp_path)
 
 
-def test_disk_full_during_encode_fails_the_export_cleanly(fresh, media, tmp_path):
-    """The file-size limit stands in for a full disk: FFmpeg's write fails past 1 MB (SIGXFSZ)."""
+def export_on_a_small_disk(manifest: Path, out: Path, env: dict) -> subprocess.CompletedProcess:
+    """`vexport export` with files capped at 1 MB (RLIMIT_FSIZE): a write past it fails as on a full disk."""
     import resource
-
-    home, env = fresh
-    manifest = slow_manifest(tmp_path, media, "toobig")
-    exe = Path(sys.executable).with_name("vexport")
 
     def limit():  # pragma: no cover - runs in the child
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
-    proc = subprocess.run(
-        [str(exe), "export", str(manifest), "--json", str(tmp_path / "toobig.json")],
+    exe = Path(sys.executable).with_name("vexport")
+    return subprocess.run(
+        [str(exe), "export", str(manifest), "--json", str(out)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=600,
         preexec_fn=limit,
     )
+
+
+def test_disk_full_during_encode_fails_the_export_cleanly(fresh, media, tmp_path):
+    """The file-size limit stands in for a full disk: FFmpeg's write fails past 1 MB (SIGXFSZ)."""
+    home, env = fresh
+    proc = export_on_a_small_disk(slow_manifest(tmp_path, media, "toobig"), tmp_path / "toobig.json", env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "toobig.json").read_text())
     assert summary["status"] == "failed" and "SIGXFSZ" in summary["errors"][0]["message"], summary
@@ -227,7 +230,6 @@ def test_an_export_waiting_for_the_gpu_slot_names_the_holder_does_not_spin_and_s
 def test_disk_full_during_promotion_delivers_nothing_and_leaves_nothing(fresh, media, tmp_path):
     """Two 0.7 MB clips fit under a 1 MB file-size limit; their 1.4 MB ZIP bundle, written while the
     version is promoted, does not (EFBIG, what a full disk gives as ENOSPC)."""
-    import resource
     import sqlite3
 
     home, env = fresh
@@ -240,19 +242,7 @@ def test_disk_full_during_promotion_delivers_nothing_and_leaves_nothing(fresh, m
          "delivery": {"zip": True}},
         name="bundled.yaml",
     )  # fmt: skip
-    exe = Path(sys.executable).with_name("vexport")
-
-    def limit():  # pragma: no cover - runs in the child
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-
-    proc = subprocess.run(
-        [str(exe), "export", str(manifest), "--json", str(tmp_path / "bundled.json")],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=limit,
-    )
+    proc = export_on_a_small_disk(manifest, tmp_path / "bundled.json", env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "bundled.json").read_text())
     assert [r["size_bytes"] < 1 << 20 for r in summary["renditions"]] == [True, True], "the encodes must fit"
