@@ -10,23 +10,17 @@ from vexport_pipeline.defs.delivery.analytics import analytics
 from vexport_pipeline.defs.delivery.schedules import metrics_rollup
 from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.jobs import export_job, metrics_job
+from vexport_pipeline.defs.operations.notifications import WEBHOOK_SENSORS
+from vexport_pipeline.defs.operations.retention import retention, retention_job, retention_schedule
 from vexport_pipeline.defs.resources import build_resources
 
 
-def _operations() -> tuple[list, list, list, list]:
-    from vexport_pipeline.defs import operations
-    from vexport_pipeline.defs.operations import notifications, retention  # noqa: F401  (they fill the lists)
-
-    return operations.ASSETS, operations.JOBS, operations.SCHEDULES, operations.SENSORS
-
-
 def build_definitions(settings: Settings) -> dg.Definitions:
-    assets, jobs, schedules, sensors = _operations()
     return dg.Definitions(
-        assets=[*export_assets, analytics, *assets],
-        jobs=[export_job, metrics_job, *jobs],
-        sensors=[composition_sensor, *sensors],
-        schedules=[metrics_rollup, *schedules],
+        assets=[*export_assets, analytics, retention],
+        jobs=[export_job, metrics_job, retention_job],
+        sensors=[composition_sensor, *WEBHOOK_SENSORS],
+        schedules=[metrics_rollup, retention_schedule],
         resources=build_resources(settings),
         loggers={"console": console},
     )

@@ -9,17 +9,8 @@ from pathlib import Path
 
 import click
 
+from vexport_pipeline.cli.output import fail, write_json
 from vexport_pipeline.core.errors import VexportError
-
-
-def _fail(exc: VexportError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _write_json(path: str | None, data: dict) -> None:
-    if path:
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def summary_table(data: dict) -> str:
@@ -59,7 +50,7 @@ def main() -> None:
     try:
         current()  # a bad VEXPORT_* setting is refused before any command starts
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @main.command("export")
@@ -70,7 +61,7 @@ def export_cmd(manifest: Path, json_out: str | None) -> None:
     from .export import run_export
 
     data, code = run_export(manifest)
-    _write_json(json_out, data)
+    write_json(json_out, data)
     click.echo(summary_table(data))
     sys.exit(code)
 
@@ -86,7 +77,7 @@ def submit(file: Path) -> None:
     try:
         placed = submit_file(settings.paths, file, settings.policy)
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"submitted {file} as {placed}")
 
 
@@ -116,7 +107,7 @@ def presets(as_json: bool) -> None:
     try:
         book = PresetBook.load()
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps(book.presets, indent=2))
         return
@@ -150,7 +141,7 @@ def validate(file: Path, preset_name: str, json_out: str | None, no_decode: bool
         if not file.is_file():
             raise InputError("does not exist or is not a regular file", where=str(file), code="file_missing")
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     try:
         info = require_video(probe(file, where=str(file)), where=str(file))
         settings = book.resolve(Target(preset=preset_name), info, "--preset")
@@ -159,7 +150,7 @@ def validate(file: Path, preset_name: str, json_out: str | None, no_decode: bool
         issues = [Issue("error", exc.code, str(exc), "re-encode or re-export the file; it cannot be read whole")]
         report = Report(*verdict(issues), issues)
     data = {"file": str(file), "preset": preset_name, **report.to_dict()}
-    _write_json(json_out, data)
+    write_json(json_out, data)
     click.echo(f"{file}: {report.status} (score {report.score}) against {preset_name}")
     for i in report.issues:
         click.echo(f"  {i.severity:<7} {i.code}: {i.message}" + (f" -> {i.hint}" if i.hint else ""))
@@ -177,7 +168,7 @@ def demo(seconds: float) -> None:
     click.echo(f"demo composition: {manifest}")
     data, code = run_export(manifest)
     out = manifest.with_name("summary.json")
-    _write_json(str(out), data)
+    write_json(str(out), data)
     click.echo(summary_table(data))
     click.echo(f"summary JSON: {out}")
     sys.exit(code)

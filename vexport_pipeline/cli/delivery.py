@@ -8,12 +8,8 @@ import sys
 
 import click
 
+from vexport_pipeline.cli.output import fail
 from vexport_pipeline.core.errors import InputError, VexportError
-
-
-def _fail(exc: VexportError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 def _parts():
@@ -45,7 +41,7 @@ def serve(host: str, port: int) -> None:
     try:
         dests = destinations(settings)
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     gw = Gateway(
         events,
         signer,
@@ -117,7 +113,7 @@ def create(export_id, rendition, bundle, ttl, max_downloads, allow_ips, countrie
             destination=destination,
         )  # fmt: skip
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps({**row.to_dict(), "url": link.url}, indent=2))
     else:
@@ -162,15 +158,15 @@ def revoke(link_id: str | None, export_id: str | None, version: str | None) -> N
     request)."""
     _, _, events, _ = _parts()
     if bool(link_id) == bool(export_id) or (version and not export_id):
-        _fail(InputError("give a LINK_ID, or --export EXPORT_ID [--version VERSION]", where="links revoke"))
+        fail(InputError("give a LINK_ID, or --export EXPORT_ID [--version VERSION]", where="links revoke"))
     if link_id:
         if events.link(link_id) is None:
-            _fail(InputError("no such link", where=link_id, code="link_unknown"))
+            fail(InputError("no such link", where=link_id, code="link_unknown"))
         n = events.revoke(link_id)
         click.echo(f"revoked {link_id}" if n else f"{link_id} was already revoked")
         return
     if not events.links(export_id):
-        _fail(InputError("has no links", where=export_id, code="not_delivered"))
+        fail(InputError("has no links", where=export_id, code="not_delivered"))
     n = events.revoke(export_id=export_id, version=version)
     click.echo(f"revoked {n} link(s) of {export_id}" + (f" version {version}" if version else ""))
 
@@ -184,7 +180,7 @@ def metrics(export_id: str, as_json: bool) -> None:
 
     _, _, events, _ = _parts()
     if not events.links(export_id):
-        _fail(InputError("has no links (not delivered?)", where=export_id, code="not_delivered"))
+        fail(InputError("has no links (not delivered?)", where=export_id, code="not_delivered"))
     data = export_metrics(export_id, events.requests_frame(export_id), events.links_frame(export_id))
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -210,7 +206,7 @@ def destinations(as_json: bool, no_check: bool) -> None:
     try:
         dests = configured(current())
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     rows = []
     for d in dests.values():
         ok, message = (None, "not checked") if no_check else check(d)

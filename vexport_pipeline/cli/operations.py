@@ -10,14 +10,10 @@ from datetime import UTC, datetime
 
 import click
 
+from vexport_pipeline.cli.output import fail, write_json
 from vexport_pipeline.core.errors import InputError, VexportError
 
 WATCH_EVERY_S = 1.0
-
-
-def _fail(exc: VexportError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 def _instance():
@@ -55,7 +51,7 @@ def list_cmd(owner, status, since, limit, page_no, as_json) -> None:
     try:
         rows = history.select(list_rows(_instance()), owner=owner, status=status, since=since)
     except ValueError as exc:
-        _fail(InputError(str(exc), where="--since"))
+        fail(InputError(str(exc), where="--since"))
     shown = history.page(rows, limit, page_no)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in shown], indent=2))
@@ -131,7 +127,7 @@ def status_cmd(export_id, watch, as_json) -> None:
     try:
         data = _watch(instance, export_id) if watch else status(instance, export_id)
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(data, indent=2) if as_json else _status_text(data))
 
 
@@ -171,13 +167,12 @@ def _reexport(export_id: str) -> tuple[dict, int]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the summary JSON here.")
 def reexport_cmd(export_id, json_out) -> None:
     """Run EXPORT_ID again from its stored composition: a new version, the same id."""
-    from pathlib import Path
 
     from vexport_pipeline.cli import summary_table
 
     data, code = _reexport(export_id)
     if json_out:
-        Path(json_out).write_text(json.dumps(data, indent=2) + "\n")
+        write_json(json_out, data)
     click.echo(summary_table(data))
     sys.exit(code)
 

@@ -8,12 +8,8 @@ import sys
 
 import click
 
+from vexport_pipeline.cli.output import fail
 from vexport_pipeline.core.errors import VexportError
-
-
-def _fail(exc: VexportError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 def _human(n: int) -> str:
@@ -41,7 +37,7 @@ def retention_cmd(now_: bool, dry_run: bool, as_json: bool) -> None:
         revoke = (lambda e, v: events.revoke(export_id=e, version=v)) if events else None
         report = retention.run(settings.paths, revoke=revoke, dry_run=dry_run)
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -69,7 +65,7 @@ def restore_cmd(export_id: str, version: str, as_json: bool) -> None:
     try:
         action = retention.restore(current().paths, export_id, version)
     except VexportError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps(action.to_dict(), indent=2))
     else:

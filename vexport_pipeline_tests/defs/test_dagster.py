@@ -16,21 +16,18 @@ from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.resources import HomeResource
 from vexport_pipeline_tests.conftest import REPO, passed
 
+# every asset the definitions hold: the export graph's partitioned ones, then the per-deployment ones
+ASSET_NAMES = {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"} | {
+    "analytics",
+    "retention",
+}
+
 
 def test_definitions_load_with_their_assets_jobs_sensor_and_schedule():
     loaded = defs()
     dg.Definitions.validate_loadable(loaded)
     keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {
-        "source",
-        "segments",
-        "renditions",
-        "validation_report",
-        "delivery",
-        "delivery_metrics",
-        "analytics",
-        "retention",
-    }
+    assert keys == ASSET_NAMES
     assert loaded.resolve_job_def("export_job") and loaded.resolve_sensor_def("composition_sensor")
     assert loaded.resolve_schedule_def("metrics_rollup")
     renditions = next(a for a in export_assets if a.key.to_user_string() == "renditions")

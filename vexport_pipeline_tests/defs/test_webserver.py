@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vexport_pipeline_tests.conftest import REPO
+from vexport_pipeline_tests.defs.test_dagster import ASSET_NAMES
 
 
 def free_port() -> int:
@@ -73,16 +74,7 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
                 time.sleep(1)
         assert data, "webserver did not answer within 90 s"
         nodes = {n["assetKey"]["path"][0]: n for n in data["assetNodes"]}
-        assert set(nodes) == {
-            "source",
-            "segments",
-            "renditions",
-            "validation_report",
-            "delivery",
-            "delivery_metrics",
-            "analytics",
-            "retention",
-        }
+        assert set(nodes) == ASSET_NAMES
         analytics = nodes.pop("analytics")  # every export at once: not partitioned, a group of its own
         assert not analytics["isPartitioned"] and analytics["groupName"] == "analytics"
         retention = nodes.pop("retention")

@@ -31,9 +31,13 @@ def networks(cidrs: list[str] | tuple[str, ...], where: str = "allow_ips") -> tu
 
 
 def address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address, IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as the IPv4 it is, or None if it is not one."""
+    """An address, IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as the IPv4 it is, `[...]` brackets and a `%zone`
+    dropped, or None if it is not one."""
+    text = ip.strip() if isinstance(ip, str) else ""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
     try:
-        a = ipaddress.ip_address(ip.strip().split("%", 1)[0])
+        a = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
     return a.ipv4_mapped if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped else a

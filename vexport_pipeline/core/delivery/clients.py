@@ -102,18 +102,10 @@ def normalise_ip(ip: str | None) -> str:
     """The canonical text of an address (IPv6 compressed, lower case), with IPv4-mapped IPv6
     (``::ffff:1.2.3.4``) turned into the IPv4 address and ``[...]`` brackets removed; "" when the
     text is not an IP address at all. Use it before matching ``allow_ips`` networks."""
-    if not isinstance(ip, str):
-        return ""
-    text = ip.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return ""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+    from .access import address
+
+    a = address(ip)
+    return str(a) if a is not None else ""
 
 
 @lru_cache(maxsize=65536)

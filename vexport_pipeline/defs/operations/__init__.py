@@ -1,7 +1,2 @@
-"""The operations stage: what runs beside the exports (retention and archive, notifications). Each module
-adds its assets, jobs, schedules and sensors to the lists below, which `definitions.py` merges."""
-
-ASSETS: list = []
-JOBS: list = []
-SCHEDULES: list = []
-SENSORS: list = []
+"""The operations stage: what runs beside the exports. `retention.py` (the daily retention and archive job)
+and `notifications.py` (signed webhooks when an export run ends); `runs.py` reads and steers runs for the CLI."""

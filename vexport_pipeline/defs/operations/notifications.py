@@ -11,7 +11,6 @@ from vexport_pipeline.core.errors import VexportError
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.settings import current, signing_keys
 from vexport_pipeline.defs.jobs import EXPORT_TAG, export_job
-from vexport_pipeline.defs.operations import SENSORS
 from vexport_pipeline.defs.resources import HomeResource, StoreResource
 
 
@@ -86,4 +85,4 @@ def canceled_webhook(context: dg.RunStatusSensorContext):
         _report(context, "export.canceled", {**payload, "errors": [{"code": "canceled", "message": "canceled"}]})
 
 
-SENSORS.extend([delivered_webhook, failed_webhook, canceled_webhook])
+WEBHOOK_SENSORS = [delivered_webhook, failed_webhook, canceled_webhook]

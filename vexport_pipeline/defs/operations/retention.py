@@ -7,7 +7,6 @@ import dagster as dg
 
 from vexport_pipeline.core import retention as core
 from vexport_pipeline.core.tables import md_table
-from vexport_pipeline.defs.operations import ASSETS, JOBS, SCHEDULES
 from vexport_pipeline.defs.resources import EventsResource, HomeResource
 
 LABELS = {  # metadata name -> action kind
@@ -71,8 +70,3 @@ retention_job = dg.define_asset_job(
 )
 def retention_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=f"retention:{context.scheduled_execution_time:%Y%m%d}")
-
-
-ASSETS.append(retention)
-JOBS.append(retention_job)
-SCHEDULES.append(retention_schedule)
