@@ -74,8 +74,9 @@ def _status_text(data: dict) -> str:
     lines = [f"export {data['export_id']}: {data['status']}"]
     if data.get("run_id"):
         lines.append(f"run {data['run_id']} ({data.get('source') or 'daemon'})")
+        eta = f", about {data['eta_s']:.0f} s left" if data.get("eta_s") is not None else ""
         lines.append(
-            f"stage {data['stage']}, {data['percent']:.0f}% ({data['steps_done']}/{data['steps_total']} steps)"
+            f"stage {data['stage']}, {data['percent']:.0f}% ({data['steps_done']}/{data['steps_total']} steps){eta}"
         )
         lines.append(f"started {_when(data.get('started'))}, ended {_when(data.get('ended'))}")
     summary = data.get("summary")
@@ -101,7 +102,8 @@ def _watch(instance, export_id: str) -> dict:
             data = status(instance, export_id)
             best = max(best, data.get("percent") or 0.0)
             data["percent"] = best
-            bar.update(task, completed=best, description=f"{export_id} [{data.get('stage') or data['status']}]")
+            eta = f" ~{data['eta_s']:.0f}s left" if data.get("eta_s") is not None else ""
+            bar.update(task, completed=best, description=f"{export_id} [{data.get('stage') or data['status']}]{eta}")
             if data["status"] in history.ENDED or data["status"] == "registered":
                 return data
             time.sleep(WATCH_EVERY_S)

@@ -100,6 +100,14 @@ def progress(events: list[StepEvent], status: str, planned_steps: int = 0) -> Pr
     return done
 
 
+def eta(percent: float, elapsed_s: float) -> float | None:
+    """Seconds left at the pace so far (the percent is monotonic, so this settles as the run goes); None while
+    the run is still planning, where the pace says nothing about the encodes to come."""
+    if percent < BANDS["encoding"][0] + 2 or percent >= 100 or elapsed_s <= 0:
+        return None
+    return round(elapsed_s * (100 - percent) / percent, 1)
+
+
 def _stage_share(stage: str, started: list, finished: set, jobs: set, encode_pct: dict) -> float:
     """How far into its stage a run is (0..1); `finished` holds the steps that succeeded."""
     if stage == "encoding":

@@ -148,6 +148,8 @@ def test_progress_moves_through_the_stages_and_ends_at_100():
     assert history.progress(validating, "started", 8).stage == "validating"
     assert history.progress(validating, "success", 8).percent == 100
     assert history.Progress(percent=20.0).advance(30.0).percent == 30.0  # never backwards
+    assert history.eta(5.0, 30.0) is None  # planning: the pace says nothing yet
+    assert history.eta(50.0, 30.0) == 30.0 and history.eta(75.0, 60.0) == 20.0 and history.eta(100.0, 9.0) is None
 
 
 def test_rows_filters_and_pages():

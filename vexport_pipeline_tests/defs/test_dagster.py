@@ -86,6 +86,20 @@ def test_whole_graph_for_a_clips_export(home, media):
     with dg.instance_for_test() as instance:
         result = materialize(instance, "two-clips")
         assert result.success
+        # progress as the UI shows it: the run's tags end at done/100, one observation as each stage began
+        tags = instance.get_run_by_id(result.run_id).tags
+        assert (tags["vexport/stage"], tags["vexport/percent"]) == ("done", "100")
+        stages = [
+            (o.asset_key.to_user_string(), o.metadata["stage"].value, o.metadata["run_percent"].value)
+            for o in (e.event_specific_data.asset_observation for e in result.all_events if e.is_asset_observation)
+            if "stage" in o.metadata
+        ]
+        assert [s[:2] for s in stages] == [
+            ("source", "planning"),
+            ("validation_report", "validating"),
+            ("delivery", "delivering"),
+        ]
+        assert [s[2] for s in stages] == sorted(s[2] for s in stages) and stages[-1][2] >= 95
         summary = result.output_for_node("delivery")
         assert summary["status"] == "delivered"
         got = [(r["clip_id"], r["target"]) for r in summary["renditions"]]

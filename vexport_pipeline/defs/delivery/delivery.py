@@ -7,6 +7,7 @@ from vexport_pipeline.core.delivery.stores import Store, Version
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.records import ExportSource, Rendition, ValidationOutcome
+from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import TRANSIENT_RETRIES, reported
 from vexport_pipeline.defs.partitions import exports
 from vexport_pipeline.defs.resources import EventsResource, HomeResource, LinksResource, StoreResource
@@ -59,6 +60,7 @@ def delivery(
     validation_report: ValidationOutcome,
 ) -> dg.Output[dict]:
     comp = source.composition
+    progress.publish(context, "delivering", "delivery")
     with reported():
         stores = {name: store.get(name) for name in comp.delivery.destinations}
         first = comp.delivery.destinations[0]  # links and the summary's uri/path name the first destination's copy
@@ -104,6 +106,7 @@ def delivery(
             data["unchanged"] = True
         for dest, s in stores.items():
             s.write_record(done.versions[dest], SUMMARY, summary.dump_json(data))
+    progress.finish(context)
     folder = target.local_path(v, "")
     return dg.Output(
         data,

@@ -9,6 +9,7 @@ from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe, require_video
 from vexport_pipeline.core.planning import plan_checked, plan_export
 from vexport_pipeline.core.records import ExportSource
+from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.jobs import run_tags
 from vexport_pipeline.defs.partitions import exports
@@ -46,6 +47,7 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         record = registry.load(paths, context.partition_key)
         comp = record.composition
         _tag_run(context, run_tags(comp.id, record.owner, comp.priority))
+        progress.publish(context, "planning", "source")
         if not record.source_path.is_file():
             raise InputError(f"{record.source_path} no longer exists", where="source", code="source_missing")
         info = require_video(probe(record.source_path))

@@ -96,7 +96,7 @@ def step_events(instance: dg.DagsterInstance, run_id: str) -> list[history.StepE
     return out
 
 
-def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int:
+def planned_steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int:
     snap = (
         instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id) if run.execution_plan_snapshot_id else None
     )
@@ -116,7 +116,8 @@ def status(instance: dg.DagsterInstance, export_id: str) -> dict:
     run = runs.get(export_id)
     if run:
         dagster_run = instance.get_run_by_id(run.run_id)
-        prog = history.progress(step_events(instance, run.run_id), run.status, _planned(instance, dagster_run))
+        prog = history.progress(step_events(instance, run.run_id), run.status, planned_steps(instance, dagster_run))
+        elapsed = time.time() - run.started if run.status == "started" and run.started else 0.0
         out.update(
             status=run.status,
             run_id=run.run_id,
@@ -125,6 +126,7 @@ def status(instance: dg.DagsterInstance, export_id: str) -> dict:
             steps_done=prog.steps_done,
             steps_total=prog.steps_total,
             running=prog.running,
+            eta_s=history.eta(prog.percent, elapsed),
             created=run.created,
             started=run.started,
             ended=run.ended,

@@ -7,6 +7,7 @@ from vexport_pipeline.core.records import Checked, ExportSource, Rendition, Vali
 from vexport_pipeline.core.tables import md_table
 from vexport_pipeline.core.validation import visuals
 from vexport_pipeline.core.validation.export import validate_export, with_playback
+from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.partitions import exports
 
@@ -62,6 +63,7 @@ def _metadata(context, outcome: ValidationOutcome, renditions: list[Rendition], 
 def validation_report(
     context: dg.AssetExecutionContext, source: ExportSource, segments: Timeline, renditions: list[Rendition]
 ):
+    progress.publish(context, "validating", "validation_report")
     with reported():
         checked = validate_export(source, segments, renditions)
         if source.composition.validation.playback:
