@@ -1,5 +1,6 @@
 """The Dagster layer: definitions load, the whole graph materializes, the gate blocks, the sensor is idempotent."""
 
+import json
 import os
 import shutil
 
@@ -445,3 +446,48 @@ def test_a_record_says_when_its_source_passed_the_plan_checks(home, media, tmp_p
     assert record.checks_hold() and registry.load(home, "chk").checks_hold()
     os.utime(src, (1, 1))  # the file was replaced after the check
     assert not registry.load(home, "chk").checks_hold()
+
+
+def export_job_for_retries():
+    """The export job as the daemon runs it (reconstructable: a retry is a new run of the same definitions)."""
+    return defs().resolve_job_def("export_job")
+
+
+def test_a_retried_run_resumes_at_the_failed_step(home, media, tmp_path, monkeypatch):
+    """`run_retries` re-runs a failed export from the failed step (Dagster's FROM_FAILURE strategy, the one
+    dagster.yaml asks for): the step outputs persist in the instance, so no finished encode is done again. The
+    daemon retries runs that died; here a step's failure gives the run a failed step to resume from."""
+    import yaml
+
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    assert settings["run_retries"]["enabled"] and settings["run_retries"]["max_retries"] >= 1
+    spare = tmp_path / "spare"
+    spare.write_text("a file where the spare destination's folder should be: promotion fails")
+    dests = tmp_path / "destinations.yaml"
+    dests.write_text(f"spare: {{url: 'file://{spare}/store'}}\n")
+    monkeypatch.setenv("VEXPORT_DESTINATIONS", str(dests))
+    register(home, media, {"id": "retry", "source": str(media["av"]), "segments": [{"start": 0, "end": 1.5}],
+                           "targets": [{"preset": "web_720p", "quality": "draft"}],
+                           "delivery": {"destinations": ["default", "spare"]}})  # fmt: skip
+    job = dg.reconstructable(export_job_for_retries)
+    in_process = {"execution": {"config": {"in_process": {}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("exports", ["retry"])
+        with dg.execute_job(job, instance, run_config=in_process, tags={"dagster/partition": "retry"}) as first:
+            assert not first.success
+            [failed] = [e.step_key for e in first.all_events if e.is_step_failure]
+            assert failed == "delivery"
+        encoded = sorted(home.work.rglob("*.mp4"))
+        stamps = [p.stat().st_mtime_ns for p in encoded]
+        spare.unlink()  # the storage problem is fixed; the retry picks up where the run failed
+        retry = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        tags = instance.get_run_by_id(first.run_id).tags  # the daemon's retry keeps the parent run's tags too
+        with dg.execute_job(job, instance, run_config=in_process, tags=tags, reexecution_options=retry) as second:
+            assert second.success
+            ran = {e.step_key for e in second.all_events if e.is_step_start}
+            assert ran == {"delivery", "delivery_metrics"}, ran  # nothing before the failed step ran again
+        summary = json.loads((home.store / "retry" / "current" / "summary.json").read_text())
+        assert [p.stat().st_mtime_ns for p in encoded] == stamps
+        [r] = summary["renditions"]
+        assert {c["destination"] for c in r["copies"]} == {"default", "spare"}
+        assert probe(spare / "store" / "retry" / "current" / r["path"].rsplit("/", 1)[1]).video.height == 720
