@@ -4,10 +4,17 @@ GPUs have no NVENC). Quality tiers map to each family's constant-quality mode.""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
 
 from vexport_pipeline.core.errors import EncodeError
-from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.files import write_atomically
+from vexport_pipeline.core.settings import current, ffmpeg_exe
 from vexport_pipeline.core.spec.presets import EncodeSettings
 
 from .runner import capture
@@ -63,18 +70,59 @@ def try_encoder(encoder: str, exe: str | None = None) -> Trial:
     )
 
 
-def detect(codecs=tuple(CANDIDATES)) -> tuple[dict[str, str | None], list[Trial]]:
-    """The first working hardware encoder per codec (or None), and every trial with its reason."""
+# Trials are kept per host, so an export does not spend a second on them every time: the answer holds while
+# the machine (hostname and boot time: a new driver or card means a reboot) and the FFmpeg binary stay the same,
+# and for a day at most.
+TRIALS_TTL_S = 24 * 3600
+
+
+def _host_key(exe: str) -> str:
+    st = Path(exe).stat()
+    return f"{socket.gethostname()}|{psutil.boot_time():.0f}|{exe}|{st.st_size}|{st.st_mtime_ns}"
+
+
+class _HostTrials:
+    """The trials this host made, in `VEXPORT_HOME/hardware.json`; anything unreadable counts as not made."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.key, self.trials = path, _host_key(ffmpeg_exe()), {}
+        try:
+            data = json.loads(path.read_text()) if path else {}
+            if data.get("host") == self.key and time.time() - data.get("made", 0) < TRIALS_TTL_S:
+                self.trials = {name: Trial(**t) for name, t in data["trials"].items()}
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+        self.made = len(self.trials)
+
+    def get(self, encoder: str) -> Trial:
+        if encoder not in self.trials:
+            self.trials[encoder] = try_encoder(encoder)
+        return self.trials[encoder]
+
+    def save(self) -> None:
+        if self.path and len(self.trials) > self.made:
+            data = {"host": self.key, "made": time.time(), "trials": {n: asdict(t) for n, t in self.trials.items()}}
+            try:
+                write_atomically(self.path, json.dumps(data, indent=1))
+            except OSError:
+                pass  # a read-only home: the trials are simply made again next time
+
+
+def detect(codecs=tuple(CANDIDATES), cache: Path | None = None) -> tuple[dict[str, str | None], list[Trial]]:
+    """The first working hardware encoder per codec (or None), and every trial with its reason. `cache`
+    (default `VEXPORT_HOME/hardware.json`) keeps the trials of this host."""
+    host = _HostTrials(cache or current().paths.root / "hardware.json")
     found: dict[str, str | None] = {}
     trials: list[Trial] = []
     for codec in codecs:
         found[codec] = None
         for name in CANDIDATES.get(codec, []):
-            t = try_encoder(name)
+            t = host.get(name)
             trials.append(t)
             if t.works:
                 found[codec] = name
                 break
+    host.save()
     return found, trials
 
 

@@ -33,3 +33,22 @@ def test_a_failing_hardware_encode_falls_back_to_the_cpu(media, tmp_path):
     assert done.fell_back and done.encoders == ["libx264"]
     got = probe(out)
     assert got.video.codec == "h264" and (got.video.width, got.video.height) == (1280, 720)
+
+
+def test_trials_are_kept_per_host_and_made_again_when_the_host_changes(tmp_path):
+    import json
+
+    cache = tmp_path / "hardware.json"
+    found, trials = detect(("h264",), cache=cache)
+    kept = json.loads(cache.read_text())
+    assert set(kept["trials"]) == {t.encoder for t in trials} and kept["host"].count("|") == 4
+    # the next export reads the answer instead of trying again (shown by a planted answer being believed)
+    kept["trials"]["h264_nvenc"] = {"encoder": "h264_nvenc", "works": True, "reason": "ok"}
+    cache.write_text(json.dumps(kept))
+    assert detect(("h264",), cache=cache)[0]["h264"] == "h264_nvenc"
+    # another boot, another FFmpeg or a day later: tried again
+    for stale in ({**kept, "host": "elsewhere|0|ffmpeg|1|1"}, {**kept, "made": kept["made"] - 2 * 86400}):
+        cache.write_text(json.dumps(stale))
+        assert detect(("h264",), cache=cache) == (found, trials)
+    cache.write_text("{not json")
+    assert detect(("h264",), cache=cache) == (found, trials)
