@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export VEXPORT_HOME ?= $(CURDIR)/.vexport
 
-.PHONY: demo test test-corpus quick lint dev bench schema clean chromium azurite
+.PHONY: demo test test-corpus quick lint dev dev-cluster redis bench schema clean chromium azurite
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,24 @@ $(AZURITE_STAMP):
 dev: $(VENV)/.installed
 	$(VENV)/bin/vexport dev
 
+# A Celery cluster on this machine (docs/deployment.md, "Celery workers"): CLUSTER_WORKERS workers, each with a home
+# of its own under $VEXPORT_HOME/workers/N, then the daemon and the UI; steps hand each other files through a
+# folder outside every worker's home. Ctrl-C stops it all.
+CLUSTER_WORKERS ?= 2
+CLUSTER_ARTIFACTS ?= $(CURDIR)/.vexport-artifacts
+dev-cluster: $(VENV)/.installed redis
+	VEXPORT_EXECUTOR=celery VEXPORT_ARTIFACTS=file://$(CLUSTER_ARTIFACTS) \
+	  $(PY) -m vexport_pipeline.defs.cluster --workers $(CLUSTER_WORKERS)
+
+# Redis on 127.0.0.1:6379, Celery's broker: where none answers, Debian's redis-server is installed and started.
+REDIS_PING := $(PY) -c "import redis; redis.Redis(socket_timeout=2).ping()"
+redis: $(VENV)/.installed
+	@$(REDIS_PING) 2>/dev/null || { \
+	  command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no >/dev/null; \
+	  sleep 1; $(REDIS_PING) 2>/dev/null || { echo "no Redis answers on 127.0.0.1:6379"; exit 1; }; }
+
 bench: $(VENV)/.installed-test
 	$(PY) bench/run.py
 
@@ -68,4 +86,4 @@ schema: $(VENV)/.installed
 	$(PY) -m vexport_pipeline.core.spec.loading > docs/composition.schema.json
 
 clean:
-	rm -rf $(VENV) .vexport .ci-tools
+	rm -rf $(VENV) .vexport .vexport-artifacts .ci-tools

@@ -12,6 +12,7 @@ from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.jobs import export_job, metrics_job
 from vexport_pipeline.defs.operations.notifications import WEBHOOK_SENSORS
 from vexport_pipeline.defs.operations.retention import retention, retention_job, retention_schedule
+from vexport_pipeline.defs.placement import executor
 from vexport_pipeline.defs.resources import build_resources
 
 
@@ -23,6 +24,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[metrics_rollup, retention_schedule],
         resources=build_resources(settings),
         loggers={"console": console},
+        executor=executor(settings.executor),
     )
 
 

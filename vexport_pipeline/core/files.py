@@ -37,12 +37,12 @@ def place_atomically(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a hidden name beside `path`, then rename it into place: a reader sees the old
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Write `data` to a hidden name beside `path`, then rename it into place: a reader sees the old
     content or the whole new one, never a part (a crash mid-write leaves no half file behind)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

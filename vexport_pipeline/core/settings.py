@@ -8,6 +8,7 @@ changes (tests change them; a process normally never does). Nothing else in the 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,14 @@ from vexport_pipeline.core.errors import ConfigError
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8787"
 DEPLOYMENTS = ("local", "production")
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+EXECUTORS = ("multiprocess", "inprocess", "k8s", "celery")  # defs/placement.py builds each
+# A Kubernetes step's pod (docs/deployment.md): the label NVIDIA's GPU operator (GPU feature discovery) puts on GPU
+# nodes; 8 cores encode a 120 s chunk of a 1080p ladder in 2.5-6 minutes, and 6Gi should hold a 4K ladder's
+# FFmpeg with the threads of a 16-core node (docs/deployment.md, docs/capacity.md).
+GPU_SELECTOR = (("nvidia.com/gpu.present", "true"),)
+K8S_CPU, K8S_MEMORY = "8", "6Gi"
+CPU_QUANTITY, MEMORY_QUANTITY = r"\d+(\.\d+)?m?", r"\d+(\.\d+)?([KMGT]i?)?"
 
 
 def _path(value: str | None) -> Path | None:
@@ -111,6 +120,10 @@ class Settings:
         default=None, metadata={"env": "VEXPORT_DESTINATIONS", **_doc("YAML of named delivery destinations")}
     )
     presets_file: Path | None = field(default=None, metadata={"env": "VEXPORT_PRESETS", **_doc("YAML of user presets")})
+    owners_file: Path | None = field(
+        default=None,
+        metadata={"env": "VEXPORT_OWNERS", **_doc("YAML of per-owner limits: concurrent runs, exports an hour, quota")},
+    )
     brands_file: Path | None = field(default=None, metadata={"env": "VEXPORT_BRANDS", **_doc("YAML of brand rules")})
     default_profile_file: Path | None = field(
         default=None, metadata={"env": "VEXPORT_DEFAULT_PROFILE", **_doc("composition for bare videos", "web_720p")}
@@ -128,6 +141,41 @@ class Settings:
             "env": "VEXPORT_EVENTS_URL",
             **_doc("event store: postgresql+psycopg2://... (production)", "SQLite at $VEXPORT_HOME/events.sqlite"),
         },
+    )
+    executor: str = field(
+        default="multiprocess",
+        metadata={
+            "env": "VEXPORT_EXECUTOR",
+            **_doc("how a launched run executes its steps: " + ", ".join(EXECUTORS), "multiprocess"),
+        },
+    )
+    # Celery workers (docs/deployment.md): steps hand each other files through the artifact store (core/artifacts.py)
+    artifacts: str | None = field(
+        default=None,
+        metadata={
+            "env": "VEXPORT_ARTIFACTS",
+            **_doc("store steps hand files through: file:///folder, s3://bucket/prefix", "(none): the home"),
+        },
+    )
+    artifacts_endpoint_url: str | None = field(
+        default=None, metadata={"env": "VEXPORT_ARTIFACTS_ENDPOINT_URL", **_doc("S3 endpoint of the artifact store")}
+    )
+    celery_broker: str = field(
+        default=DEFAULT_BROKER,
+        metadata={"env": "VEXPORT_CELERY_BROKER", **_doc("Celery's broker and result backend", DEFAULT_BROKER)},
+    )
+    # Kubernetes (docs/deployment.md): the pod of every step run by the k8s_job_executor (defs/placement.py)
+    k8s_gpu_selector: tuple[tuple[str, str], ...] = field(
+        default=GPU_SELECTOR,
+        metadata={
+            "env": "VEXPORT_K8S_GPU_SELECTOR",
+            **_doc("node labels (`k=v`, `,`) that GPU encode steps run on", "nvidia.com/gpu.present=true"),
+        },
+    )
+    k8s_cpu: str = field(default=K8S_CPU, metadata={"env": "VEXPORT_K8S_CPU", **_doc("cores a step requests", K8S_CPU)})
+    k8s_memory: str = field(
+        default=K8S_MEMORY,
+        metadata={"env": "VEXPORT_K8S_MEMORY", **_doc("memory a step requests and may not exceed", K8S_MEMORY)},
     )
 
     @classmethod
@@ -159,11 +207,19 @@ class Settings:
             webhooks=_urls(env.get("VEXPORT_WEBHOOKS", "")),
             webhook_secret=env.get("VEXPORT_WEBHOOK_SECRET") or None,
             presets_file=_path(env.get("VEXPORT_PRESETS")),
+            owners_file=_path(env.get("VEXPORT_OWNERS")),
             brands_file=_path(env.get("VEXPORT_BRANDS")),
             default_profile_file=_path(env.get("VEXPORT_DEFAULT_PROFILE")),
             chromium=env.get("VEXPORT_CHROMIUM") or None,
             postgres_url=env.get("VEXPORT_POSTGRES_URL") or None,
             events_url=_events_url(env.get("VEXPORT_EVENTS_URL") or None),
+            executor=_choice(env, "VEXPORT_EXECUTOR", EXECUTORS),
+            artifacts=_artifacts(env.get("VEXPORT_ARTIFACTS") or None),
+            artifacts_endpoint_url=env.get("VEXPORT_ARTIFACTS_ENDPOINT_URL") or None,
+            celery_broker=env.get("VEXPORT_CELERY_BROKER") or DEFAULT_BROKER,
+            k8s_gpu_selector=_gpu_selector(env.get("VEXPORT_K8S_GPU_SELECTOR")),
+            k8s_cpu=_quantity(env, "VEXPORT_K8S_CPU", K8S_CPU, CPU_QUANTITY),
+            k8s_memory=_quantity(env, "VEXPORT_K8S_MEMORY", K8S_MEMORY, MEMORY_QUANTITY),
         )
         settings.check()
         return settings
@@ -206,6 +262,45 @@ def _events_url(url: str | None) -> str | None:
             "is not postgresql+psycopg2://user:password@host/db (or sqlite:///file)", where="VEXPORT_EVENTS_URL"
         )
     return url
+
+
+def _gpu_selector(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return GPU_SELECTOR
+    pairs = [p.strip().partition("=") for p in text.split(",") if p.strip()]
+    if not pairs or any(not k.strip() or not eq or not v.strip() for k, eq, v in pairs):
+        raise ConfigError(f"{text!r} is not node labels key=value[,key=value...]", where="VEXPORT_K8S_GPU_SELECTOR")
+    return tuple((k.strip(), v.strip()) for k, _, v in pairs)
+
+
+def _quantity(env: dict, name: str, default: str, pattern: str) -> str:
+    value = env.get(name) or default
+    if not re.fullmatch(pattern, value):
+        raise ConfigError(f"{value!r} is not a Kubernetes quantity like {default!r}", where=name)
+    return value
+
+
+def _choice(env: dict, name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{value!r} is not one of {', '.join(choices)}", where=name)
+    return value
+
+
+def _artifacts(url: str | None) -> str | None:
+    return artifacts_url(url) if url else None
+
+
+def artifacts_url(url: str) -> str:
+    """`url` if it names an artifact store (core/artifacts.py): `file:///absolute/folder` or `s3://bucket[/prefix]`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/") and parts.path != "/":
+        return url
+    if parts.scheme == "s3" and parts.netloc and "\\" not in url:
+        return url
+    raise ConfigError(f"{url!r} is not file:///absolute/folder or s3://bucket/prefix", where="VEXPORT_ARTIFACTS")
 
 
 def _urls(text: str) -> tuple[str, ...]:

@@ -9,18 +9,31 @@ from pathlib import Path
 
 import dagster as dg
 
+from vexport_pipeline.core.artifacts import ArtifactStore, open_store
 from vexport_pipeline.core.delivery.events import EventStore
 from vexport_pipeline.core.delivery.links import LinkSigner
 from vexport_pipeline.core.delivery.stores import LocalStore, Store
+from vexport_pipeline.core.media.cache import RenditionCache
 from vexport_pipeline.core.settings import Home, MediaPolicy, Settings
 from vexport_pipeline.core.spec.presets import EncodeSettings
+from vexport_pipeline.defs.artifacts import ArtifactIOManager
 
 
 class HomeResource(dg.ConfigurableResource):
-    """Where vexport keeps its state (`VEXPORT_HOME`) and which folders sources may come from."""
+    """Where vexport keeps its state (`VEXPORT_HOME`), which folders sources may come from, and the artifact
+    store (`VEXPORT_ARTIFACTS`) that steps on workers with homes of their own hand files through."""
 
     root: str
     media_roots: list[str] = []
+    artifacts: str = ""
+    artifacts_endpoint_url: str = ""
+
+    def artifact_store(self) -> ArtifactStore | None:
+        return open_store(self.artifacts, self.artifacts_endpoint_url) if self.artifacts else None
+
+    def rendition_cache(self) -> RenditionCache:
+        """The content cache of this home, shared through the artifact store when there is one."""
+        return RenditionCache(self.paths.cache, self.artifact_store())
 
     @property
     def paths(self) -> Home:
@@ -92,8 +105,21 @@ class LinksResource(dg.ConfigurableResource):
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     paths = settings.paths
+    home = HomeResource(
+        root=str(paths.root),
+        media_roots=[str(p) for p in settings.media_roots],
+        artifacts=settings.artifacts or "",
+        artifacts_endpoint_url=settings.artifacts_endpoint_url or "",
+    )
+    # without an artifact store, Dagster's default IO manager keeps step outputs in this instance's folder
+    io_manager = (
+        {"io_manager": ArtifactIOManager(home=home.root, url=home.artifacts, endpoint_url=home.artifacts_endpoint_url)}
+        if settings.artifacts
+        else {}
+    )
     return {
-        "home": HomeResource(root=str(paths.root), media_roots=[str(p) for p in settings.media_roots]),
+        **io_manager,
+        "home": home,
         "encoders": EncoderResource(hardware=settings.hardware, chunk_seconds=settings.chunk_seconds),
         "store": StoreResource(root=str(paths.store), destinations_file=str(settings.destinations_file or "")),
         "events": EventsResource(

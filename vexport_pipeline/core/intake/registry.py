@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vexport_pipeline.core import artifacts
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import write_atomically
 from vexport_pipeline.core.settings import Home
@@ -84,8 +85,53 @@ def register(
     )
     home.registry.mkdir(parents=True, exist_ok=True)
     target = home.registry / f"{comp.id}.json"
-    write_atomically(target, json.dumps(record.to_dict(), indent=2))
+    text = json.dumps(record.to_dict(), indent=2)
+    write_atomically(target, text)
+    if store := artifacts.configured():  # workers with homes of their own read it there
+        store.write(artifacts.registration_key(comp.id), text.encode())
+    _log(home, record)
     return record
+
+
+LOG_KEEP_S = 2 * 86400  # the hourly rate limits need one hour of the log; two days are kept
+
+
+def _log_folder(home: Home) -> Path:
+    return home.registry / ".log"
+
+
+def _log(home: Home, record: Registered) -> None:
+    """One line per registration in an hourly file: the record above is replaced when an id is exported again,
+    and each of those exports counts against its owner's hourly rate."""
+    folder = _log_folder(home)
+    folder.mkdir(exist_ok=True)
+    path = folder / time.strftime("%Y%m%dT%H.jsonl", time.gmtime(record.registered_at))
+    if not path.exists():  # a new hour: drop the files nobody counts any more
+        oldest = time.strftime("%Y%m%dT%H", time.gmtime(record.registered_at - LOG_KEEP_S))
+        for old in folder.glob("*.jsonl"):
+            if old.stem < oldest:
+                old.unlink(missing_ok=True)
+    line = json.dumps({"export_id": record.export_id, "owner": record.owner, "at": record.registered_at})
+    with open(path, "a") as f:  # one short appended line: whole, even with other processes appending
+        f.write(line + "\n")
+
+
+def registrations(home: Home, since: float) -> list[tuple[str, float]]:
+    """(owner, epoch seconds) of every registration at or after `since` (within the last two days)."""
+    first = time.strftime("%Y%m%dT%H", time.gmtime(since))
+    out = []
+    folder = _log_folder(home)
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        if path.stem < first:
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                if entry["at"] >= since:
+                    out.append((str(entry["owner"]), float(entry["at"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash counts for nothing
+    return out
 
 
 def _stat_key(path: Path) -> str:
@@ -98,9 +144,13 @@ def load(home: Home, export_id: str) -> Registered:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(
-            f"no composition is registered for export {export_id!r}", where=str(path), code="export_unknown"
-        ) from None
+        store = artifacts.configured()  # a worker's own home: the registering host put the record in the store
+        shared = store and store.read(artifacts.registration_key(export_id))
+        if not shared:
+            raise InputError(
+                f"no composition is registered for export {export_id!r}", where=str(path), code="export_unknown"
+            ) from None
+        data = json.loads(shared)
     comp = parse_composition(data["composition"], file=str(path))
     return Registered(
         comp,

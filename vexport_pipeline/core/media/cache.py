@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from vexport_pipeline.core.artifacts import ArtifactStore, checksum
 from vexport_pipeline.core.files import place_atomically
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.presets import BUILTIN_FILE, EncodeSettings
@@ -102,23 +103,31 @@ def rendition_key(source_sha256: str, clip: Clip, settings: EncodeSettings, loud
 
 
 class RenditionCache:
-    def __init__(self, root: Path):
+    """`root/<key[:2]>/<key>.<ext>` on this host; with a `shared` artifact store, the same entries under
+    `cache/...` there too, so a rendition encoded by one worker is a hit on every other."""
+
+    def __init__(self, root: Path, shared: ArtifactStore | None = None):
         self.root = Path(root)
+        self.shared = shared
 
     def path(self, key: str, ext: str) -> Path:
         return self.root / key[:2] / f"{key}.{ext}"
 
+    def _shared_key(self, key: str, ext: str) -> str:
+        return f"cache/{key[:2]}/{key}.{ext}"
+
     def fetch(self, key: str, ext: str, dest: Path) -> bool:
         """Place a cached rendition at `dest` (hard link, else copy); False on a miss."""
         src = self.path(key, ext)
-        if not src.exists():
+        if not src.exists() and not (self.shared and self.shared.get(self._shared_key(key, ext), src)):
             return False
         place_atomically(src, dest)
         return True
 
     def store(self, key: str, ext: str, src: Path) -> None:
         dst = self.path(key, ext)
-        if dst.exists():
-            return
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        place_atomically(src, dst)
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            place_atomically(src, dst)
+        if self.shared:
+            self.shared.put_new(self._shared_key(key, ext), dst, checksum(dst))

@@ -1,4 +1,5 @@
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -46,22 +47,24 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         paths = home.paths
         record = registry.load(paths, context.partition_key)
         comp = record.composition
-        _tag_run(context, run_tags(comp.id, record.owner, comp.priority))
+        _tag_run(context, run_tags(comp))
         progress.publish(context, "planning", "source")
         if not record.source_path.is_file():
             raise InputError(f"{record.source_path} no longer exists", where="source", code="source_missing")
         info = require_video(probe(record.source_path))
         # refused here if sure to fail; the presets are read once: the resolved targets travel with the export
         plan = plan_export(comp, info) if record.checks_hold() else plan_checked(comp, info)
+        work_source = _link_into(paths.work / comp.id, record.source_path)
         value = ExportSource(
             export_id=comp.id,
             owner=record.owner,
             composition=comp,
             targets=plan.targets,
             labels=plan.labels,
-            info=info,
+            # later steps read the work area's copy: it travels with the record to other workers (core/artifacts.py)
+            info=replace(info, path=str(work_source)),
             source_path=record.source_path,
-            work_source=_link_into(paths.work / comp.id, record.source_path),
+            work_source=work_source,
             sha256=sha256_file(record.source_path),
             manifest=record.manifest,
         )

@@ -1,5 +1,7 @@
 """renditions: planned as encode jobs (whole clips, or keyframe-aligned chunks of long clips) that run
-as separate steps in the `gpu` pool, so one export can use many workers; then assembled."""
+as separate steps in the `gpu` pool, so one export can use many workers; then assembled. A job that uses a
+hardware encoder runs as a `gpu_encode` step, which Celery sends to the `gpu` queue (workers with an encoder);
+every other step goes to the `cpu` queue (defs/placement.py)."""
 
 import time
 from pathlib import Path
@@ -8,8 +10,8 @@ import dagster as dg
 
 from vexport_pipeline.core.media.assembly import assemble as assemble_renditions
 from vexport_pipeline.core.media.assembly import chunk_path, final_path
-from vexport_pipeline.core.media.cache import RenditionCache
-from vexport_pipeline.core.media.chunks import chunk_settings, plan_jobs
+from vexport_pipeline.core.media.chunks import EncodeJob, chunk_settings, plan_jobs
+from vexport_pipeline.core.media.hardware import CANDIDATES
 from vexport_pipeline.core.media.probe import keyframe_times
 from vexport_pipeline.core.media.render import can_copy, render_clip
 from vexport_pipeline.core.media.runner import Progress
@@ -17,12 +19,15 @@ from vexport_pipeline.core.media.timeline import Timeline
 from vexport_pipeline.core.media.tuning import tune
 from vexport_pipeline.core.records import Encoded, EncodePlan, EncodeResult, EncodeTask, ExportSource, Rendition
 from vexport_pipeline.core.tables import md_table
+from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.partitions import exports
+from vexport_pipeline.defs.placement import CPU, GPU, step_tags
 from vexport_pipeline.defs.resources import EncoderResource, HomeResource
 
 PROGRESS_EVERY_S = 5.0
 ASSET = dg.AssetKey("renditions")
+HARDWARE_ENCODERS = {name for names in CANDIDATES.values() for name in names}
 
 
 def _reporter(context, what: str):
@@ -37,6 +42,7 @@ def _reporter(context, what: str):
         context.log.info(f"{what}: {p.percent:.0f}% at {p.fps:.1f} fps, {p.speed:.2f}x, ETA {eta}")
         metadata = {"job": what, "percent": p.percent, "fps": p.fps, "speed": p.speed, "eta_s": p.eta or -1.0}
         context.log_event(dg.AssetObservation(asset_key=ASSET, partition=context.partition_key, metadata=metadata))
+        progress.publish(context)  # the run's tags: the UI's runs list shows the percent move
 
     return report
 
@@ -47,7 +53,7 @@ def _out_dir(home: HomeResource, export_id: str) -> Path:
 
 def _tune(context, home: HomeResource, source: ExportSource, timeline: Timeline, targets: list) -> tuple[list, tuple]:
     """Target quality: the CRF of each target found on samples of this export (cached by content)."""
-    cache, out, report = RenditionCache(home.paths.cache), [], []
+    cache, out, report = home.rendition_cache(), [], []
     for label, s in zip(source.labels, targets):
         tuned = tune(source.info, timeline, s, cache=cache, source_sha256=source.sha256)
         out.append(tuned.settings)
@@ -58,7 +64,18 @@ def _tune(context, home: HomeResource, source: ExportSource, timeline: Timeline,
     return out, tuple(report)
 
 
-@dg.op(out=dg.DynamicOut(EncodeTask), description="Choose encoders and CRFs (target quality), split into encode jobs.")
+def job_kind(plan: EncodePlan, job: EncodeJob) -> str:
+    """`gpu` when one of the job's targets uses a hardware encoder (its one FFmpeg process needs the device)."""
+    return GPU if any(plan.targets[i].encoder in HARDWARE_ENCODERS for i in job.targets) else CPU
+
+
+# Two outputs, as Celery routes by the step's tags: a job's queue is known once its encoders are chosen. An output
+# that yields nothing gives its collect an empty list (both are required, so Dagster does not skip `assemble`).
+@dg.op(
+    out={"tasks": dg.DynamicOut(EncodeTask), "gpu_tasks": dg.DynamicOut(EncodeTask)},
+    tags=step_tags(CPU),
+    description="Choose encoders and CRFs (target quality), split into encode jobs.",
+)
 def plan_encodes(
     context: dg.OpExecutionContext,
     home: HomeResource,
@@ -80,12 +97,18 @@ def plan_encodes(
             copyable=lambda s, clip: can_copy(info, clip, s),
         )
     context.log.info(f"{len(jobs)} encode job(s): " + ", ".join(j.key for j in jobs))
+    progress.publish(context, "encoding", "renditions")
     plan = EncodePlan(tuple(targets), source.labels, hardware, tuning)
     for job in jobs:
-        yield dg.DynamicOutput(EncodeTask(plan, job), mapping_key=job.key)
+        output = "gpu_tasks" if job_kind(plan, job) == GPU else "tasks"
+        yield dg.DynamicOutput(EncodeTask(plan, job), output_name=output, mapping_key=job.key)
 
 
-@dg.op(pool="gpu", description="One encode job: a whole clip to all of its targets in one FFmpeg process, or a chunk.")
+@dg.op(
+    pool="gpu",
+    tags=step_tags(CPU),
+    description="One encode job: a whole clip to all of its targets in one FFmpeg process, or a chunk.",
+)
 def encode(
     context: dg.OpExecutionContext,
     home: HomeResource,
@@ -108,7 +131,7 @@ def encode(
                 on_progress=progress,
                 timeout=encoders.timeout_s,
                 loudness=source.loudness,
-                cache=RenditionCache(home.paths.cache),
+                cache=home.rendition_cache(),
                 source_sha256=source.sha256,
             )
         else:
@@ -186,14 +209,16 @@ def _tuning_table(tuning: tuple[dict, ...]) -> str:
     return md_table(["target", "VMAF target", "CRF chosen", "probes (VMAF, bitrate)", "search"], rows) if rows else "-"
 
 
-@dg.op(description="Join chunks without re-encoding, probe every rendition and describe it.")
+@dg.op(tags=step_tags(CPU), description="Join chunks without re-encoding, probe every rendition and describe it.")
 def assemble(
     home: HomeResource,
     encoders: EncoderResource,
     source: ExportSource,
     segments: Timeline,
     results: list[EncodeResult],
+    gpu_results: list[EncodeResult],
 ) -> dg.Output[list[Rendition]]:
+    results = [*results, *gpu_results]
     with reported():
         out = assemble_renditions(source, segments, results, _out_dir(home, source.export_id), encoders.timeout_s)
     return dg.Output(out, metadata=_metadata(out, results))
@@ -206,6 +231,8 @@ def assemble(
     description="The encodes: each clip decoded once for all its targets; long clips in parallel chunks.",
 )
 def renditions(source: ExportSource, segments: Timeline):
-    tasks = plan_encodes(source, segments)
+    tasks, gpu_tasks = plan_encodes(source, segments)
     results = tasks.map(lambda task: encode(source, task)).collect()
-    return assemble(source, segments, results)
+    gpu_encode = encode.alias("gpu_encode").tag(step_tags(GPU))
+    gpu_results = gpu_tasks.map(lambda task: gpu_encode(source, task)).collect()
+    return assemble(source, segments, results, gpu_results)
