@@ -48,7 +48,11 @@ def main() -> None:
     from vexport_pipeline.core.settings import current
 
     try:
-        current()  # a bad VEXPORT_* setting is refused before any command starts
+        settings = current()  # a bad VEXPORT_* setting is refused before any command starts
+        if settings.owners_file:  # and a bad owners file: its limits shape the instance the commands open
+            from vexport_pipeline.core import owners
+
+            owners.load()
     except VexportError as exc:
         fail(exc)
 

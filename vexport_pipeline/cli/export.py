@@ -24,7 +24,7 @@ def prepare(manifest: Path) -> Registered:
     home = settings.paths.ensure()
     comp = load_composition(manifest)
     source = resolve_source(comp, manifest.resolve().parent, settings.policy)
-    plan_checked(comp, require_video(probe(source)))  # refused now if sure to fail: nothing is encoded
+    plan_checked(comp, require_video(probe(source)))  # refused now if sure to fail (or over quota): nothing encoded
     return registry.register(home, comp, source, manifest=manifest.resolve(), checked=True)
 
 
@@ -56,7 +56,7 @@ def execute(record: Registered, extra_tags: dict[str, str] | None = None) -> tup
     reap_dead_runs(instance)
     if not instance.has_dynamic_partition(exports.name, record.export_id):
         instance.add_dynamic_partitions(exports.name, [record.export_id])
-    tags = {**run_tags(record.export_id, record.owner, record.composition.priority), **process_tags()}
+    tags = {**run_tags(record.composition), **process_tags()}
     result = (
         defs()
         .resolve_job_def("export_job")

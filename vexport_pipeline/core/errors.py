@@ -33,6 +33,17 @@ class ConfigError(InputError):
     default_code = "config_invalid"
 
 
+class RateLimited(InputError):
+    """The owner has started as many exports this hour as they may; `opens_at` (epoch seconds) is when the next
+    one may start. The inbox leaves such a file where it is, for a later tick. Exit code 2."""
+
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, *, opens_at: float, where: str | None = None):
+        self.opens_at = opens_at
+        super().__init__(message, where=where)
+
+
 class ManifestError(InputError):
     """A composition manifest is invalid; `problems` lists every field at fault."""
 

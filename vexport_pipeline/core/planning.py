@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from vexport_pipeline.core import owners
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.media.probe import MediaInfo, check_decodable_to, timestamp_jumps
 from vexport_pipeline.core.media.timeline import Timeline, build_timeline
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.core.spec.composition import Composition
-from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook, fit_size_cap, unique_labels
+from vexport_pipeline.core.spec.presets import EncodeSettings, PresetBook, fit_size_cap, h264_level_rate, unique_labels
 from vexport_pipeline.core.timecode import fmt_clock
 
 # The least video bitrate a platform could accept for a picture (bits per pixel per frame). Below it a
@@ -137,7 +138,33 @@ def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = No
             where=comp.id,
             code="plan_refused",
         )
+    owners.check_quota(current().paths, comp.owner, estimate_bytes(targets, timeline))
     return Plan(tuple(targets), tuple(unique_labels(targets)), timeline)
+
+
+# ProRes data rates in bits per pixel per frame, from Apple's ProRes white paper (1080p29.97: proxy 45 Mb/s,
+# LT 102, 422 147, HQ 220, 4444 330, 4444 XQ 500)
+PRORES_BITS_PER_PIXEL = {"proxy": 0.73, "lt": 1.65, "standard": 2.37, "hq": 3.54, "4444": 5.31, "4444xq": 8.05}
+
+
+def estimate_bytes(targets: list[EncodeSettings], timeline: Timeline) -> int:
+    """What the export will store, estimated from above (the quota is checked against it): every file at its
+    target's peak bitrate (`maxrate`, the bitrate, else the H.264 level's ceiling for its size and rate; ProRes
+    at its profile's nominal rate, which a very detailed picture can pass a little) or its platform's size cap
+    where that is smaller, for the whole of its clip. Quality-driven encodes usually land well under their
+    peak, so the files delivered are smaller than this."""
+    total = 0.0
+    for s in targets:
+        if s.video_codec == "prores":
+            video = PRORES_BITS_PER_PIXEL[s.profile or "hq"] * s.width * s.height * float(s.rate)
+        else:
+            video = s.maxrate or s.video_bitrate or h264_level_rate(s.width, s.height, s.rate)
+        audio = s.audio_bitrate or (s.sample_rate * 24 * s.channels if s.audio_codec == "pcm" else 0)
+        cap = s.limits.get("max_file_bytes")
+        for clip in timeline.clips:
+            size = (video + audio) * clip.duration / 8
+            total += min(size, cap) if cap else size
+    return int(total)
 
 
 def plan_checked(comp: Composition, info: MediaInfo, book: PresetBook | None = None) -> Plan:

@@ -176,6 +176,12 @@ def _versions(root: Path) -> Iterator[tuple[str, str, Path]]:
                 yield export.name, folder.name, folder
 
 
+def stored_bytes(home: Home, export_ids: set[str]) -> int:
+    """Bytes the versions of these exports hold in the store and the archive (what owner quotas count)."""
+    roots = (home.store, archive_root(home))
+    return sum(_size(folder) for root in roots for export_id, _, folder in _versions(root) if export_id in export_ids)
+
+
 def retention_for(home: Home, export_id: str, policy: Policy, cache: dict[str, Retention]) -> Retention:
     """The export's `retention`: its registered composition's, else its owner's default, else keep forever."""
     if export_id not in cache:

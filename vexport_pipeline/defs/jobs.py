@@ -1,14 +1,40 @@
 import dagster as dg
 
+from vexport_pipeline.core import owners
 from vexport_pipeline.core.intake.registry import DEFAULT_OWNER
+from vexport_pipeline.core.spec.composition import Composition
 
 OWNER_TAG, EXPORT_TAG, PRIORITY_TAG = "vexport/owner", "vexport/export", "dagster/priority"
+QUEUE_TAG, KIND_TAG = "vexport/queue", "vexport/kind"
 
 
-def run_tags(export_id: str, owner: str | None, priority: int = 0) -> dict[str, str]:
-    """The tags every export run carries, whoever launched it: per-owner limits key on the owner (see
-    dagster.yaml), the queue takes higher `dagster/priority` first."""
-    return {EXPORT_TAG: export_id, OWNER_TAG: owner or DEFAULT_OWNER, PRIORITY_TAG: str(priority)}
+def run_tags(comp: Composition) -> dict[str, str]:
+    """The tags every export run carries, whoever launched it. The queue (dagster.yaml) takes higher
+    `dagster/priority` first, limits `vexport/kind` (gpu, cpu) apart, and limits each owner: by the per-owner
+    default on `vexport/queue`, or, for an owner with their own `concurrent` in VEXPORT_OWNERS, by their entry on
+    `vexport/owner` alone. Dagster applies every limit a run matches, so their runs must not carry
+    `vexport/queue`: the default would cap them too."""
+    owner = comp.owner or DEFAULT_OWNER
+    tags = {EXPORT_TAG: comp.id, OWNER_TAG: owner, PRIORITY_TAG: str(comp.priority), KIND_TAG: export_kind(comp)}
+    if owner not in owners.load().own_concurrency():
+        tags[QUEUE_TAG] = owner
+    return tags
+
+
+def export_kind(comp: Composition) -> str:
+    """`gpu` when one of the export's target codecs has a working hardware encoder on this host (and
+    VEXPORT_HARDWARE is `auto`), else `cpu`: the queue limits the two kinds apart, so GPU exports never take
+    every run slot from CPU ones."""
+    from vexport_pipeline.core.media.hardware import CANDIDATES, detect
+    from vexport_pipeline.core.settings import current
+    from vexport_pipeline.core.spec.presets import PresetBook
+
+    if current().hardware != "auto":
+        return "cpu"
+    book = PresetBook.load()
+    codecs = {book.merged(t)["video_codec"] for t in comp.targets} & set(CANDIDATES)
+    found, _ = detect(tuple(sorted(codecs)))
+    return "gpu" if any(found.values()) else "cpu"
 
 
 # Every stage of one export, in graph order (partitioned by `exports` through its assets).

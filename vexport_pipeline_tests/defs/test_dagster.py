@@ -45,8 +45,8 @@ def test_the_instance_queue_limits_runs_per_owner():
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
         queue = instance.get_concurrency_config().run_queue_config
         limits = queue.tag_concurrency_limits
-        assert queue.max_concurrent_runs == 2
-        assert {"key": "vexport/owner", "value": {"applyLimitPerUniqueValue": True}, "limit": 3} in limits
+        assert queue.max_concurrent_runs == 4
+        assert {"key": "vexport/queue", "value": {"applyLimitPerUniqueValue": True}, "limit": 3} in limits
 
 
 def register(home, media, data):
@@ -97,6 +97,7 @@ def test_whole_graph_for_a_clips_export(home, media):
         ]
         assert [s[:2] for s in stages] == [
             ("source", "planning"),
+            ("renditions", "encoding"),
             ("validation_report", "validating"),
             ("delivery", "delivering"),
         ]
@@ -362,7 +363,7 @@ def test_the_inbox_refuses_links_to_files_elsewhere(home, media, tmp_path):
     shutil.copy(media["av"], private)
     (home.inbox / "stolen.mp4").symlink_to(private)
     (home.inbox / "passwd.mp4").symlink_to("/etc/passwd")
-    accepted, rejected = inbox.process(home, current().policy, min_age_s=0)
+    accepted, rejected, _ = inbox.process(home, current().policy, min_age_s=0)
     assert not accepted and sorted(r.file for r in rejected) == ["passwd.mp4", "stolen.mp4"]
     assert "only regular files" in (home.inbox / "rejected" / "stolen.mp4.error.txt").read_text()
     assert not list(home.registry.glob("*.json")) and private.exists()
@@ -425,7 +426,7 @@ def test_a_tick_that_dies_after_taking_a_file_loses_no_run(home, media, monkeypa
     monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
     shutil.copy(media["av"], home.inbox / "clip.mp4")
     (home.inbox / "lost.yaml").write_text("id: lost\nsource: clip.mp4\ntargets: [{preset: web_720p, quality: draft}]\n")
-    [taken], _ = inbox.process(home, current().policy, min_age_s=0)  # the tick's work, then it "crashed"
+    [taken], _, _ = inbox.process(home, current().policy, min_age_s=0)  # the tick's work, then it "crashed"
     assert (home.inbox / "accepted" / "lost.yaml").exists()
     resource = HomeResource(root=str(home.root), media_roots=[str(media["dir"])])
     with dg.instance_for_test() as instance:

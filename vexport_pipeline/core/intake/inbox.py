@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from vexport_pipeline.core.errors import InputError, VexportError
+from vexport_pipeline.core import owners
+from vexport_pipeline.core.errors import InputError, RateLimited, VexportError
 from vexport_pipeline.core.settings import Home, MediaPolicy, current
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.loading import load_composition, parse_composition, read_manifest, resolve_source, slug
@@ -41,6 +42,14 @@ class Accepted:
 class Rejected:
     file: str
     error: str
+
+
+@dataclass(frozen=True)
+class Held:
+    """A file left in the inbox for a later pass: its owner is at their hourly rate (`reason` says until when)."""
+
+    file: str
+    reason: str
 
 
 def default_profile() -> dict:
@@ -139,13 +148,16 @@ def _claimed(manifests: list[Path]) -> set[Path]:
 
 def process(
     home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0, busy: Callable[[str], str | None] = lambda _: None
-) -> tuple[list[Accepted], list[Rejected]]:
+) -> tuple[list[Accepted], list[Rejected], list[Held]]:
     """One pass over the inbox. Files younger than `min_age_s` may still be being written: next pass. Each
     file is handled in its own guard: whatever goes wrong with one is reported in `rejected/` and never stops
-    the others. `busy(export_id)` names the run still working on an id, which then is not taken again."""
+    the others. `busy(export_id)` names the run still working on an id, which then is not taken again. A file
+    whose owner is at their hourly rate stays where it is (`held`) until a pass after their next slot opens."""
     home.ensure()
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
+    held: list[Held] = []
+    usage = owners.Usage.read(home)
     entries = _entries(home, min_age_s)
     manifests = [p for p in entries if p.suffix.lower() in MANIFEST_EXTS]
     claimed = _claimed(manifests)
@@ -156,16 +168,21 @@ def process(
             continue
         try:
             _regular(p)
-            record = _take_manifest(home, p, policy, taken, busy) if is_manifest else _take_video(home, p, taken, busy)
             if is_manifest:
+                record = _take_manifest(home, p, policy, taken, busy, usage)
                 _aside(p, home.inbox / "accepted")
+            else:
+                record = _take_video(home, p, taken, busy, usage)
             taken[record.export_id] = p.name
+            usage.add(record.owner)
             accepted.append(Accepted(record, p.name))
+        except RateLimited as exc:
+            held.append(Held(p.name, str(exc)))
         except VexportError as exc:
             _reject(home, p, str(exc), rejected)
         except Exception as exc:  # one broken file must never stop the sensor: reject it with the reason
             _reject(home, p, f"{p.name}: could not be read ({type(exc).__name__}: {str(exc)[:300]})", rejected)
-    return accepted, rejected
+    return accepted, rejected, held
 
 
 def _check_free(export_id: str, name: str, taken: dict[str, str], busy: Callable[[str], str | None]) -> None:
@@ -180,9 +197,12 @@ def _check_free(export_id: str, name: str, taken: dict[str, str], busy: Callable
         )
 
 
-def _take_manifest(home: Home, m: Path, policy: MediaPolicy, taken: dict, busy: Callable) -> registry.Registered:
+def _take_manifest(
+    home: Home, m: Path, policy: MediaPolicy, taken: dict, busy: Callable, usage: owners.Usage
+) -> registry.Registered:
     comp = load_composition(m)
     _check_free(comp.id, m.name, taken, busy)
+    usage.check(comp.owner)  # before the source is probed: a held file costs a pass next to nothing
     source = resolve_source(comp, m.parent, policy)
     if source.is_relative_to(home.inbox.resolve()):
         _regular(source)  # a video dropped beside the manifest: no hard link to a file kept elsewhere
@@ -191,10 +211,11 @@ def _take_manifest(home: Home, m: Path, policy: MediaPolicy, taken: dict, busy: 
     return registry.register(home, comp, source, manifest=m, via="inbox", checked=True)
 
 
-def _take_video(home: Home, v: Path, taken: dict, busy: Callable) -> registry.Registered:
+def _take_video(home: Home, v: Path, taken: dict, busy: Callable, usage: owners.Usage) -> registry.Registered:
     export_id = slug(v.stem)
     _check_free(export_id, v.name, taken, busy)
     comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
+    usage.check(comp.owner)
     admit(comp, v)
     source = _adopt(home, comp.id, v.resolve())
     return registry.register(home, comp, source, manifest=None, via="inbox", checked=True)
@@ -231,6 +252,21 @@ def listing(home: Home) -> dict[str, list[dict]]:
     return out
 
 
+def _waiting(home: Home) -> list[tuple[str, float]]:
+    """(owner, time placed) of the manifests waiting in the inbox: submitted, not taken yet, so not registered."""
+    out = []
+    for p in home.inbox.iterdir():
+        if p.suffix.lower() not in MANIFEST_EXTS or p.name.startswith(".") or not p.is_file():
+            continue
+        try:
+            data = read_manifest(p)
+            owner = data.get("owner") if isinstance(data, dict) else None
+            out.append((owner if isinstance(owner, str) else registry.DEFAULT_OWNER, p.stat().st_mtime))
+        except (VexportError, OSError):
+            continue  # the sensor rejects it with its reason
+    return out
+
+
 def submit(home: Home, file: Path, policy: MediaPolicy) -> Path:
     """Validate a manifest or bare video and place it in the inbox (its media under the media root).
     Raises the same errors `vexport export` gives."""
@@ -257,6 +293,7 @@ def submit(home: Home, file: Path, policy: MediaPolicy) -> Path:
             where=str(file),
             code="export_id_busy",
         )
+    owners.Usage.read(home, waiting=_waiting(home)).check(comp.owner)
     admit(comp, source)
     media = source
     if not any(source.is_relative_to(r) for r in policy.roots):

@@ -19,16 +19,18 @@ RETRY_WINDOW_S = 24 * 3600  # inbox records whose run is asked for again on ever
     description="Turns compositions and bare videos dropped in VEXPORT_HOME/inbox into export partitions and runs.",
 )
 def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) -> dg.SensorResult:
-    accepted, rejected = inbox.process(
+    accepted, rejected, held = inbox.process(
         home.paths, home.policy, min_age_s=current().inbox_min_age, busy=lambda eid: _busy(context.instance, eid)
     )
     for r in rejected:
         context.log.warning(f"rejected {r.file}: {r.error}")
+    for h in held:
+        context.log.info(f"left {h.file} in the inbox: {h.reason}")
     taken = {a.record.run_key for a in accepted}
     again = [r for r in registry.recent(home.paths, time.time() - RETRY_WINDOW_S) if r.run_key not in taken]
     records = [(a.record, a.file) for a in accepted] + [(r, Path(r.manifest or r.source_path).name) for r in again]
     if not records:
-        return dg.SensorResult(skip_reason="inbox empty" if not rejected else f"rejected {len(rejected)} file(s)")
+        return dg.SensorResult(skip_reason=_skip_reason(rejected, held))
     ids = sorted({record.export_id for record, _ in records})
     new_keys = [k for k in ids if not context.instance.has_dynamic_partition(exports.name, k)]
     return dg.SensorResult(
@@ -36,12 +38,19 @@ def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) 
             dg.RunRequest(
                 run_key=record.run_key,  # Dagster launches each key once: asking again is safe
                 partition_key=record.export_id,
-                tags={**run_tags(record.export_id, record.owner, record.composition.priority), "vexport/file": file},
+                tags={**run_tags(record.composition), "vexport/file": file},
             )
             for record, file in records
         ],
         dynamic_partitions_requests=[exports.build_add_request(new_keys)] if new_keys else [],
     )
+
+
+def _skip_reason(rejected: list[inbox.Rejected], held: list[inbox.Held]) -> str:
+    reasons = [f"rejected {len(rejected)} file(s)"] if rejected else []
+    if held:
+        reasons.append(f"left {len(held)} file(s) in the inbox; {held[0].file}: {held[0].reason}")
+    return "; ".join(reasons) or "inbox empty"
 
 
 def _busy(instance: dg.DagsterInstance, export_id: str) -> str | None:
