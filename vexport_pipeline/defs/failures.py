@@ -26,6 +26,19 @@ def reported() -> Iterator[None]:
         ) from exc
 
 
+def step_errors(events: list[dg.DagsterEvent]) -> list[dict]:
+    """`{code, message}` of each step failure event: the stable code a `reported()` failure carries (else
+    `step_failed`) and the step with its message, for webhooks and `vexport status --batch`."""
+    out = []
+    for event in events:
+        data = event.step_failure_data
+        meta = data.user_failure_data.metadata if data.user_failure_data else {}
+        message = data.user_failure_data.description if data.user_failure_data else data.error.message
+        code = meta[CODE].value if CODE in meta else "step_failed"
+        out.append({"code": code, "message": f"{event.step_key}: {(message or '').strip()[:500]}"})
+    return out
+
+
 # Steps that meet storage retry what may pass on a second try (`allow_retries` above says which failures:
 # StorageError, not refused input nor a failed validation): twice, after about 2 s and 4 s, with jitter so
 # parallel steps do not retry in step. Encodes are not retried: a failed encode fails the same way again, and

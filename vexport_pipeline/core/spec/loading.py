@@ -47,13 +47,15 @@ def _loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _messages(err: ValidationError) -> list[str]:
+def field_problems(err: ValidationError, names: list[str] | None = None) -> list[str]:
+    """Each error as `field.path: message`; an unknown key gets the closest of `names` (default: every
+    composition field) as a guess."""
     out = []
     for e in err.errors():
         path, msg = _loc(e["loc"]), e["msg"]
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1])
-            guess = difflib.get_close_matches(key, _all_field_names(), n=1)
+            guess = difflib.get_close_matches(key, names or _all_field_names(), n=1)
             msg = "unknown key" + (f" (did you mean {guess[0]!r}?)" if guess else "")
         elif e["type"] == "missing":
             msg = "is required"
@@ -75,7 +77,7 @@ def parse_composition(data: Any, *, file: str | None = None, default_id: str | N
     try:
         comp = Composition.model_validate(data)
     except ValidationError as err:
-        raise ManifestError(_messages(err), file=file) from None
+        raise ManifestError(field_problems(err), file=file) from None
     limits = current()
     caps = [
         f"{name}: {len(items)} {name}, more than the {cap} allowed ({env})"
@@ -208,35 +210,39 @@ def load_composition(path: Path) -> Composition:
 
 
 def resolve_source(comp: Composition, base_dir: Path, policy: MediaPolicy | None = None) -> Path:
-    """The source as an absolute real path inside an allowed root; refuse URLs and escapes.
+    """The source as an absolute real path inside an allowed root (see `resolve_path`), or an `s3://` source
+    fetched into the cache."""
+    if comp.source.startswith("s3://"):
+        from vexport_pipeline.core.intake.s3source import fetch
+        from vexport_pipeline.core.settings import destinations
 
-    A relative source is resolved against the manifest's folder and must stay inside it;
+        return fetch(comp.source, destinations(), current().paths.cache)
+    return resolve_path(comp.source, base_dir, policy or current().policy)
+
+
+def resolve_path(raw: str, base_dir: Path, policy: MediaPolicy, *, where: str = "source") -> Path:
+    """An existing file as an absolute real path inside an allowed root; refuse URLs and escapes.
+
+    A relative path is resolved against `base_dir` (the manifest's folder) and must stay inside it;
     an absolute one must lie under a configured media root. FFmpeg is never given a URL.
     """
-    policy = policy or current().policy
-    raw = comp.source
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", raw)
     if scheme and len(scheme.group(1)) > 1:
-        if scheme.group(1).lower() == "s3" and raw.startswith("s3://"):
-            from vexport_pipeline.core.intake.s3source import fetch
-            from vexport_pipeline.core.settings import destinations
-
-            return fetch(raw, destinations(), current().paths.cache)
         raise InputError(
-            f"{scheme.group(1)}: URLs are not allowed; give a file path", where="source", code="source_not_allowed"
+            f"{scheme.group(1)}: URLs are not allowed; give a file path", where=where, code="source_not_allowed"
         )
     try:
         resolved, allowed = _resolve(raw, base_dir, policy)
     except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, a name too long, a symlink loop
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InputError(
-            f"{raw[:200]!r} is not a usable path: {reason}", where="source", code="source_not_allowed"
+            f"{raw[:200]!r} is not a usable path: {reason}", where=where, code="source_not_allowed"
         ) from None
     if not any(resolved.is_relative_to(root) for root in allowed):
         roots = ", ".join(str(r) for r in allowed)
         raise InputError(
             f"{raw!r} is outside the allowed media folders ({roots}); set VEXPORT_MEDIA_ROOTS to allow more",
-            where="source",
+            where=where,
             code="source_not_allowed",
         )
     try:
@@ -245,7 +251,7 @@ def resolve_source(comp: Composition, base_dir: Path, policy: MediaPolicy | None
         is_file = False
     if not is_file:
         raise InputError(
-            f"{raw!r} does not exist or is not a file (looked at {resolved})", where="source", code="source_missing"
+            f"{raw!r} does not exist or is not a file (looked at {resolved})", where=where, code="source_missing"
         )
     return resolved
 

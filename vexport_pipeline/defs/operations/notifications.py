@@ -10,6 +10,7 @@ from vexport_pipeline.core.delivery.publish import SUMMARY
 from vexport_pipeline.core.errors import VexportError
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.settings import current, signing_keys
+from vexport_pipeline.defs.failures import step_errors
 from vexport_pipeline.defs.jobs import EXPORT_TAG, export_job
 from vexport_pipeline.defs.resources import HomeResource, StoreResource
 
@@ -60,13 +61,7 @@ def delivered_webhook(context: dg.RunStatusSensorContext, home: HomeResource, st
 )
 def failed_webhook(context: dg.RunFailureSensorContext):
     export_id = context.dagster_run.tags.get(EXPORT_TAG)
-    errors = []
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data
-        meta = data.user_failure_data.metadata if data.user_failure_data else {}
-        message = data.user_failure_data.description if data.user_failure_data else data.error.message
-        code = meta["vexport/code"].value if "vexport/code" in meta else "step_failed"
-        errors.append({"code": code, "message": f"{event.step_key}: {(message or '').strip()[:500]}"})
+    errors = step_errors(context.get_step_failure_events())
     if export_id:
         payload = {"export_id": export_id, "status": "failed", "run_id": context.dagster_run.run_id}
         _report(context, "export.failed", {**payload, "errors": errors or [{"code": "failed", "message": "failed"}]})
