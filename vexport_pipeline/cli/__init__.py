@@ -184,7 +184,10 @@ def dev(port: int) -> None:
     """Dagster UI and daemon (sensors, schedules, run queue) on http://127.0.0.1:PORT."""
     from vexport_pipeline.defs.instance import ensure_dagster_home
 
-    ensure_dagster_home()
+    try:
+        ensure_dagster_home()
+    except VexportError as exc:
+        fail(exc)
     workspace = Path(__file__).resolve().parents[2] / "workspace.yaml"
     exe = Path(sys.executable).with_name("dagster")
     os.execv(str(exe), [str(exe), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)])

@@ -30,9 +30,9 @@ def prepare(manifest: Path) -> Registered:
 
 def run_export(manifest: Path) -> tuple[dict, int]:
     """Returns (summary, exit code): 0 delivered, 2 refused input, 1 processing failed."""
-    ensure_dagster_home()
     manifest = Path(manifest)
     try:
+        ensure_dagster_home()
         record = prepare(manifest)
     except VexportError as exc:
         return summary.build(slug(manifest.stem), "refused", errors=[exc.as_dict()]), exc.exit_code

@@ -22,7 +22,10 @@ def _instance():
 
     from vexport_pipeline.defs.instance import ensure_dagster_home
 
-    ensure_dagster_home()
+    try:
+        ensure_dagster_home()
+    except VexportError as exc:
+        fail(exc)
     return dg.DagsterInstance.get()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from vexport_pipeline.core import owners
+from vexport_pipeline.core.errors import ConfigError
 from vexport_pipeline.core.files import write_atomically
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.defs.jobs import OWNER_TAG, QUEUE_TAG
@@ -25,7 +26,10 @@ def ensure_dagster_home() -> Path:
     settings = current()
     os.environ["VEXPORT_HOME"] = str(settings.home)
     if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
+        given = Path(os.environ["DAGSTER_HOME"])
+        if not given.is_dir():  # Dagster's own answer is a stack trace
+            raise ConfigError(f"{given} is not a folder: create it, or unset DAGSTER_HOME", where="DAGSTER_HOME")
+        return given
     home = settings.paths.dagster
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)

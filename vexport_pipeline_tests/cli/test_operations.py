@@ -126,6 +126,10 @@ def check_status_and_reexport(home: Path, env: dict) -> None:
         res = vexport(env, *args)
         assert res.returncode == 2, (args, res.stdout, res.stderr)
         assert "nope" in res.stdout + res.stderr and "Traceback" not in res.stderr
+    gone = {**env, "DAGSTER_HOME": str(home / "no-such-folder")}
+    for args in (("list",), ("status", "good"), ("cancel", "good")):  # a mistyped DAGSTER_HOME: said, not a trace
+        res = vexport(gone, *args)
+        assert res.returncode == 2 and "DAGSTER_HOME" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
 def test_progress_moves_through_the_stages_and_ends_at_100():
