@@ -1,5 +1,6 @@
 """vexport benchmarks (see bench/README.md): B1 ladder, B2 fast cut, B3 memory, B4 validation, B5 target quality,
-B6 download gateway and B7 S3 upload (both in bench/delivery.py).
+B6 download gateway and B7 S3 upload (both in bench/delivery.py), B8 overhead and B9 intake (bench/operations.py),
+CAP capacity model (bench/capacity.py).
 
     make bench                       # all three, BENCH_RUNS runs per contender (default 3)
     .venv/bin/python bench/run.py --only B1,B3 --quick
@@ -26,7 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from capacity import bench_capacity
 from delivery import bench_gateway, bench_upload
+from operations import bench_intake, bench_overhead
 
 from vexport_pipeline.core.media.commands import audio_args, container_args, video_args
 from vexport_pipeline.core.media.probe import MediaInfo, count_frames, keyframe_times, probe
@@ -215,6 +218,22 @@ def one_command(info: MediaInfo, settings: list[EncodeSettings], outs: list[Path
             label = f"o{i}"
         maps.append(["-map", f"[{label}]", "-map", f"[a{i}]", *options(s), str(outs[i])])
     return argv + ["-filter_complex", ";".join(graph)] + [x for m in maps for x in m]
+
+
+def bench_scaling(quick: bool) -> dict:
+    """B10 in a process of its own (bench/scaling.py): it sets the executor and artifact settings per run."""
+    argv = [sys.executable, str(BENCH / "scaling.py"), *(["--quick"] if quick else [])]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    r = json.loads(out[out.index("\n{\n") + 1 :])  # the last thing it prints
+    r["goals"] = {f"efficiency >= 0.85 up to {r['cpus']} workers": all(
+        x["efficiency"] >= 0.85 for n, x in r["runs"].items() if int(n) <= r["cpus"])}  # fmt: skip
+    return r
+
+
+def bare_command(src: Path, out: Path, target: dict) -> list[str]:
+    """B8's competitor: the one FFmpeg command that makes `target`'s file from `src`."""
+    info = probe(src)
+    return one_command(info, [PresetBook.load().resolve(Target(**target), info)], [out])
 
 
 def separate_commands(info: MediaInfo, settings: list[EncodeSettings], outs: list[Path]) -> list[list[str]]:
@@ -581,6 +600,10 @@ BENCHMARKS = {
     "B5": ("target quality", bench_target_quality),
     "B6": ("gateway", bench_gateway),
     "B7": ("upload", bench_upload),
+    "B8": ("overhead", lambda quick: bench_overhead(quick, bare_command)),
+    "B9": ("intake", bench_intake),
+    "B10": ("chunked scaling", lambda quick: bench_scaling(quick)),
+    "CAP": ("capacity model", lambda quick: bench_capacity(quick, LADDER)),
 }
 
 
@@ -617,6 +640,11 @@ def summary_rows(name: str, r: dict) -> list[tuple[str, str]]:
             ("python peak RSS", f"{r['python_peak_rss_mb']} MB"),
             ("ffmpeg peak RSS", f"{r['ffmpeg_peak_rss_mb']} MB"),
         ]
+    if name == "B8":
+        rows += [(f"step {k}", f"{v:.2f} s") for k, v in r["steps_s"].items()]
+        rows += [("outside the run", f"{r['outside_run_s']:.2f} s"), ("overhead", f"{r['overhead_s']:.2f} s")]
+    if name == "B9":
+        rows.append(("vexport --help", f"{r['vexport_help_s']:.2f} s"))
     rows += [(f"goal: {g}", "met" if ok else "MISSED") for g, ok in r["goals"].items()]
     return rows
 
