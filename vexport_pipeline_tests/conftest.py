@@ -226,6 +226,7 @@ def home(tmp_path, monkeypatch, media):
     h = tmp_path / "home"
     monkeypatch.setenv("VEXPORT_HOME", str(h))
     monkeypatch.setenv("VEXPORT_MEDIA_ROOTS", str(media["dir"]))
+    monkeypatch.setenv("VEXPORT_INBOX_TICK_S", "120")  # a tick takes every file here, however loaded the machine
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("VEXPORT_PRESETS", raising=False)
     from vexport_pipeline.core.settings import Home

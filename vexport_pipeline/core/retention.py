@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vexport_pipeline.core.errors import InputError, StorageError, VexportError
+from vexport_pipeline.core.history import registered
 from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.settings import Home
 from vexport_pipeline.core.spec.composition import Retention
@@ -180,6 +181,30 @@ def stored_bytes(home: Home, export_ids: set[str]) -> int:
     """Bytes the versions of these exports hold in the store and the archive (what owner quotas count)."""
     roots = (home.store, archive_root(home))
     return sum(_size(folder) for root in roots for export_id, _, folder in _versions(root) if export_id in export_ids)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Bytes one owner's delivered versions hold in one tier (`store` or `archive`)."""
+
+    owner: str
+    tier: str
+    exports: int
+    versions: int
+    bytes: int
+
+
+def storage_usage(home: Home) -> list[Usage]:
+    """Bytes per owner and tier, from the version folders themselves (what quotas count); an export without a
+    registry record counts for the `default` owner."""
+    owner_of = {eid: rec["owner"] for eid, rec in registered(home.registry).items()}
+    acc: dict[tuple[str, str], tuple[set, int, int]] = {}
+    for tier, root in (("store", home.store), ("archive", archive_root(home))):
+        for export_id, _, folder in _versions(root):
+            key = (owner_of.get(export_id, registry.DEFAULT_OWNER), tier)
+            ids, versions, size = acc.get(key, (set(), 0, 0))
+            acc[key] = (ids | {export_id}, versions + 1, size + _size(folder))
+    return [Usage(o, t, len(ids), n, size) for (o, t), (ids, n, size) in sorted(acc.items())]
 
 
 def retention_for(home: Home, export_id: str, policy: Policy, cache: dict[str, Retention]) -> Retention:

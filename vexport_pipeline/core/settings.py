@@ -97,6 +97,9 @@ class Settings:
     inbox_min_age: float = field(
         default=2.0, metadata={"env": "VEXPORT_INBOX_MIN_AGE", **_doc("seconds a dropped file is left alone", "2")}
     )
+    inbox_tick_s: float = field(
+        default=1.5, metadata={"env": "VEXPORT_INBOX_TICK_S", **_doc("seconds a sensor tick takes files", "1.5")}
+    )
     max_segments: int = field(
         default=500, metadata={"env": "VEXPORT_MAX_SEGMENTS", **_doc("segments one composition may have", "500")}
     )
@@ -200,6 +203,7 @@ class Settings:
             hardware=hardware,
             chunk_seconds=_int(env, "VEXPORT_CHUNK_SECONDS", 120),
             inbox_min_age=_float(env, "VEXPORT_INBOX_MIN_AGE", 2.0),
+            inbox_tick_s=_float(env, "VEXPORT_INBOX_TICK_S", 1.5),
             max_segments=_int(env, "VEXPORT_MAX_SEGMENTS", 500),
             max_targets=_int(env, "VEXPORT_MAX_TARGETS", 32),
             max_work_gpx=_float(env, "VEXPORT_MAX_WORK", 10000.0),
@@ -225,7 +229,10 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        """Production refuses what only makes sense on one machine: a per-host random signing key."""
+        """Production refuses what only makes sense on one machine: a per-host random signing key. A sensor tick
+        with no time to take a file would never take one."""
+        if self.inbox_tick_s <= 0:
+            raise ConfigError(f"{self.inbox_tick_s:g} must be above 0 seconds", where="VEXPORT_INBOX_TICK_S")
         if self.deployment == "production" and not self.secret_key:
             raise ConfigError(
                 "VEXPORT_DEPLOYMENT=production needs VEXPORT_SECRET_KEY: without it every host mints its own key and a"

@@ -35,8 +35,8 @@ class DatedStore(LocalStore):
         return v
 
 
-def register(home, media, export_id, **ret):
-    data = {"id": export_id, "source": str(media["av"]), "targets": [{"preset": "web_720p"}]}
+def register(home, media, export_id, owner=None, **ret):
+    data = {"id": export_id, "owner": owner, "source": str(media["av"]), "targets": [{"preset": "web_720p"}]}
     if ret:
         data["retention"] = ret
     registry.register(home, parse_composition(data), media["av"])
@@ -212,20 +212,33 @@ def test_refuses_symlinks_out_of_the_roots(home, media, tmp_path):
 def test_retention_asset_reports_counts_and_bytes(home, media, tmp_path):
     from vexport_pipeline.core.settings import current
     from vexport_pipeline.defs.operations.retention import retention as asset
+    from vexport_pipeline.defs.operations.retention import storage
     from vexport_pipeline.defs.resources import build_resources
 
     events = EventStore(home.events_db)
     register(home, media, "gone", delete_after="30d")
     register(home, media, "held", delete_after="1d", legal_hold=True)
-    register(home, media, "cold", archive_after="7d")
+    register(home, media, "cold", owner="alice", archive_after="7d")
     gone = deliver(home, tmp_path, "gone", 40, events)
-    deliver(home, tmp_path, "held", 40)
-    deliver(home, tmp_path, "cold", 10)
+    held = deliver(home, tmp_path, "held", 40)
+    cold = deliver(home, tmp_path, "cold", 10)
     with dg.instance_for_test() as instance:
-        result = dg.materialize([asset], instance=instance, resources=build_resources(current()))
+        result = dg.materialize([asset, storage], instance=instance, resources=build_resources(current()))
         assert result.success
-        [mat] = result.get_asset_materialization_events()
+        mat, used = result.get_asset_materialization_events()
         meta = {k: v.value for k, v in mat.materialization.metadata.items()}
+        usage = result.output_for_node("storage").set_index(["owner", "tier"])
+
+    # the storage asset, after the retention run: bytes per owner and tier, as the folders hold them
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+    assert sorted(usage.index) == [("alice", "archive"), ("default", "store")]  # "gone" holds nothing now
+    assert usage.loc[("default", "store"), "bytes"] == size(home.store / "held" / held.version)
+    assert usage.loc[("alice", "archive"), "bytes"] == size(home.root / "archive" / "cold" / cold.version) > 4000
+    charted = {k: v.value for k, v in used.materialization.metadata.items()}
+    assert charted["total_bytes"] == usage["bytes"].sum() and charted["owners"] == 2
+    assert "| alice | archive | 1 | 1 |" in charted["table"] and "data:image/png;base64," in charted["chart"]
     assert (meta["deleted"], meta["archived"], meta["kept_on_hold"], meta["revoked_links"]) == (1, 1, 1, 1)
     assert meta["deleted_bytes"] > 4000 and meta["archived_bytes"] > 4000
     assert "| delete | gone |" in meta["actions"]

@@ -21,6 +21,7 @@ from vexport_pipeline_tests.conftest import REPO, passed
 ASSET_NAMES = {"source", "segments", "renditions", "validation_report", "delivery", "delivery_metrics"} | {
     "analytics",
     "retention",
+    "storage",
 }
 
 
@@ -492,3 +493,31 @@ def test_a_retried_run_resumes_at_the_failed_step(home, media, tmp_path, monkeyp
         [r] = summary["renditions"]
         assert {c["destination"] for c in r["copies"]} == {"default", "spare"}
         assert probe(spare / "store" / "retry" / "current" / r["path"].rsplit("/", 1)[1]).video.height == 720
+
+
+def test_a_tick_takes_files_for_its_time_budget_and_leaves_the_rest(home, media, monkeypatch):
+    """VEXPORT_INBOX_TICK_S bounds a tick (1,000 files in the inbox cost about 0.5 s each to check): what does not
+    fit stays in the inbox, said once in the log, and a later tick takes it."""
+    monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
+    for name in ("a", "b", "c"):
+        manifest = f"id: {name}\nsource: {media['av']}\ntargets: [{{preset: web_720p}}]\n"
+        (home.inbox / f"{name}.yaml").write_text(manifest)
+    resource = HomeResource(root=str(home.root), media_roots=[str(media["dir"])])
+    with dg.instance_for_test() as instance:
+
+        def tick():
+            return composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
+
+        monkeypatch.setenv("VEXPORT_INBOX_TICK_S", "0.001")  # spent after the first file
+        first = tick()
+        assert [r.partition_key for r in first.run_requests] == ["a"]
+        assert sorted(p.name for p in home.inbox.glob("*.yaml")) == ["b.yaml", "c.yaml"]
+        monkeypatch.setenv("VEXPORT_INBOX_TICK_S", "120")
+        assert sorted(r.partition_key for r in tick().run_requests) == ["a", "b", "c"]  # a's key again, then b, c
+    assert not list(home.inbox.glob("*.yaml"))
+    monkeypatch.setenv("VEXPORT_INBOX_TICK_S", "0")
+    from vexport_pipeline.core.errors import ConfigError
+    from vexport_pipeline.core.settings import current
+
+    with pytest.raises(ConfigError, match="VEXPORT_INBOX_TICK_S"):
+        current().check()

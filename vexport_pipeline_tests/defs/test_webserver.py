@@ -77,8 +77,9 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
         assert set(nodes) == ASSET_NAMES
         analytics = nodes.pop("analytics")  # every export at once: not partitioned, a group of its own
         assert not analytics["isPartitioned"] and analytics["groupName"] == "analytics"
-        retention = nodes.pop("retention")
-        assert not retention["isPartitioned"] and retention["groupName"] == "operations"
+        for name in ("retention", "storage"):  # the deployment's own: not partitioned, group operations
+            node = nodes.pop(name)
+            assert not node["isPartitioned"] and node["groupName"] == "operations"
         assert all(n["isPartitioned"] and n["groupName"] == "export" for n in nodes.values())
         [repo] = data["repositoriesOrError"]["nodes"]
         assert {s["name"] for s in repo["sensors"]} == {

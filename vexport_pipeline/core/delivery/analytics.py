@@ -274,6 +274,22 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def bar_png(series: dict[str, dict[str, float]], title: str) -> bytes:
+    """Stacked bars: one bar per key of the inner dicts, one layer per outer key (e.g. tier -> owner -> MB)."""
+    fig, (ax,) = _figure()
+    names = sorted({k for layer in series.values() for k in layer})
+    if not names:
+        return _nothing(title)
+    bottom = [0.0] * len(names)
+    for i, (layer, values) in enumerate(sorted(series.items(), reverse=True)):
+        heights = [values.get(n, 0.0) for n in names]
+        ax.bar(names, heights, bottom=bottom, label=layer, color=(BAR, ACCENT)[i % 2], edgecolor=ACCENT, linewidth=0.5)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def _nothing(title: str) -> bytes:
     fig, (ax,) = _figure()
     ax.set_axis_off()

@@ -46,10 +46,12 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Held:
-    """A file left in the inbox for a later pass: its owner is at their hourly rate (`reason` says until when)."""
+    """A file left in the inbox for a later pass: its owner is at their hourly rate (`reason` says until when), or
+    the pass ran out of time before it (`waiting`)."""
 
     file: str
     reason: str
+    waiting: bool = False
 
 
 def default_profile() -> dict:
@@ -147,12 +149,20 @@ def _claimed(manifests: list[Path]) -> set[Path]:
 
 
 def process(
-    home: Home, policy: MediaPolicy, *, min_age_s: float = 2.0, busy: Callable[[str], str | None] = lambda _: None
+    home: Home,
+    policy: MediaPolicy,
+    *,
+    min_age_s: float = 2.0,
+    busy: Callable[[str], str | None] = lambda _: None,
+    budget_s: float | None = None,
 ) -> tuple[list[Accepted], list[Rejected], list[Held]]:
     """One pass over the inbox. Files younger than `min_age_s` may still be being written: next pass. Each
     file is handled in its own guard: whatever goes wrong with one is reported in `rejected/` and never stops
     the others. `busy(export_id)` names the run still working on an id, which then is not taken again. A file
-    whose owner is at their hourly rate stays where it is (`held`) until a pass after their next slot opens."""
+    whose owner is at their hourly rate stays where it is (`held`) until a pass after their next slot opens.
+    With `budget_s`, the pass takes files (oldest names first, manifests before bare videos) until that much
+    time is spent and leaves the rest, `held`, for the next pass: each file costs its plan-time media checks
+    (a probe and a decode of the last selected second, about half a second), and a sensor tick must stay short."""
     home.ensure()
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
@@ -162,9 +172,13 @@ def process(
     manifests = [p for p in entries if p.suffix.lower() in MANIFEST_EXTS]
     claimed = _claimed(manifests)
     taken: dict[str, str] = {}
+    stop = time.monotonic() + budget_s if budget_s is not None else None
     for p in sorted(entries, key=lambda p: (p.suffix.lower() not in MANIFEST_EXTS, p.name)):  # explicit ids first
         is_manifest = p.suffix.lower() in MANIFEST_EXTS
         if not is_manifest and (p.suffix.lower() not in VIDEO_EXTS or os.path.normpath(p) in claimed):
+            continue
+        if stop is not None and time.monotonic() > stop:
+            held.append(Held(p.name, f"waiting for the next pass (this one's {budget_s:g} s are spent)", True))
             continue
         try:
             _regular(p)

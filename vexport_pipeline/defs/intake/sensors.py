@@ -14,18 +14,27 @@ RETRY_WINDOW_S = 24 * 3600  # inbox records whose run is asked for again on ever
 
 @dg.sensor(
     job=export_job,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Turns compositions and bare videos dropped in VEXPORT_HOME/inbox into export partitions and runs.",
 )
 def composition_sensor(context: dg.SensorEvaluationContext, home: HomeResource) -> dg.SensorResult:
     accepted, rejected, held = inbox.process(
-        home.paths, home.policy, min_age_s=current().inbox_min_age, busy=lambda eid: _busy(context.instance, eid)
+        home.paths,
+        home.policy,
+        min_age_s=current().inbox_min_age,
+        busy=lambda eid: _busy(context.instance, eid),
+        budget_s=current().inbox_tick_s,  # the rest wait for the next tick: Dagster fails a tick after 60 s,
+        # and a short one keeps the daemon's other sensors and schedules on time
     )
     for r in rejected:
         context.log.warning(f"rejected {r.file}: {r.error}")
+    waiting = sum(h.waiting for h in held)
     for h in held:
-        context.log.info(f"left {h.file} in the inbox: {h.reason}")
+        if not h.waiting:
+            context.log.info(f"left {h.file} in the inbox: {h.reason}")
+    if waiting:
+        context.log.info(f"{waiting} file(s) wait for the next tick: this one's {current().inbox_tick_s:g} s are spent")
     taken = {a.record.run_key for a in accepted}
     again = [r for r in registry.recent(home.paths, time.time() - RETRY_WINDOW_S) if r.run_key not in taken]
     records = [(a.record, a.file) for a in accepted] + [(r, Path(r.manifest or r.source_path).name) for r in again]

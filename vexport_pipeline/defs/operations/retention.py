@@ -4,6 +4,7 @@ rendition cache. The work is `core.retention`; this module reports it as one mat
 and bytes per action."""
 
 import dagster as dg
+import pandas as pd
 
 from vexport_pipeline.core import retention as core
 from vexport_pipeline.core.tables import md_table
@@ -55,9 +56,44 @@ def retention(context: dg.AssetExecutionContext, home: HomeResource, events: Eve
     return dg.MaterializeResult(metadata=retention_metadata(report))
 
 
+@dg.asset(
+    group_name="operations",
+    kinds={"pandas"},
+    deps=[retention],
+    description="Bytes the delivered versions hold per owner and tier (store, archive), after each retention run.",
+)
+def storage(home: HomeResource) -> dg.Output[pd.DataFrame]:
+    usage = core.storage_usage(home.paths)
+    df = pd.DataFrame([vars(u) for u in usage], columns=["owner", "tier", "exports", "versions", "bytes"])
+    rows = [(u.owner, u.tier, u.exports, u.versions, f"{u.bytes:,}") for u in usage]
+    table = md_table(["owner", "tier", "exports", "versions", "bytes"], rows) if rows else "Nothing stored."
+    per_tier = {t: int(df.loc[df["tier"] == t, "bytes"].sum()) for t in ("store", "archive")}
+    return dg.Output(
+        df,
+        metadata={
+            "total_bytes": int(df["bytes"].sum()),
+            **{f"{tier}_bytes": n for tier, n in per_tier.items()},
+            "owners": int(df["owner"].nunique()),
+            "table": dg.MetadataValue.md(table),
+            "chart": dg.MetadataValue.md(_chart(df)),
+        },
+    )
+
+
+def _chart(df: pd.DataFrame) -> str:
+    """A bar per owner, the store and the archive stacked, as an inline PNG (the UI shows markdown images)."""
+    import base64
+
+    from vexport_pipeline.core.delivery.analytics import bar_png
+
+    pivot = df.pivot_table(index="owner", columns="tier", values="bytes", aggfunc="sum", fill_value=0)
+    png = bar_png({tier: (pivot[tier] / 1e6).to_dict() for tier in pivot.columns}, "MB stored per owner")
+    return f"![storage per owner](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
 retention_job = dg.define_asset_job(
     "retention_job",
-    selection=dg.AssetSelection.assets(retention),
+    selection=dg.AssetSelection.assets(retention, storage),
     description="Archive, delete and clean up per each export's retention, in one run.",
 )
 
