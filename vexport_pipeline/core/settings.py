@@ -40,6 +40,9 @@ def _int(env: dict, name: str, default: int) -> int:
         raise ConfigError(f"{env[name]!r} is not a whole number", where=name) from None
 
 
+HARDWARE_ENCODER = re.compile(r"^(h264|hevc|av1)_(nvenc|qsv)$")
+
+
 def _float(env: dict, name: str, default: float) -> float:
     try:
         return float(env.get(name) or default)
@@ -88,7 +91,7 @@ class Settings:
     ffmpeg: str | None = field(
         default=None, metadata={"env": "VEXPORT_FFMPEG", **_doc("FFmpeg to run", "imageio-ffmpeg")}
     )
-    hardware: Literal["auto", "off"] = field(
+    hardware: str = field(  # auto, off, or the encoders a deployment's GPU workers have (h264_nvenc,hevc_nvenc)
         default="auto", metadata={"env": "VEXPORT_HARDWARE", **_doc("try NVENC/QSV encoders", "auto")}
     )
     chunk_seconds: int = field(
@@ -188,8 +191,12 @@ class Settings:
         if deployment not in DEPLOYMENTS:
             raise ConfigError(f"{deployment!r} is not one of {', '.join(DEPLOYMENTS)}", where="VEXPORT_DEPLOYMENT")
         hardware = env.get("VEXPORT_HARDWARE") or "auto"
-        if hardware not in ("auto", "off"):
-            raise ConfigError(f"{hardware!r} is not one of auto, off", where="VEXPORT_HARDWARE")
+        if hardware not in ("auto", "off") and not all(HARDWARE_ENCODER.match(e) for e in hardware.split(",")):
+            raise ConfigError(
+                f"{hardware!r} is not auto, off or a list of hardware encoders (h264_nvenc,hevc_nvenc,av1_nvenc and"
+                " the _qsv ones)",
+                where="VEXPORT_HARDWARE",
+            )
         settings = cls(
             home=_path(env.get("VEXPORT_HOME")) or (Path.cwd() / ".vexport").resolve(),
             media_roots=tuple(_path(p) for p in env.get("VEXPORT_MEDIA_ROOTS", "").split(os.pathsep) if p),

@@ -25,15 +25,16 @@ def export_kind(comp: Composition) -> str:
     """`gpu` when one of the export's target codecs has a working hardware encoder on this host (and
     VEXPORT_HARDWARE is `auto`), else `cpu`: the queue limits the two kinds apart, so GPU exports never take
     every run slot from CPU ones."""
-    from vexport_pipeline.core.media.hardware import CANDIDATES, detect
+    from vexport_pipeline.core.media.hardware import CANDIDATES, declared, detect
     from vexport_pipeline.core.settings import current
     from vexport_pipeline.core.spec.presets import PresetBook
 
-    if current().hardware != "auto":
+    hardware = current().hardware
+    if hardware == "off":
         return "cpu"
     book = PresetBook.load()
-    codecs = {book.merged(t)["video_codec"] for t in comp.targets} & set(CANDIDATES)
-    found, _ = detect(tuple(sorted(codecs)))
+    codecs = sorted({book.merged(t)["video_codec"] for t in comp.targets} & set(CANDIDATES))
+    found = declared(hardware, codecs) if hardware != "auto" else detect(tuple(codecs))[0]
     return "gpu" if any(found.values()) else "cpu"
 
 

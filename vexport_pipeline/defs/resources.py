@@ -53,12 +53,19 @@ class EncoderResource(dg.ConfigurableResource):
     timeout_s: int = 6 * 3600
 
     def choose(self, settings: list[EncodeSettings]) -> tuple[list[EncodeSettings], str]:
-        """The settings with a working hardware encoder swapped in where one exists, and what was tried."""
-        from vexport_pipeline.core.media.hardware import detect
+        """The settings with a working hardware encoder swapped in where one exists, and what was tried. With a
+        list of encoders (a cluster whose GPU workers have them, while this step may run on a CPU worker), those
+        are used without a trial here: the job goes to the `gpu` queue, and a failing encoder there still falls
+        back to the CPU per clip."""
+        from vexport_pipeline.core.media.hardware import declared, detect
 
-        if self.hardware != "auto":
+        if self.hardware == "off":
             return settings, "off"
         codecs = sorted({s.video_codec for s in settings if s.video_codec in ("h264", "h265", "av1")})
+        if self.hardware != "auto":
+            found = declared(self.hardware, codecs)
+            chosen = [replace(s, encoder=found[s.video_codec]) if found.get(s.video_codec) else s for s in settings]
+            return chosen, f"declared for the GPU workers: {self.hardware}"
         found, trials = detect(tuple(codecs))
         chosen = [replace(s, encoder=found[s.video_codec]) if found.get(s.video_codec) else s for s in settings]
         return chosen, ", ".join(f"{t.encoder}: {t.reason}" for t in trials) or "no hardware-capable codec"

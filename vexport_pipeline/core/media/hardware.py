@@ -126,6 +126,12 @@ def detect(codecs=tuple(CANDIDATES), cache: Path | None = None) -> tuple[dict[st
     return found, trials
 
 
+def declared(encoders: str, codecs) -> dict[str, str | None]:
+    """The first of a comma-separated list of encoders (VEXPORT_HARDWARE) per codec, as `detect` answers."""
+    names = encoders.split(",")
+    return {c: next((n for n in CANDIDATES.get(c, []) if n in names), None) for c in codecs}
+
+
 def hardware_args(s: EncodeSettings) -> dict:
     """Constant quality with the tier's cap, in each family's terms."""
     if s.encoder.endswith("_nvenc"):

@@ -52,3 +52,26 @@ def test_trials_are_kept_per_host_and_made_again_when_the_host_changes(tmp_path)
         assert detect(("h264",), cache=cache) == (found, trials)
     cache.write_text("{not json")
     assert detect(("h264",), cache=cache) == (found, trials)
+
+
+def test_a_cluster_declares_its_gpu_workers_encoders_instead_of_trying_them_here(media, monkeypatch):
+    """On Kubernetes or Celery the planning step runs on a CPU worker: VEXPORT_HARDWARE names what the GPU workers
+    have, so their jobs go to the `gpu` queue (and still fall back to the CPU there if the encoder fails)."""
+    import pytest
+
+    from vexport_pipeline.core.errors import ConfigError
+    from vexport_pipeline.core.settings import current
+    from vexport_pipeline.core.spec.loading import parse_composition
+    from vexport_pipeline.defs.jobs import export_kind
+
+    info = probe(media["av"])
+    book = PresetBook.load()
+    h264, vp9 = book.resolve(Target(preset="web_720p"), info), book.resolve(Target(format="webm"), info)
+    chosen, report = EncoderResource(hardware="hevc_nvenc,h264_nvenc").choose([h264, vp9])
+    assert [s.encoder for s in chosen] == ["h264_nvenc", vp9.encoder] and "declared" in report
+    monkeypatch.setenv("VEXPORT_HARDWARE", "h264_nvenc")
+    comp = parse_composition({"id": "k", "source": "x.mp4", "targets": [{"preset": "web_720p"}]})
+    assert export_kind(comp) == "gpu"
+    monkeypatch.setenv("VEXPORT_HARDWARE", "nvenc_h264")
+    with pytest.raises(ConfigError, match="VEXPORT_HARDWARE"):
+        current()
