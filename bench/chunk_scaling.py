@@ -28,8 +28,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-GOP_S = 2
-
 
 def emit(target: str) -> dict:
     """vexport's video options for a chunk of `target` on a 1080p30 source (run where vexport is installed)."""
@@ -62,13 +60,15 @@ def _frames(ffmpeg: str, path: Path) -> int:
     return int(last.split("=")[1].split()[0])
 
 
-def run(spec: dict, ffmpeg: str, seconds: int, chunk_s: int, workers: list[int], work: Path) -> dict:
+def run(spec: dict, ffmpeg: str, seconds: int, chunk_s: float, workers: list[int], work: Path, gop_s: float,
+        quick: bool = False) -> dict:  # fmt: skip
     src = work / "source.mp4"
     _run([ffmpeg, "-y", "-f", "lavfi", "-i", f"testsrc2=s=1920x1080:r=30:d={seconds}", "-f", "lavfi", "-i",
           "mandelbrot=s=1920x1080:r=30", "-filter_complex", "[0][1]blend=all_mode=average,noise=alls=6:allf=t",
-          "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-g", str(30 * GOP_S),
+          "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-g", str(round(30 * gop_s)),
           "-pix_fmt", "yuv420p", str(src)])  # fmt: skip
-    cuts = list(range(0, seconds, chunk_s)) + [seconds]
+    count = round(seconds / chunk_s)
+    cuts = [round(k * chunk_s, 3) for k in range(count)] + [seconds]
     chunks = list(zip(cuts, cuts[1:]))
     w, h = spec["size"]
 
@@ -80,7 +80,8 @@ def run(spec: dict, ffmpeg: str, seconds: int, chunk_s: int, workers: list[int],
 
     cores = os.cpu_count() or 1
     result = {"source_s": seconds, "chunk_s": chunk_s, "chunks": len(chunks), "cores": cores, "runs": {}}
-    result["whole_all_cores_s"] = round(_run(encode(0, seconds, work / "whole.mp4", None)), 2)
+    if not quick:
+        result["whole_all_cores_s"] = round(_run(encode(0, seconds, work / "whole.mp4", None)), 2)
     for n in workers:
         outs = [work / f"n{n}_k{k}.mp4" for k in range(len(chunks))]
 
@@ -99,7 +100,7 @@ def run(spec: dict, ffmpeg: str, seconds: int, chunk_s: int, workers: list[int],
         result["runs"][n] = {"encode_s": round(encode_s, 2), "join_s": round(join_s, 2),
                              "frames": _frames(ffmpeg, joined), "expected_frames": 30 * seconds}  # fmt: skip
         print(f"{n} worker(s): {encode_s:.1f} s encode, {join_s:.2f} s join", flush=True)
-    t1 = result["runs"][workers[0]]["encode_s"] * workers[0]
+    t1 = result["runs"][workers[0]]["encode_s"] * workers[0]  # efficiency relative to the fewest workers run
     for n, r in result["runs"].items():
         r["efficiency"] = round(t1 / (n * r["encode_s"]), 3)
         r["realtime_factor"] = round(seconds / (r["encode_s"] + r["join_s"]), 3)
@@ -115,7 +116,9 @@ def main() -> int:
     r.add_argument("--spec", required=True)
     r.add_argument("--ffmpeg", default="ffmpeg")
     r.add_argument("--seconds", type=int, default=60)
-    r.add_argument("--chunk", type=int, default=4)
+    r.add_argument("--chunk", type=float, default=4, help="chunk seconds (a multiple of --gop: cuts at keyframes)")
+    r.add_argument("--gop", type=float, default=2, help="the source's keyframe interval, seconds")
+    r.add_argument("--no-whole", action="store_true", help="skip the unchunked all-cores encode")
     r.add_argument("--workers", default="1,2,4,8,16")
     args = parser.parse_args()
     if args.cmd == "emit":
@@ -124,7 +127,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spec = json.loads(Path(args.spec).read_text())
         workers = [int(x) for x in args.workers.split(",")]
-        print(json.dumps(run(spec, args.ffmpeg, args.seconds, args.chunk, workers, Path(tmp)), indent=1))
+        result = run(spec, args.ffmpeg, args.seconds, args.chunk, workers, Path(tmp), args.gop, args.no_whole)
+        print(json.dumps(result, indent=1))
     return 0
 
 

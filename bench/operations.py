@@ -136,7 +136,8 @@ def _one_tick(home: Path, count: int) -> tuple[float, int]:
     from vexport_pipeline.defs.resources import HomeResource
 
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, resources={"home": HomeResource(root=str(home))})
+        resource = HomeResource(root=str(home), media_roots=os.environ["VEXPORT_MEDIA_ROOTS"].split(os.pathsep))
+        ctx = dg.build_sensor_context(instance=instance, resources={"home": resource})
         t0 = time.perf_counter()
         result = composition_sensor(ctx)
         return time.perf_counter() - t0, len(result.run_requests or [])
