@@ -3,6 +3,7 @@ GPUs have no NVENC). Quality tiers map to each family's constant-quality mode.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import socket
@@ -102,10 +103,8 @@ class _HostTrials:
     def save(self) -> None:
         if self.path and len(self.trials) > self.made:
             data = {"host": self.key, "made": time.time(), "trials": {n: asdict(t) for n, t in self.trials.items()}}
-            try:
+            with contextlib.suppress(OSError):  # a read-only home: the trials are simply made again next time
                 write_atomically(self.path, json.dumps(data, indent=1))
-            except OSError:
-                pass  # a read-only home: the trials are simply made again next time
 
 
 def detect(codecs=tuple(CANDIDATES), cache: Path | None = None) -> tuple[dict[str, str | None], list[Trial]]:
