@@ -113,6 +113,7 @@ def check_status_and_reexport(home: Path, env: dict) -> None:
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
     assert data["status"] == "success" and data["stage"] == "done" and data["percent"] == 100
+    assert data["steps_done"] == data["steps_total"] > 5  # the mapped encode steps counted once, as they ran
     assert data["summary"]["status"] == "delivered" and data["started"] and data["ended"]
     first = data["run_id"]
 

@@ -97,12 +97,16 @@ def step_events(instance: dg.DagsterInstance, run_id: str) -> list[history.StepE
 
 
 def planned_steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int:
+    """Steps the run's plan holds, its mapped encode steps (`encode[?]`, `gpu_encode[?]`: the jobs are known only
+    once planned) counted as one, as `history.progress` expects."""
     snap = (
         instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id) if run.execution_plan_snapshot_id else None
     )
     if snap is None:
         return 0
-    return len(snap.step_keys_to_execute or [s.key for s in snap.steps])
+    keys = snap.step_keys_to_execute or [s.key for s in snap.steps]
+    mapped = [k for k in keys if k.endswith("[?]")]
+    return len(keys) - len(mapped) + (1 if mapped else 0)
 
 
 def status(instance: dg.DagsterInstance, export_id: str) -> dict:
