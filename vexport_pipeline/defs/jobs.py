@@ -32,10 +32,13 @@ def export_kind(comp: Composition) -> str:
     hardware = current().hardware
     if hardware == "off":
         return "cpu"
+    # every codec's answer, kept per host: with no working encoder here (most machines) the targets need no
+    # reading, which the sensor would otherwise do for every recent record on every tick
+    usable = declared(hardware, CANDIDATES) if hardware != "auto" else detect(tuple(CANDIDATES))[0]
+    if not any(usable.values()):
+        return "cpu"
     book = PresetBook.load()
-    codecs = sorted({book.merged(t)["video_codec"] for t in comp.targets} & set(CANDIDATES))
-    found = declared(hardware, codecs) if hardware != "auto" else detect(tuple(codecs))[0]
-    return "gpu" if any(found.values()) else "cpu"
+    return "gpu" if any(usable.get(book.merged(t)["video_codec"]) for t in comp.targets) else "cpu"
 
 
 # Every stage of one export, in graph order (partitioned by `exports` through its assets).

@@ -26,17 +26,18 @@ def publish(context, stage: str | None = None, asset: str | None = None) -> None
 def _publish(context, stage: str | None, asset: str | None) -> None:
     from vexport_pipeline.defs.operations.runs import planned_steps, step_events
 
-    instance, run = context.instance, context.run
-    now = instance.get_run_by_id(run.run_id) or run
-    prog = history.progress(step_events(instance, run.run_id), "started", planned_steps(instance, now))
+    instance, run_id = context.instance, context.run_id
+    record = instance.get_run_record_by_id(run_id)  # the run as stored now: its latest tags and start time
+    now = record.dagster_run if record else context.run
+    prog = history.progress(step_events(instance, run_id), "started", planned_steps(instance, now))
     previous = now.tags.get(PERCENT_TAG)
     prog.advance(float(previous) if previous else None)
-    record = instance.get_run_record_by_id(run.run_id)
-    eta = history.eta(prog.percent, time.time() - (record.start_time or time.time()) if record else 0.0)
+    started = record.start_time if record else None
+    eta = history.eta(prog.percent, time.time() - started if started else 0.0)
     tags = {STAGE_TAG: prog.stage, PERCENT_TAG: f"{prog.percent:.0f}"}
     if eta is not None:
         tags[ETA_TAG] = f"{eta:.0f}s"
-    instance.add_run_tags(run.run_id, tags)
+    instance.add_run_tags(run_id, tags)
     if stage and asset:
         metadata = {"stage": stage, "run_percent": prog.percent, "eta_s": -1.0 if eta is None else round(eta, 1)}
         context.log_event(
