@@ -19,14 +19,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/vexport demo
 
-# Everything but the 1080p/high half of the corpus matrix, which alone would take the suite past 15 minutes
-# on 2 cores; `make test-corpus` runs it. Two workers (pytest-xdist), a test file per worker at a time.
+# Everything but the whole target-quality corpus matrix (every tier x codec x size), which alone would take the
+# suite past 15 minutes on 2 cores; `make test-corpus` runs it (the 720p low-tier row stays in `make test`). Two workers (pytest-xdist), a test file per worker at a time.
 TEST_WORKERS ?= 2
 test: lint chromium azurite
-	$(PY) -m pytest -q -m "not corpus_1080p" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m "not corpus_full" -n $(TEST_WORKERS) --dist loadfile
 
 test-corpus: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m corpus_1080p
+	$(PY) -m pytest -q -m corpus_full
 
 # A developer's quick subset: no browser, no PostgreSQL, none of the long encode matrices.
 quick: $(VENV)/.installed-test

@@ -3,10 +3,18 @@
 Like Av1an's target-quality mode and per-title encoding: a few short samples spread over the
 timeline are encoded at the target's own settings (same encoder, speed and filters) and measured the
 way validation measures the rendition (`validation.vmaf.score`, against the source as the encode saw
-it), so the search aims at what the gate checks. Two probes, then the CRF is interpolated between
-them (or extrapolated along the measured slope). The platform's rate cap stays in the settings, so
-the search never goes above it. Results are cached with the renditions, so an unchanged export
-searches nothing.
+it), so the search aims at what the gate checks. The platform's rate cap stays in the settings, so the
+search never goes above it. Results are cached with the renditions, so an unchanged export searches
+nothing.
+
+What keeps it cheap (B5 in bench/README.md):
+- The first probe starts where the calibration says the target lies on typical content (`START`), moved by
+  what earlier searches of the same export measured (`tune_all`: a ladder's renditions share the content,
+  so the second and later searches usually take one probe).
+- A probe is taken as it is anywhere in its `Band` around the target; else the CRF is interpolated
+  between probes (or extrapolated along the measured slope), three probes at most.
+- A short single clip is its own sample, and its probe is encoded exactly as the rendition will be and put
+  in the rendition cache: the probe the search settles on is the rendition, not encoded again.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from vexport_pipeline.core.files import write_atomically
+from vexport_pipeline.core.files import sha256_file, write_atomically
 from vexport_pipeline.core.media.cache import RenditionCache, builder_version
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.render import render_clip
@@ -28,13 +36,30 @@ from vexport_pipeline.core.spec.presets import EncodeSettings
 
 # CRF bounds per codec: beyond them files only grow (low end) or fall apart (high end).
 CRF_RANGE = {"h264": (12, 40), "h265": (14, 42), "vp9": (15, 60), "vp8": (4, 60), "av1": (15, 58)}
-# VMAF points per CRF step near the tiers' targets (the prior for the second probe; measured on the corpus).
-SLOPE = {"h264": -0.9, "h265": -0.8, "vp9": -0.45, "vp8": -0.55, "av1": -0.45}
-CLOSE_ENOUGH = 0.5  # a probe this near the aim is taken as it is
-# Aim a little above the target: encoders with threads (x265) do not repeat an encode bit for bit, and a
-# rendition must not fall under the floor by the noise between the probe and the final encode.
-AIM_MARGIN = 0.5
+# How fast quality falls as the CRF rises: ln(100 - VMAF) grows about linearly with the CRF (on the corpus, x264
+# 0.14 per step from VMAF 86 to 97, VP9 0.063), so the search predicts and interpolates on that scale, where VMAF
+# points per step would shrink near the top. The prior until two probes measure the clip's own slope.
+LOG_SLOPE = {"h264": 0.13, "h265": 0.115, "vp9": 0.064, "vp8": 0.045, "av1": 0.064}
+# Near VMAF 100 the scores saturate and the scale stretches: one extrapolated jump moves at most this far on it.
+MAX_JUMP = 0.5
+# A probe is taken as it is anywhere in its band: up to ACCEPT_ABOVE over the target, and down to ACCEPT_BELOW under
+# it where the probe is the rendition itself (measured exactly as validation will, so nothing can move it nearer the
+# floor, VMAF_TOLERANCE under the target); a sample's probe must reach the target, as the whole may score a little
+# lower (and threaded x265 does not repeat an encode bit for bit).
+ACCEPT_ABOVE, ACCEPT_BELOW = 1.5, 1.0
 SAMPLE_S, SAMPLES = 1.0, 3  # three one-second windows spread over the timeline
+WHOLE_UP_TO = SAMPLE_S * SAMPLES * 2.5  # shorter timelines are their own sample (the probe becomes the file)
+# The CRF that reaches a target on typical content (median over the B5 corpus, 720p from 1080p), at targets
+# 86, 91 and 94; other targets are interpolated, or extrapolated along the end segments. The low tier's faster
+# encoder presets need more bits at a given CRF, so its CRF is not always higher than the medium tier's.
+START = {
+    "h264": (26.5, 26.0, 23.0),
+    "h265": (30.5, 27.0, 23.5),
+    "vp9": (47.0, 42.0, 37.0),
+    "vp8": (36.0, 29.0, 20.0),
+    "av1": (55.0, 49.0, 42.5),
+}
+START_AT = (86.0, 91.0, 94.0)
 SCORE_EVERY = 2  # score every other frame of the samples
 
 
@@ -43,6 +68,26 @@ class Trial:
     crf: int
     vmaf: float
     kbps: float
+
+
+@dataclass(frozen=True)
+class Band:
+    """The VMAF a search takes as it is; it aims at the middle."""
+
+    lo: float
+    hi: float
+
+    @property
+    def aim(self) -> float:
+        return (self.lo + self.hi) / 2
+
+    def __contains__(self, vmaf: float) -> bool:
+        return self.lo <= vmaf <= self.hi
+
+
+def band(s: EncodeSettings, exact: bool = False) -> Band:
+    """`exact`: the probe is the rendition (a short single clip), so it may land a little under the target."""
+    return Band(s.vmaf_target - (ACCEPT_BELOW if exact else 0.0), s.vmaf_target + ACCEPT_ABOVE)
 
 
 @dataclass(frozen=True)
@@ -67,11 +112,12 @@ def tunable(s: EncodeSettings) -> bool:
 
 
 def sample_clip(timeline: Timeline) -> Clip:
-    """Up to three one-second windows at the middle of equal thirds of the output, as source ranges."""
+    """Up to three one-second windows at the middle of equal thirds of the output, as source ranges. A short
+    timeline is its own sample: its one clip as it is (crossfade included), else all of its ranges."""
     ranges = [r for clip in timeline.clips for r in clip.ranges]
     total = sum(e - s for s, e in ranges)
-    if total <= SAMPLE_S * SAMPLES * 1.5:
-        return Clip(None, ranges)  # short: the whole timeline is the sample
+    if total <= WHOLE_UP_TO:
+        return timeline.clips[0] if len(timeline.clips) == 1 else Clip(None, ranges)
     out, base = [], 0.0
     wanted = [total * (k + 0.5) / SAMPLES - SAMPLE_S / 2 for k in range(SAMPLES)]
     for start, end in ranges:
@@ -82,20 +128,51 @@ def sample_clip(timeline: Timeline) -> Clip:
     return Clip(None, out or ranges[:1])
 
 
-def _next_crf(s: EncodeSettings, trials: list[Trial]) -> int:
+def start_crf(s: EncodeSettings) -> float:
+    """The CRF that reaches `s.vmaf_target` on typical content (`START`, piecewise linear in the target)."""
+    crfs, at, target = START[s.video_codec], START_AT, s.vmaf_target
+    k = 0 if target <= at[1] else 1
+    return crfs[k] + (target - at[k]) * (crfs[k + 1] - crfs[k]) / (at[k + 1] - at[k])
+
+
+def deficit(vmaf: float) -> float:
+    """ln(100 - VMAF): the scale on which quality changes linearly with the CRF."""
+    return math.log(max(100.0 - vmaf, 0.05))
+
+
+def crf_towards(codec: str, crf: float, vmaf: float, want: float, slope: float | None = None) -> float:
+    """The CRF at which content that scored `vmaf` at `crf` is expected to score `want`."""
+    return crf + (deficit(want) - deficit(vmaf)) / (slope or LOG_SLOPE[codec])
+
+
+def offset(s: EncodeSettings, trial: Trial) -> float:
+    """How much harder than typical content this content is, on the deficit scale (negative: easier)."""
+    return deficit(trial.vmaf) - deficit(s.vmaf_target) - LOG_SLOPE[s.video_codec] * (trial.crf - start_crf(s))
+
+
+def _clamp(s: EncodeSettings, crf: float) -> int:
     lo, hi = CRF_RANGE[s.video_codec]
-    target = s.vmaf_target + AIM_MARGIN
+    return int(min(max(round(crf), lo), hi))
+
+
+def first_crf(s: EncodeSettings, harder: float = 0.0, goal: Band | None = None) -> int:
+    """Where the search starts: the typical CRF for the target, moved by how much harder the content measured."""
+    aim = deficit((goal or band(s)).aim) - deficit(s.vmaf_target)
+    return _clamp(s, start_crf(s) + (aim - harder) / LOG_SLOPE[s.video_codec])
+
+
+def _next_crf(s: EncodeSettings, trials: list[Trial], goal: Band) -> int:
+    """One probe: along the prior slope, at least one step towards the aim and at most `MAX_JUMP`. More: along
+    the slope the last two measured (kept within a factor of three of the prior)."""
+    aim, b = goal.aim, trials[-1]
     if len(trials) == 1:
-        t = trials[0]
-        step = round((t.vmaf - target) / -SLOPE[s.video_codec])
-        guess = t.crf + (step or (1 if t.vmaf > target else -1))
-    else:
-        a, b = trials[-2], trials[-1]
-        slope = (b.vmaf - a.vmaf) / (b.crf - a.crf) if b.crf != a.crf else SLOPE[s.video_codec]
-        prior = SLOPE[s.video_codec]
-        slope = min(max(slope, prior * 3), prior / 3)  # keep a noisy measurement within reason (negative)
-        guess = round(b.crf + (target - b.vmaf) / slope)
-    return int(min(max(guess, lo), hi))
+        guess = crf_towards(s.video_codec, b.crf, b.vmaf, aim)
+        step = 1 if b.vmaf > aim else -1
+        jump = min(max(1, abs(round(guess - b.crf))), math.ceil(MAX_JUMP / LOG_SLOPE[s.video_codec]))
+        return _clamp(s, b.crf + step * jump)
+    a, prior = trials[-2], LOG_SLOPE[s.video_codec]
+    slope = (deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf) if b.crf != a.crf else prior
+    return _clamp(s, crf_towards(s.video_codec, b.crf, b.vmaf, aim, min(max(slope, prior / 3), prior * 3)))
 
 
 def _key(source_sha256: str, sample: Clip, s: EncodeSettings) -> str:
@@ -104,18 +181,24 @@ def _key(source_sha256: str, sample: Clip, s: EncodeSettings) -> str:
         "settings": {**s.to_dict(), "crf": None, "label": None},
         "src": source_sha256,
         "builder": builder_version(),
-        "v": 1,
+        "v": 3,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _probe(source: MediaInfo, sample: Clip, s: EncodeSettings, crf: int, work: Path) -> Trial:
-    from vexport_pipeline.core.validation.vmaf import score
+def _probe(source: MediaInfo, sample: Clip, s: EncodeSettings, crf: int, work: Path, keep: tuple) -> Trial:
+    """Encode and score the sample at `crf`. With `keep` (a cache and the source's sha256) the sample is the
+    whole rendition, so the file goes into the rendition cache under the key its final encode will ask for, and
+    its score where validation will look for it."""
+    from vexport_pipeline.core.validation.vmaf import Scores, score
 
     trial = replace(s, crf=crf, label=f"probe_{crf}")
     out = work / f"{s.label}.{crf}.{s.ext}"
-    render_clip(source, sample, [trial], [out])
+    cache, sha = keep or (None, None)
+    render_clip(source, sample, [trial], [out], cache=cache, source_sha256=sha)
     q = score(out, source, sample, trial, subsample=SCORE_EVERY)
+    if keep:  # validation takes this score instead of measuring the file again
+        Scores(cache.root, sha).keep(sha256_file(out), sample, trial, q)
     return Trial(crf, q["vmaf_mean"], round(out.stat().st_size * 8 / sample.duration / 1000, 1))
 
 
@@ -126,44 +209,75 @@ def tune(
     *,
     cache: RenditionCache | None = None,
     source_sha256: str | None = None,
+    harder: float = 0.0,
 ) -> Tuned:
-    """The settings with the CRF that reaches `s.vmaf_target` on the samples (two or three probes)."""
+    """The settings with the CRF that reaches `s.vmaf_target` on the samples (one to three probes), starting
+    from `first_crf(s, harder)`."""
     if not tunable(s):
         return Tuned(s, ())
     sample = sample_clip(timeline)
+    whole = len(timeline.clips) == 1 and sample is timeline.clips[0]
+    keep = (cache, source_sha256) if whole and cache and source_sha256 else ()
+    goal = band(s, exact=bool(keep))
     memo = cache.root / "tuning" / f"{_key(source_sha256, sample, s)}.json" if cache and source_sha256 else None
     if memo and memo.exists():
         data = json.loads(memo.read_text())
         return Tuned(replace(s, crf=data["crf"]), tuple(Trial(**t) for t in data["trials"]), cached=True)
     work = Path(tempfile.mkdtemp(prefix="vexport-tune-"))
     try:
-        trials = [_probe(source, sample, s, s.crf, work)]
-        while abs(trials[-1].vmaf - s.vmaf_target - AIM_MARGIN) > CLOSE_ENOUGH and len(trials) < 3:
-            crf = _next_crf(s, trials)
+        trials = [_probe(source, sample, s, first_crf(s, harder, goal), work, keep)]
+        while trials[-1].vmaf not in goal and len(trials) < 3:
+            crf = _next_crf(s, trials, goal)
             if crf in {t.crf for t in trials}:
                 break
-            trials.append(_probe(source, sample, s, crf, work))
+            trials.append(_probe(source, sample, s, crf, work, keep))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    best = _choose(s, trials)
+    best = _choose(s, trials, goal)
     if memo:
         memo.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(memo, json.dumps({"crf": best, "trials": [asdict(t) for t in trials]}))
     return Tuned(replace(s, crf=best), tuple(trials))
 
 
-def _choose(s: EncodeSettings, trials: list[Trial]) -> int:
-    """Between the two probes that bracket the target, the CRF interpolated to it (rounded towards quality);
-    else the highest CRF measured at or above the target, or a last extrapolation."""
-    target = s.vmaf_target + AIM_MARGIN
-    above = [t for t in trials if t.vmaf >= target - CLOSE_ENOUGH]
-    below = [t for t in trials if t.vmaf < target - CLOSE_ENOUGH]
+def tune_all(
+    source: MediaInfo,
+    timeline: Timeline,
+    settings: list[EncodeSettings],
+    *,
+    cache: RenditionCache | None = None,
+    source_sha256: str | None = None,
+) -> list[Tuned]:
+    """`tune` for each of an export's targets, smallest picture first: every search starts from what the
+    earlier ones measured of this content (the median `offset` of their last probes), so a ladder's later
+    renditions usually need one probe."""
+    order = sorted(range(len(settings)), key=lambda i: settings[i].width * settings[i].height)
+    found: dict[int, Tuned] = {}
+    offsets: list[float] = []
+    for i in order:
+        s = settings[i]
+        harder = sorted(offsets)[len(offsets) // 2] if offsets else 0.0
+        found[i] = tuned = tune(source, timeline, s, cache=cache, source_sha256=source_sha256, harder=harder)
+        offsets += [offset(s, tuned.trials[-1])] if tuned.trials else []
+    return [found[i] for i in range(len(settings))]
+
+
+def _choose(s: EncodeSettings, trials: list[Trial], goal: Band) -> int:
+    """The last probe if it was taken as it is; else, between the two probes that bracket the band, the CRF
+    interpolated to its aim (rounded towards quality); else the highest CRF measured in or above the band, or a
+    last extrapolation."""
+    if trials[-1].vmaf in goal:
+        return trials[-1].crf
+    target = goal.aim
+    above = [t for t in trials if t.vmaf >= goal.lo]
+    below = [t for t in trials if t.vmaf < goal.lo]
     if above and below:
         a = max(above, key=lambda t: t.crf)
         b = min((t for t in below if t.crf > a.crf), key=lambda t: t.crf, default=None)
         if b is not None and b.vmaf != a.vmaf:
-            return max(a.crf, math.floor(a.crf + (a.vmaf - target) * (b.crf - a.crf) / (a.vmaf - b.vmaf)))
+            slope = (deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf)
+            return max(a.crf, math.floor(crf_towards(s.video_codec, a.crf, a.vmaf, target, slope)))
         return a.crf
     if above:
         return max(t.crf for t in above)
-    return _next_crf(s, trials) if len(trials) > 1 else min(t.crf for t in trials)
+    return _next_crf(s, trials, goal) if len(trials) > 1 else min(t.crf for t in trials)

@@ -16,7 +16,7 @@ from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 from vexport_pipeline.core.validation.checks import check_file, load_brands
 from vexport_pipeline.core.validation.retry import improve
 from vexport_pipeline.core.validation.verdict import Issue, verdict
-from vexport_pipeline.core.validation.vmaf import score_clip
+from vexport_pipeline.core.validation.vmaf import SUBSAMPLE, Scores, score_clip
 
 
 def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | None:
@@ -28,14 +28,17 @@ def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | 
     return target
 
 
-def validate_export(source: ExportSource, timeline: Timeline, renditions: list[Rendition]) -> list[Checked]:
-    """Every rendition checked; one under its quality floor is re-encoded alone (the closed loop)."""
+def validate_export(
+    source: ExportSource, timeline: Timeline, renditions: list[Rendition], kept: Scores | None = None
+) -> list[Checked]:
+    """Every rendition checked; one under its quality floor is re-encoded alone (the closed loop). `kept`: scores
+    measured before (by the target-quality search) are taken from there."""
     comp = source.composition
     brand = load_brands().get(comp.owner, {}) if comp.owner else {}
     loudness = loudness_target(source, brand)
     clips = {c.clip_id: c for c in timeline.clips}
 
-    scores = score_by_clip(source, clips, renditions, comp.validation.quality)
+    scores = score_by_clip(source, clips, renditions, comp.validation.quality, kept)
 
     def check(r: Rendition) -> Checked:
         report = check_file(
@@ -60,15 +63,22 @@ def validate_export(source: ExportSource, timeline: Timeline, renditions: list[R
     return out
 
 
-def score_by_clip(source: ExportSource, clips: dict, renditions: list[Rendition], quality: str) -> dict[Path, dict]:
-    """VMAF/PSNR/SSIM of every rendition, one FFmpeg pass per clip over one decode of its source timeline. A
-    clip whose pass fails (a rendition it cannot read) is left out: its checks then score each file alone
-    and report what is wrong with it."""
+def score_by_clip(
+    source: ExportSource, clips: dict, renditions: list[Rendition], quality: str, kept: Scores | None = None
+) -> dict[Path, dict]:
+    """VMAF/PSNR/SSIM of every rendition, one FFmpeg pass per clip over one decode of its source timeline, except
+    those `kept` already holds (measured on as many frames or more). A clip whose pass fails (a rendition it cannot
+    read) is left out: its checks then score each file alone and report what is wrong with it."""
     if quality == "off":
         return {}
+    sub = 1 if quality == "full" else SUBSAMPLE
+    known: dict[Path, dict] = {}
     by_clip: dict = {}
     for r in renditions:
-        by_clip.setdefault(r.clip_id, []).append(r)
+        if kept and (q := kept.recall(r.sha256, clips[r.clip_id], r.settings, sub)):
+            known[r.path] = q
+        else:
+            by_clip.setdefault(r.clip_id, []).append(r)
 
     def one(group: list[Rendition]) -> dict[Path, dict]:
         try:
@@ -79,7 +89,7 @@ def score_by_clip(source: ExportSource, clips: dict, renditions: list[Rendition]
             return {}
         return {r.path: q for r, q in zip(group, found)}
 
-    return {path: q for part in in_parallel(one, by_clip.values()) for path, q in part.items()}
+    return known | {path: q for part in in_parallel(one, by_clip.values()) for path, q in part.items()}
 
 
 def in_parallel(fn: Callable, items: Iterable) -> list:

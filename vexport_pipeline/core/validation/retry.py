@@ -15,7 +15,7 @@ from pathlib import Path
 from vexport_pipeline.core.media.assembly import describe
 from vexport_pipeline.core.media.render import partial_path, render_clip
 from vexport_pipeline.core.media.timeline import Timeline
-from vexport_pipeline.core.media.tuning import CRF_RANGE, SLOPE
+from vexport_pipeline.core.media.tuning import CRF_RANGE, LOG_SLOPE, crf_towards
 from vexport_pipeline.core.records import Checked, Encoded, ExportSource, Rendition
 from vexport_pipeline.core.spec.presets import EncodeSettings
 from vexport_pipeline.core.validation.verdict import Issue, verdict
@@ -41,10 +41,13 @@ def _capped_by(r: Rendition) -> str | None:
 
 
 def _next_crf(s: EncodeSettings, vmaf: float, want: float) -> int | None:
-    lo, hi = CRF_RANGE.get(s.video_codec, (0, 63))
-    step = max(1, math.ceil((want - vmaf) / -SLOPE.get(s.video_codec, -0.8)))
-    crf = max(lo, (s.crf or lo) - step)
-    return crf if s.crf is not None and crf < s.crf else None
+    """A lower CRF expected to reach `want` (at least one step lower), or None where there is none."""
+    if s.crf is None:
+        return None
+    lo, _ = CRF_RANGE.get(s.video_codec, (0, 63))
+    slope = LOG_SLOPE.get(s.video_codec, 0.1)
+    crf = max(lo, s.crf - max(1, math.ceil(s.crf - crf_towards(s.video_codec, s.crf, vmaf, want, slope))))
+    return crf if crf < s.crf else None
 
 
 def _attempt(r: Rendition, c: Checked, note: str = "") -> dict:

@@ -9,6 +9,7 @@ Frame subsampling by default (quick); every frame on request."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from fractions import Fraction
@@ -17,6 +18,8 @@ from pathlib import Path
 import ffmpeg
 
 from vexport_pipeline.core.errors import ProcessingError
+from vexport_pipeline.core.files import write_atomically
+from vexport_pipeline.core.media.cache import NOT_IN_KEY, encoder_version
 from vexport_pipeline.core.media.commands import clip_video
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.runner import capture
@@ -36,6 +39,41 @@ from .reference import (
 
 SUBSAMPLE = 10
 SOURCE_SIZE_EVERY = 3  # the informational source-size figure scores every 3rd of the scored frames
+
+
+class Scores:
+    """Scores kept by content: a file's figures against one clip of one source, under `root/quality/`, so a
+    file measured once (the target-quality search's probe that became the rendition) is not measured again
+    by validation. A kept score serves any request that scores the same or fewer frames."""
+
+    def __init__(self, root: Path, source_sha256: str):
+        self.root, self.source_sha256 = Path(root) / "quality", source_sha256
+
+    def _path(self, file_sha256: str, clip: Clip, s: EncodeSettings) -> Path:
+        data = {
+            "file": file_sha256,
+            "source": self.source_sha256,
+            "ranges": [[round(a, 6), round(b, 6)] for a, b in clip.ranges],
+            "crossfade": clip.crossfade,
+            "settings": {k: v for k, v in s.to_dict().items() if k not in NOT_IN_KEY},
+            "ffmpeg": encoder_version(ffmpeg_exe()),
+            "v": 1,
+        }
+        key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.json"
+
+    def recall(self, file_sha256: str, clip: Clip, s: EncodeSettings, subsample: int) -> dict | None:
+        path = self._path(file_sha256, clip, s)
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return kept if kept.get("subsample", subsample + 1) <= subsample else None
+
+    def keep(self, file_sha256: str, clip: Clip, s: EncodeSettings, scored: dict) -> None:
+        path = self._path(file_sha256, clip, s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(scored))
 
 
 def floor(s: EncodeSettings) -> float | None:

@@ -16,7 +16,7 @@ from vexport_pipeline.core.media.probe import keyframe_times
 from vexport_pipeline.core.media.render import can_copy, render_clip
 from vexport_pipeline.core.media.runner import Progress
 from vexport_pipeline.core.media.timeline import Timeline
-from vexport_pipeline.core.media.tuning import tune
+from vexport_pipeline.core.media.tuning import tune_all
 from vexport_pipeline.core.records import Encoded, EncodePlan, EncodeResult, EncodeTask, ExportSource, Rendition
 from vexport_pipeline.core.tables import md_table
 from vexport_pipeline.defs import progress
@@ -53,9 +53,9 @@ def _out_dir(home: HomeResource, export_id: str) -> Path:
 
 def _tune(context, home: HomeResource, source: ExportSource, timeline: Timeline, targets: list) -> tuple[list, tuple]:
     """Target quality: the CRF of each target found on samples of this export (cached by content)."""
-    cache, out, report = home.rendition_cache(), [], []
-    for label, s in zip(source.labels, targets):
-        tuned = tune(source.info, timeline, s, cache=cache, source_sha256=source.sha256)
+    out, report = [], []
+    found = tune_all(source.info, timeline, targets, cache=home.rendition_cache(), source_sha256=source.sha256)
+    for label, s, tuned in zip(source.labels, targets, found):
         out.append(tuned.settings)
         if tuned.trials:
             report.append({**tuned.to_dict(), "label": label})

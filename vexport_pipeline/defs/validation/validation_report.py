@@ -7,9 +7,11 @@ from vexport_pipeline.core.records import Checked, ExportSource, Rendition, Vali
 from vexport_pipeline.core.tables import md_table
 from vexport_pipeline.core.validation import visuals
 from vexport_pipeline.core.validation.export import validate_export, with_playback
+from vexport_pipeline.core.validation.vmaf import Scores
 from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.partitions import exports
+from vexport_pipeline.defs.resources import HomeResource
 
 CHECK = "renditions_pass_validation"
 
@@ -61,11 +63,16 @@ def _metadata(context, outcome: ValidationOutcome, renditions: list[Rendition], 
     description="Technical checks of every rendition against its target; failures block delivery.",
 )
 def validation_report(
-    context: dg.AssetExecutionContext, source: ExportSource, segments: Timeline, renditions: list[Rendition]
+    context: dg.AssetExecutionContext,
+    home: HomeResource,
+    source: ExportSource,
+    segments: Timeline,
+    renditions: list[Rendition],
 ):
     progress.publish(context, "validating", "validation_report")
     with reported():
-        checked = validate_export(source, segments, renditions)
+        kept = Scores(home.rendition_cache().root, source.sha256)  # what the target-quality search measured
+        checked = validate_export(source, segments, renditions, kept)
         if source.composition.validation.playback:
             checked, lines = with_playback(renditions, checked)
             for line in lines:

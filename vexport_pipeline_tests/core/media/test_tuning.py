@@ -1,0 +1,116 @@
+"""The target-quality search: its model on synthetic content (pure logic), and on a real clip that the probe
+the search settles on is the rendition (no second encode)."""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vexport_pipeline.core.files import sha256_file
+from vexport_pipeline.core.media import tuning
+from vexport_pipeline.core.media.cache import RenditionCache
+from vexport_pipeline.core.media.probe import probe
+from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.timeline import Clip, Timeline
+from vexport_pipeline.core.media.tuning import Trial, band, first_crf, start_crf, tune, tune_all
+from vexport_pipeline.core.samples import make_sample
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.presets import PresetBook
+from vexport_pipeline.core.validation.vmaf import SUBSAMPLE, Scores, score
+
+
+def _settings(info, codec: str, fmt: str, tier: str, resolution: str = "720p"):
+    return PresetBook.load().resolve(Target(format=fmt, video_codec=codec, resolution=resolution, quality=tier), info)
+
+
+class Content:
+    """Synthetic content: ln(100 - VMAF) linear in the CRF, `harder` above typical on that scale, with its
+    own slope factor. Counts the probes the search asks for."""
+
+    def __init__(self, harder: float, steeper: float = 1.0):
+        self.harder, self.steeper, self.probes = harder, steeper, []
+
+    def vmaf(self, s, crf: int) -> float:
+        k = tuning.LOG_SLOPE[s.video_codec] * self.steeper
+        d = tuning.deficit(s.vmaf_target) + self.harder + k * (crf - start_crf(s))
+        return round(100 - math.exp(d), 2)
+
+    def probe(self, source, sample, s, crf, work, keep):
+        self.probes.append((s.video_codec, crf))
+        return Trial(crf, self.vmaf(s, crf), 1000.0)
+
+
+@pytest.fixture
+def info(media):
+    return probe(media["av"])
+
+
+@pytest.mark.parametrize(("codec", "fmt"), [("h264", "mp4"), ("h265", "mp4"), ("vp9", "webm"), ("av1", "mp4")])
+@pytest.mark.parametrize("harder", [-0.6, 0.0, 0.5])
+def test_the_search_lands_between_the_target_and_its_allowance_on_content_of_any_difficulty(
+    info, monkeypatch, codec, fmt, harder
+):
+    content = Content(harder, steeper=1.3)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    timeline = Timeline("single", [Clip(None, [(0.0, info.duration)])], {})
+    for tier in ("low", "medium", "high"):
+        s = _settings(info, codec, fmt, tier)
+        found = tune(info, timeline, s)
+        assert 1 <= len(found.trials) <= 3
+        got, at_bound = content.vmaf(s, found.settings.crf), found.settings.crf == tuning.CRF_RANGE[codec][1]
+        assert s.vmaf_target <= got, (tier, found.trials)  # a sample (no cache given): at or over the target
+        assert got <= s.vmaf_target + tuning.ACCEPT_ABOVE or at_bound, (tier, found.trials)  # easy content, top CRF
+
+
+def test_a_ladder_search_starts_each_later_target_where_the_earlier_ones_measured_the_content(info, monkeypatch):
+    """Hard content (far from typical): the first search needs several probes, the later ones start from what
+    it measured and take one each."""
+    content = Content(harder=0.8)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    ladder = [_settings(info, c, f, "medium") for c, f in [("h264", "mp4"), ("h265", "mp4"), ("vp9", "webm")]]
+    ladder.append(_settings(info, "h264", "mp4", "medium", resolution="640x360"))
+    found = tune_all(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), ladder)
+    assert [len(t.trials) for t in found][3] >= 2  # the smallest picture is searched first, from nothing
+    assert [len(t.trials) for t in found][:3] == [1, 1, 1]
+    assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found))
+    assert first_crf(ladder[0], 0.8) < first_crf(ladder[0]) < first_crf(ladder[0], -0.8)  # harder: lower CRF
+
+
+def test_one_extrapolated_jump_is_bounded_where_scores_saturate(info):
+    s = _settings(info, "vp9", "webm", "high")
+    nxt = tuning._next_crf(s, [Trial(30, 99.4, 1000.0)], band(s))  # near 100 the deficit scale stretches
+    assert 30 < nxt <= 30 + math.ceil(tuning.MAX_JUMP / tuning.LOG_SLOPE["vp9"])
+
+
+@pytest.mark.slow
+def test_the_probe_the_search_settles_on_is_the_rendition(tmp_path):
+    """A short single clip is its own sample: the probe is encoded as the rendition would be and cached, so the
+    encode that follows the search is a cache hit, and the file scores what the search measured."""
+    src = make_sample("photo", tmp_path / "photo.mp4", size=(1280, 720), seconds=1.0, audio=True)
+    info = probe(src)
+    clip = Clip(None, [(0.0, info.duration)])
+    s = _settings(info, "h264", "mp4", "low", resolution="640x360")
+    cache, sha = RenditionCache(tmp_path / "cache"), sha256_file(src)
+    found = tune(info, Timeline("single", [clip], {}), s, cache=cache, source_sha256=sha)
+    out = tmp_path / "out.mp4"
+    done = render_clip(info, clip, [found.settings], [out], cache=cache, source_sha256=sha)
+    probed = {t.crf: t for t in found.trials}
+    if found.settings.crf in probed:
+        assert done.cached == [True]
+        measured = score(out, info, clip, found.settings, subsample=tuning.SCORE_EVERY)["vmaf_mean"]
+        assert measured == pytest.approx(probed[found.settings.crf].vmaf, abs=0.01)
+        # validation (every 10th frame) takes the search's finer score of this very file instead of measuring it
+        kept = Scores(cache.root, sha).recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)
+        assert kept and kept["vmaf_mean"] == probed[found.settings.crf].vmaf and kept["subsample"] == 2
+        assert Scores(cache.root, sha).recall(sha256_file(out), clip, done.settings[0], 1) is None  # not all frames
+        assert Scores(cache.root, sha).recall(sha256_file(src), clip, done.settings[0], SUBSAMPLE) is None
+    else:
+        assert done.cached == [False]
+    got = probe(out)
+    assert (got.video.width, got.video.height) == (640, 360) and got.has_audio
+    assert abs(got.duration - info.duration) < 0.1
+    # the same search again is remembered: no probe encodes at all
+    again = tune(info, Timeline("single", [clip], {}), replace(s), cache=cache, source_sha256=sha)
+    assert again.cached and again.settings.crf == found.settings.crf
+    assert Path(out).stat().st_size > 0
