@@ -16,8 +16,12 @@ never dangles: when the version it names is archived or deleted, the pointer is 
 back when the export has none.
 
 Every path acted on must be a real folder or file (not a symlink) inside the store, archive, work or cache
-root after resolving; anything else is refused and reported. Object stores (S3 storage-class transitions,
-`restore_object`) are not handled here.
+root after resolving; anything else is refused and reported.
+
+S3 destinations (`object_stores`) get the same decisions per version, carried out by storage class
+(`delivery.s3lifecycle`): archive moves the media to the destination's `archive_class`, delete removes them,
+the JSON records stay in place as the record, `restore` brings them back (through `restore_object` where the
+class needs it). GCS, Azure, Dropbox and Drive destinations are not managed by retention.
 
 A version's age comes from its id (`YYYYmmddTHHMMSSZ-xxxxxx`, as `LocalStore.begin` makes them), else from
 the folder's mtime; a work folder's and a cache file's age from their newest mtime.
@@ -33,7 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from vexport_pipeline.core.delivery.stores import Version
 from vexport_pipeline.core.errors import InputError, StorageError, VexportError
 from vexport_pipeline.core.history import registered
 from vexport_pipeline.core.intake import registry
@@ -76,6 +82,7 @@ class Action:
     age_days: float
     reason: str
     tier: str = "store"  # "store", "archive", "work", "cache"
+    destination: str = "default"  # where the version is: the local store and archive, or a named S3 destination
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,16 +201,29 @@ class Usage:
     bytes: int
 
 
-def storage_usage(home: Home) -> list[Usage]:
-    """Bytes per owner and tier, from the version folders themselves (what quotas count); an export without a
-    registry record counts for the `default` owner."""
+def storage_usage(home: Home, stores: dict | None = None) -> list[Usage]:
+    """Bytes per owner and tier, from the version folders themselves (what quotas count), and from the S3 `stores`
+    (`object_stores`) as tiers `<destination> store` / `<destination> archive`; an export without a registry
+    record counts for the `default` owner."""
     owner_of = {eid: rec["owner"] for eid, rec in registered(home.registry).items()}
+    found = [
+        (tier, export_id, _size(folder))
+        for tier, root in (("store", home.store), ("archive", archive_root(home)))
+        for export_id, _, folder in _versions(root)
+    ]
+    for name, (store, _) in (stores or {}).items():
+        from vexport_pipeline.core.delivery.s3lifecycle import versions  # boto3: only where S3 is used
+
+        found += [
+            (f"{name} {'archive' if sv.archived else 'store'}", sv.version.export_id, sv.bytes)
+            for sv in versions(store)
+            if not sv.deleted
+        ]
     acc: dict[tuple[str, str], tuple[set, int, int]] = {}
-    for tier, root in (("store", home.store), ("archive", archive_root(home))):
-        for export_id, _, folder in _versions(root):
-            key = (owner_of.get(export_id, registry.DEFAULT_OWNER), tier)
-            ids, versions, size = acc.get(key, (set(), 0, 0))
-            acc[key] = (ids | {export_id}, versions + 1, size + _size(folder))
+    for tier, export_id, size in found:
+        key = (owner_of.get(export_id, registry.DEFAULT_OWNER), tier)
+        ids, count, total = acc.get(key, (set(), 0, 0))
+        acc[key] = (ids | {export_id}, count + 1, total + size)
     return [Usage(o, t, len(ids), n, size) for (o, t), (ids, n, size) in sorted(acc.items())]
 
 
@@ -236,8 +256,14 @@ def decide(
     return "keep", "archived" if archived else "within its retention"
 
 
-def plan(home: Home, now: float | None = None, policy: Policy | None = None) -> Report:
-    """Every decision for this home at `now` (epoch seconds, default the clock); changes nothing."""
+def object_stores(destinations: dict) -> dict[str, tuple[Any, str]]:
+    """{name: (S3Store, archive class)} of the S3 destinations among `destinations` (settings.destinations())."""
+    return {n: (d.store(), d.archive_class) for n, d in destinations.items() if d.kind == "s3"}
+
+
+def plan(home: Home, now: float | None = None, policy: Policy | None = None, stores: dict | None = None) -> Report:
+    """Every decision for this home (and the S3 `stores`, from `object_stores`) at `now` (epoch seconds, default
+    the clock); changes nothing."""
     now = time.time() if now is None else now
     policy = policy or Policy()
     actions: list[Action] = []
@@ -251,9 +277,31 @@ def plan(home: Home, now: float | None = None, policy: Policy | None = None) -> 
             rule = retention_for(home, export_id, policy, known)
             kind, reason = decide(rule, age, archived=tier == "archive", since_restore_s=since)
             actions.append(Action(kind, export_id, version, str(folder), _size(folder), age / DAY, reason, tier))
+    for name, (store, _) in (stores or {}).items():
+        actions += _s3_actions(home, name, store, now, policy, known)
     actions += _work_actions(home, now, policy)
     actions += _cache_actions(home, now, policy)
     return Report(now, actions)
+
+
+def _s3_actions(home: Home, name: str, store, now: float, policy: Policy, known: dict) -> list[Action]:
+    from vexport_pipeline.core.delivery.s3lifecycle import early_charge, versions
+
+    out = []
+    for sv in versions(store):
+        if sv.deleted:
+            continue
+        v, made = sv.version, version_time(sv.version.version)
+        age = max(0.0, now - made) if made is not None else 0.0
+        restored = sv.state.get("restored_at")
+        since = max(0.0, now - restored) if restored is not None else None
+        rule = retention_for(home, v.export_id, policy, known)
+        kind, reason = decide(rule, age, archived=sv.archived, since_restore_s=since)
+        reason += early_charge(sv, now) if kind == "delete" else ""
+        tier = "archive" if sv.archived else "store"
+        uri = store._uri(store.version_prefix(v))
+        out.append(Action(kind, v.export_id, v.version, uri, sv.bytes, age / DAY, reason, tier, name))
+    return out
 
 
 def _restore_marker(home: Home, export_id: str, version: str) -> Path:
@@ -380,13 +428,17 @@ def _clean(home: Home, a: Action) -> None:
         path.unlink()
 
 
-def apply(home: Home, report: Report, revoke: Callable[[str, str], int] | None = None) -> Report:
+def apply(
+    home: Home, report: Report, revoke: Callable[[str, str], int] | None = None, stores: dict | None = None
+) -> Report:
     """Carry out a plan: archive, delete and clean; `revoke(export_id, version)` revokes a deleted version's
     links (`EventStore.revoke`) and returns how many. One failed action is reported and never stops the rest."""
     report.dry_run = False
     for a in report.actions:
         try:
-            if a.kind == "archive":
+            if a.destination != "default":
+                report.revoked_links += _apply_s3(a, (stores or {})[a.destination], revoke, report.now)
+            elif a.kind == "archive":
                 _archive(home, a)
             elif a.kind == "delete":
                 report.revoked_links += _delete(home, a, revoke)
@@ -399,6 +451,24 @@ def apply(home: Home, report: Report, revoke: Callable[[str, str], int] | None =
     return report
 
 
+def _apply_s3(a: Action, store_and_class: tuple, revoke: Callable[[str, str], int] | None, now: float) -> int:
+    """Archive or delete one version in an S3 destination (looked up again: the plan may be old); links revoked."""
+    from vexport_pipeline.core.delivery import s3lifecycle
+
+    if a.kind not in ("archive", "delete"):
+        return 0
+    store, archive_class = store_and_class
+    [sv] = [s for s in s3lifecycle.versions(store) if s.version == Version(a.export_id, a.version)] or [None]
+    if sv is None or sv.deleted:
+        raise StorageError("the version is no longer in the bucket", where=a.path)
+    if a.kind == "archive":
+        s3lifecycle.archive(store, sv, archive_class, now)
+        return 0
+    revoked = revoke(a.export_id, a.version) if revoke else 0  # before the objects go: no link serves a gap
+    s3lifecycle.delete(store, sv, now)
+    return revoked
+
+
 def run(
     home: Home,
     now: float | None = None,
@@ -406,10 +476,33 @@ def run(
     revoke: Callable[[str, str], int] | None = None,
     policy: Policy | None = None,
     dry_run: bool = False,
+    stores: dict | None = None,
 ) -> Report:
-    """Plan, and apply unless `dry_run`."""
-    report = plan(home, now, policy)
-    return report if dry_run else apply(home, report, revoke)
+    """Plan, and apply unless `dry_run`; `stores` are the S3 destinations to manage too (`object_stores`)."""
+    report = plan(home, now, policy, stores)
+    return report if dry_run else apply(home, report, revoke, stores)
+
+
+def restore_from(store, export_id: str, version: str, where: str) -> Action:
+    """`restore` for a version in an S3 destination: done, or asked of S3 (run it again once S3 has made the
+    temporary copies: hours for GLACIER and DEEP_ARCHIVE). The Action's reason says which."""
+    from vexport_pipeline.core.delivery import s3lifecycle
+
+    if not _NAME.match(export_id) or not _NAME.match(version):
+        raise InputError(f"refusing export {export_id!r} version {version!r}", code="bad_id")
+    found = [s for s in s3lifecycle.versions(store) if s.version == Version(export_id, version)]
+    if not found:
+        raise InputError(f"{export_id} {version} is not in {where}", where=where, code="not_archived")
+    outcome = s3lifecycle.restore(store, found[0])
+    reason = {
+        "restored": "restored from the archive class",
+        "requested": "restore requested from S3 (hours for GLACIER/DEEP_ARCHIVE): run `vexport restore` again later",
+        "in progress": "S3 is still restoring: run `vexport restore` again later",
+    }[outcome]
+    made = version_time(version)
+    age = (time.time() - made) / DAY if made is not None else 0.0
+    uri = store._uri(store.version_prefix(found[0].version))
+    return Action("restore", export_id, version, uri, found[0].bytes, age, reason, "store", where)
 
 
 def restore(home: Home, export_id: str, version: str) -> Action:

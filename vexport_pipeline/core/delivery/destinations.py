@@ -38,7 +38,8 @@ from .stores import LocalStore, Store
 MAX_FILE_BYTES = 64 * 1024
 DEFAULT = "default"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-KEYS = ("url", "endpoint_url", "region", "storage_class", "sse", "kms_key_id", "serve", "sources")
+KEYS = ("url", "endpoint_url", "region", "storage_class", "sse", "kms_key_id", "serve", "sources", "archive_class")
+ARCHIVE_CLASSES = ("GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")  # where retention moves a version past archive_after
 SERVE = ("proxy", "redirect")
 SSE = ("AES256", "aws:kms")
 # classes whose objects can be downloaded at once (GLACIER and DEEP_ARCHIVE need a restore first)
@@ -87,6 +88,7 @@ class Destination:
     kms_key_id: str | None = None
     serve: str = "proxy"  # how the gateway hands out an object store's files: streamed, or a presigned 302
     sources: bool = False  # manifests may name `s3://bucket/prefix/...` sources under it
+    archive_class: str = "GLACIER_IR"  # S3: the storage class retention archives to
 
     def store(self, **s3_options: Any) -> Store:
         """The store behind this destination (`s3_options` go to `S3Store`, e.g. a test's TransferConfig, or
@@ -245,6 +247,9 @@ def _s3(name: str, entry: dict, url: Any, serve: str) -> Destination:
         raise _Problem(f"{name}.sse: {sse!r} is not one of {', '.join(SSE)}")
     if entry.get("kms_key_id") and sse != "aws:kms":
         raise _Problem(f"{name}.kms_key_id: needs sse: aws:kms")
+    archive_class = entry.get("archive_class", "GLACIER_IR")
+    if archive_class not in ARCHIVE_CLASSES:
+        raise _Problem(f"{name}.archive_class: {archive_class!r} is not one of {', '.join(ARCHIVE_CLASSES)}")
     return Destination(
         name,
         entry["url"],
@@ -258,6 +263,7 @@ def _s3(name: str, entry: dict, url: Any, serve: str) -> Destination:
         kms_key_id=entry.get("kms_key_id"),
         serve=serve,
         sources=bool(entry.get("sources")),
+        archive_class=archive_class,
     )
 
 

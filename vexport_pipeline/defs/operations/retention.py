@@ -8,7 +8,7 @@ import pandas as pd
 
 from vexport_pipeline.core import retention as core
 from vexport_pipeline.core.tables import md_table
-from vexport_pipeline.defs.resources import EventsResource, HomeResource
+from vexport_pipeline.defs.resources import EventsResource, HomeResource, StoreResource
 
 LABELS = {  # metadata name -> action kind
     "archived": "archive",
@@ -30,11 +30,11 @@ def retention_metadata(report: core.Report) -> dict:
     meta["revoked_links"] = report.revoked_links
     meta["errors"] = len(report.errors)
     rows = [
-        (a.kind, a.export_id or "-", a.version or "-", a.tier, a.bytes, f"{a.age_days:.1f}", a.reason)
+        (a.kind, a.export_id or "-", a.version or "-", a.destination, a.tier, a.bytes, f"{a.age_days:.1f}", a.reason)
         for a in (report.done if not report.dry_run else report.actions)
         if a.kind != "keep"
     ]
-    header = ["action", "export", "version", "tier", "bytes", "age (d)", "reason"]
+    header = ["action", "export", "version", "destination", "tier", "bytes", "age (d)", "reason"]
     meta["actions"] = dg.MetadataValue.md(md_table(header, rows) if rows else "Nothing to do.")
     if report.errors:
         meta["error_list"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in report.errors))
@@ -46,10 +46,14 @@ def retention_metadata(report: core.Report) -> dict:
     description="Archives delivered versions past archive_after, deletes those past delete_after (links revoked, "
     "the summary kept as the record), never touches a legal hold, and cleans old work folders and cache files.",
 )
-def retention(context: dg.AssetExecutionContext, home: HomeResource, events: EventsResource) -> dg.MaterializeResult:
+def retention(
+    context: dg.AssetExecutionContext, home: HomeResource, events: EventsResource, store: StoreResource
+) -> dg.MaterializeResult:
     event_store = events.get()
     report = core.run(
-        home.paths, revoke=lambda export_id, version: event_store.revoke(export_id=export_id, version=version)
+        home.paths,
+        revoke=lambda export_id, version: event_store.revoke(export_id=export_id, version=version),
+        stores=core.object_stores(store.destinations()),  # S3 destinations: archive and delete by storage class
     )
     for error in report.errors:
         context.log.warning(error)
@@ -60,10 +64,11 @@ def retention(context: dg.AssetExecutionContext, home: HomeResource, events: Eve
     group_name="operations",
     kinds={"pandas"},
     deps=[retention],
-    description="Bytes the delivered versions hold per owner and tier (store, archive), after each retention run.",
+    description="Bytes the delivered versions hold per owner and tier (store, archive; per S3 destination too), "
+    "after each retention run.",
 )
-def storage(home: HomeResource) -> dg.Output[pd.DataFrame]:
-    usage = core.storage_usage(home.paths)
+def storage(home: HomeResource, store: StoreResource) -> dg.Output[pd.DataFrame]:
+    usage = core.storage_usage(home.paths, core.object_stores(store.destinations()))
     df = pd.DataFrame([vars(u) for u in usage], columns=["owner", "tier", "exports", "versions", "bytes"])
     rows = [(u.owner, u.tier, u.exports, u.versions, f"{u.bytes:,}") for u in usage]
     table = md_table(["owner", "tier", "exports", "versions", "bytes"], rows) if rows else "Nothing stored."
