@@ -97,6 +97,10 @@ class Settings:
     chunk_seconds: int = field(
         default=120, metadata={"env": "VEXPORT_CHUNK_SECONDS", **_doc("chunk length of long clips; 0 off", "120")}
     )
+    repeatable_chunks: str = field(  # auto: on where chunks may run on several workers (celery, k8s)
+        default="auto",
+        metadata={"env": "VEXPORT_REPEATABLE_CHUNKS", **_doc("chunks encoded bit-for-bit repeatable", "auto")},
+    )
     inbox_min_age: float = field(
         default=2.0, metadata={"env": "VEXPORT_INBOX_MIN_AGE", **_doc("seconds a dropped file is left alone", "2")}
     )
@@ -209,6 +213,7 @@ class Settings:
             ffmpeg=env.get("VEXPORT_FFMPEG") or None,
             hardware=hardware,
             chunk_seconds=_int(env, "VEXPORT_CHUNK_SECONDS", 120),
+            repeatable_chunks=_choice(env, "VEXPORT_REPEATABLE_CHUNKS", ("auto", "on", "off")),
             inbox_min_age=_float(env, "VEXPORT_INBOX_MIN_AGE", 2.0),
             inbox_tick_s=_float(env, "VEXPORT_INBOX_TICK_S", 1.5),
             max_segments=_int(env, "VEXPORT_MAX_SEGMENTS", 500),
@@ -246,6 +251,14 @@ class Settings:
                 " link signed on one worker fails on another",
                 where="VEXPORT_SECRET_KEY",
             )
+
+    @property
+    def chunks_repeatable(self) -> bool:
+        """Whether chunks are encoded so any worker makes the same bytes (x264 on one thread): by default where
+        they may run on several workers. Off, one machine's chunks use all its cores."""
+        if self.repeatable_chunks == "auto":
+            return self.executor in ("celery", "k8s")
+        return self.repeatable_chunks == "on"
 
     @property
     def paths(self) -> Home:

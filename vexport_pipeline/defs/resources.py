@@ -50,6 +50,7 @@ class EncoderResource(dg.ConfigurableResource):
 
     hardware: str = "auto"
     chunk_seconds: int = 120  # clips longer than 1.5x this are encoded in keyframe-aligned chunks; 0 turns chunking off
+    repeatable_chunks: bool = False  # chunks make the same bytes on any worker (x264 on one thread)
     timeout_s: int = 6 * 3600
 
     def choose(self, settings: list[EncodeSettings]) -> tuple[list[EncodeSettings], str]:
@@ -127,7 +128,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         **io_manager,
         "home": home,
-        "encoders": EncoderResource(hardware=settings.hardware, chunk_seconds=settings.chunk_seconds),
+        "encoders": EncoderResource(
+            hardware=settings.hardware,
+            chunk_seconds=settings.chunk_seconds,
+            repeatable_chunks=settings.chunks_repeatable,
+        ),
         "store": StoreResource(root=str(paths.store), destinations_file=str(settings.destinations_file or "")),
         "events": EventsResource(
             path=str(paths.events_db), url=dg.EnvVar("VEXPORT_EVENTS_URL") if settings.events_url else ""

@@ -2,10 +2,11 @@
 folder artifact store: the same frames, duration and sync as the export in one process, and no worker reads
 another's home. Needs Redis (127.0.0.1:6379, database 15 unless VEXPORT_TEST_REDIS says otherwise).
 
-The target is ProRes: its encoder is deterministic. libx264's frame-threaded encodes are not, in one process
-as on many: on this 2-core machine under load, 2-10 % of repeated encodes of the same chunk with the same
-argv differ, sometimes in decoded frames (`-threads 1` or `-x264-params sliced-threads=1` made 150 of 150
-identical), so an H.264 comparison here would test x264's threads, not the cluster."""
+Two targets: ProRes, and H.264 at CRF 18 under its tier's rate cap (about 770 kb/s at 640x360, over film grain,
+so the rate control (VBV) binds). x264 with frame threads and VBV does not repeat itself (8 encodes of one capped
+grainy clip gave 8 different pictures; this test fails that way without it), so chunks are encoded `repeatable`
+(x264 on one thread; on by default for the Celery and Kubernetes executors, set here for the one-process run
+too): the cluster's H.264 frames must equal the one-process run's, bit for bit."""
 
 import os
 import shutil
@@ -22,6 +23,7 @@ from vexport_pipeline.core.media.chunks import EncodeJob
 from vexport_pipeline.core.media.probe import probe
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.records import EncodePlan
+from vexport_pipeline.core.samples import make_sample
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.loading import parse_composition
@@ -30,7 +32,6 @@ from vexport_pipeline.definitions import defs
 from vexport_pipeline.defs import cluster, export_assets
 from vexport_pipeline.defs.media.renditions import job_kind
 from vexport_pipeline.defs.placement import CELERY_QUEUE_TAG
-from vexport_pipeline_tests.conftest import make_clip
 from vexport_pipeline_tests.defs.test_dagster import materialize
 
 REDIS = os.environ.get("VEXPORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -61,16 +62,21 @@ def framemd5(path: Path) -> list[str]:
 @pytest.mark.slow
 def test_chunks_on_two_celery_workers_give_the_frames_of_one_process(home, tmp_path, monkeypatch, redis_url):
     (tmp_path / "media").mkdir()
-    clip = make_clip(tmp_path / "media" / "long.mp4", seconds=8)  # 360p, a keyframe every second, AAC
+    # film grain at 640x360, a keyframe every second, AAC: under its rate cap x264's rate control binds
+    clip = make_sample("grain", tmp_path / "media" / "long.mp4", size=(640, 360), seconds=8)
     monkeypatch.setenv("VEXPORT_MEDIA_ROOTS", str(clip.parent))
     monkeypatch.setenv("VEXPORT_CHUNK_SECONDS", "2")  # 0-2, 2-4, 4-8 s: three chunk steps
     monkeypatch.setenv("VEXPORT_HARDWARE", "off")
+    monkeypatch.setenv("VEXPORT_REPEATABLE_CHUNKS", "on")  # as the cluster has it (auto: on for celery)
     comp = parse_composition(
         {
             "id": "long",
             "source": str(clip),
             "export_type": "single",
-            "targets": [{"format": "mov", "video_codec": "prores", "resolution": "320x180"}],
+            "targets": [
+                {"format": "mov", "video_codec": "prores", "resolution": "320x180"},
+                {"format": "mp4", "video_codec": "h264", "resolution": "640x360", "crf": 18},
+            ],
         }
     )
 
@@ -78,8 +84,10 @@ def test_chunks_on_two_celery_workers_give_the_frames_of_one_process(home, tmp_p
     with dg.instance_for_test() as instance:
         one = materialize(instance, "long", selection=SELECTION)
         assert one.success
-        [reference] = one.output_for_node("renditions")
-        expected, want = framemd5(reference.path), probe(reference.path)
+        references = one.output_for_node("renditions")
+        expected = [framemd5(r.path) for r in references]
+        want = probe(references[0].path)
+        assert probe(references[1].path).video.codec == "h264" and references[1].settings.maxrate
     shutil.rmtree(home.work / "long")  # the cluster's file is read back into this home: not this one
 
     artifacts, homes = tmp_path / "artifacts", tmp_path / "workers"
@@ -99,9 +107,9 @@ def test_chunks_on_two_celery_workers_give_the_frames_of_one_process(home, tmp_p
             for e in instance.all_logs(result.run_id)
             if e.step_key == "renditions.assemble" and "downloaded" in e.user_message
         ]
-        [rendition] = result.output_for_node("renditions")  # into this process's home, from the store
-        got = probe(rendition.path)
-        assert framemd5(rendition.path) == expected
+        renditions = result.output_for_node("renditions")  # into this process's home, from the store
+        got = probe(renditions[0].path)
+        assert [framemd5(r.path) for r in renditions] == expected  # ProRes and H.264, every frame
     chunks = {k: w for k, w in ran_on.items() if k.startswith("renditions.encode[c0_k")}
     assert len(chunks) == 3 and len(set(chunks.values())) == 2, ran_on  # the chunks ran on both workers
     assert (got.duration, got.video.duration, got.audio.duration) == (
@@ -125,7 +133,7 @@ def test_chunks_on_two_celery_workers_give_the_frames_of_one_process(home, tmp_p
             inodes.setdefault((p.stat().st_dev, p.stat().st_ino), set()).add(w.name)
     assert all(len(names) == 1 for names in inodes.values())
     others = [k for k, name in chunks.items() if name != ran_on["renditions.assemble"]]
-    assert others and len([m for m in downloads if m.startswith("results: downloaded 1 file")]) == len(others)
+    assert others and len([m for m in downloads if m.startswith("results: downloaded 2 file")]) == len(others)
 
 
 def test_encodes_with_a_hardware_encoder_go_to_the_gpu_queue_and_every_other_step_to_cpu(home, media, monkeypatch):

@@ -53,9 +53,10 @@ def chunkable(s: EncodeSettings, clip: Clip) -> bool:
     return not s.video_bitrate and not clip.crossfade
 
 
-def chunk_settings(s: EncodeSettings) -> EncodeSettings:
-    """A chunk is video only (the audio is encoded once, at the join) and carries no size cap of its own."""
-    return replace(s, audio_encoder=None, audio_codec=None, silent_audio=False, limits={})
+def chunk_settings(s: EncodeSettings, repeatable: bool = False) -> EncodeSettings:
+    """A chunk is video only (the audio is encoded once, at the join) and carries no size cap of its own;
+    `repeatable`: encoded so that any worker makes the same bytes (a cluster's chunks)."""
+    return replace(s, audio_encoder=None, audio_codec=None, silent_audio=False, limits={}, repeatable=repeatable)
 
 
 def plan_jobs(

@@ -163,6 +163,7 @@ class EncodeSettings:
     deinterlace: bool = False  # the source is interlaced: bwdif, field order from the stream
     tonemap: str | None = None  # the source is HDR ('pq' or 'hlg'): tone-mapped to SDR BT.709
     audio_track: int = 0  # which of the source's audio streams (the default one)
+    repeatable: bool = False  # a chunk: the same bytes from any worker (no threads that race the rate control)
 
     @property
     def ext(self) -> str:

@@ -135,7 +135,7 @@ def encode(
                 source_sha256=source.sha256,
             )
         else:
-            settings = [chunk_settings(s) for s in settings]
+            settings = [chunk_settings(s, encoders.repeatable_chunks) for s in settings]
             finals = [chunk_path(out_dir, job.clip_index, lb, job.chunk_index, s) for lb, s in zip(labels, settings)]
             done = render_clip(
                 source.info, job.clip, settings, finals, on_progress=progress, timeout=encoders.timeout_s
