@@ -43,6 +43,22 @@ def started(argv: list[str], env: dict, log: Path):
                 proc.wait()
 
 
+@contextlib.contextmanager
+def daemon_and_webserver(env: dict, tmp_path: Path):
+    """The real `dagster-daemon` and `dagster-webserver` on `workspace.yaml`: (port, logs, daemon, webserver)."""
+    bin_dir = Path(sys.executable).parent
+    port = free_port()
+    logs = [tmp_path / "daemon.log", tmp_path / "webserver.log"]
+    workspace = str(REPO / "workspace.yaml")
+    with (
+        started([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], env, logs[0]) as daemon,
+        started(
+            [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)], env, logs[1]
+        ) as webserver,
+    ):
+        yield port, logs, daemon, webserver
+
+
 def graphql(port: int, query: str, **variables) -> dict:
     body = json.dumps({"query": query, "variables": variables}).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
@@ -93,16 +109,7 @@ def test_the_daemon_launches_limits_and_terminates_inbox_exports_on_postgres(hom
     for export_id, extra in (("first", slow), ("second", quick)):
         comp = {"id": export_id, "source": str(media["av"]), **extra}
         (home.inbox / f"{export_id}.yaml").write_text(yaml.safe_dump(comp))
-    bin_dir = Path(sys.executable).parent
-    port = free_port()
-    logs = [tmp_path / "daemon.log", tmp_path / "webserver.log"]
-    workspace = str(REPO / "workspace.yaml")
-    with (
-        started([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], env, logs[0]) as daemon,
-        started(
-            [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)], env, logs[1]
-        ),
-    ):
+    with daemon_and_webserver(env, tmp_path) as (port, logs, daemon, _):
         # the sensor's first tick registers both; the queue starts one, the owner limit holds the other
         first = wait_for("the first export running", lambda: [r for r in runs_of(port, "first") if r["status"] ==
                          "STARTED"], 150, logs)[0]  # fmt: skip

@@ -91,6 +91,23 @@ def test_webserver_serves_the_export_asset_graph(home, tmp_path):
         assert {"export_job", "metrics_job"} <= {j["name"] for j in repo["jobs"]}
 
 
+def exported_ui(tmp_path, media, monkeypatch, extra: str = "") -> tuple[Path, Path]:
+    """A fresh instance (the repo's dagster.yaml) and the export `ui` delivered into it in-process, as `vexport
+    export` does: 2 s of the test clip to web_720p draft. Returns the instance's home and the manifest."""
+    from vexport_pipeline.cli.export import run_export
+
+    dagster_home = dagster_home_with_repo_yaml(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    manifest = tmp_path / "ui.yaml"
+    manifest.write_text(
+        f"id: ui\nsource: {media['av']}\nexport_type: single\nsegments: [{{start: 0, end: 2}}]\n"
+        "targets: [{preset: web_720p, quality: draft}]\n" + extra
+    )
+    summary, code = run_export(manifest)
+    assert code == 0, summary
+    return dagster_home, manifest
+
+
 @pytest.mark.browser
 def test_validation_report_renders_in_the_ui(home, media, tmp_path, monkeypatch):
     """A real export into an instance, then the asset page in Chromium: the report's pictures decode."""
@@ -100,17 +117,7 @@ def test_validation_report_renders_in_the_ui(home, media, tmp_path, monkeypatch)
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import sync_playwright
 
-    dagster_home = dagster_home_with_repo_yaml(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    manifest = tmp_path / "ui.yaml"
-    manifest.write_text(
-        f"id: ui\nsource: {media['av']}\nexport_type: single\nsegments: [{{start: 0, end: 2}}]\n"
-        "targets: [{preset: web_720p, quality: draft}]\n"
-    )
-    from vexport_pipeline.cli.export import run_export
-
-    summary, code = run_export(manifest)
-    assert code == 0, summary
+    dagster_home, _ = exported_ui(tmp_path, media, monkeypatch)
     with webserver(tmp_path, dagster_home) as (port, proc), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
