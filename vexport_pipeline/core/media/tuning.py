@@ -40,8 +40,9 @@ CRF_RANGE = {"h264": (12, 40), "h265": (14, 42), "vp9": (15, 60), "vp8": (4, 60)
 # 0.14 per step from VMAF 86 to 97, VP9 0.063), so the search predicts and interpolates on that scale, where VMAF
 # points per step would shrink near the top. The prior until two probes measure the clip's own slope.
 LOG_SLOPE = {"h264": 0.13, "h265": 0.115, "vp9": 0.064, "vp8": 0.045, "av1": 0.064}
-# Near VMAF 100 the scores saturate and the scale stretches: one extrapolated jump moves at most this far on it.
-MAX_JUMP = 0.5
+# Near VMAF 100 the scores saturate and the scale stretches: one extrapolated jump from a probe scoring over
+# SATURATED moves at most MAX_JUMP on it (a grainy clip at 98.8 would otherwise jump 24 VP9 steps for 8).
+SATURATED, MAX_JUMP = 96.0, 0.5
 # A probe is taken as it is anywhere in its band: up to ACCEPT_ABOVE over the target, and down to ACCEPT_BELOW under
 # it where the probe is the rendition itself (measured exactly as validation will, so nothing can move it nearer the
 # floor, VMAF_TOLERANCE under the target); a sample's probe must reach the target, as the whole may score a little
@@ -162,13 +163,15 @@ def first_crf(s: EncodeSettings, harder: float = 0.0, goal: Band | None = None) 
 
 
 def _next_crf(s: EncodeSettings, trials: list[Trial], goal: Band) -> int:
-    """One probe: along the prior slope, at least one step towards the aim and at most `MAX_JUMP`. More: along
-    the slope the last two measured (kept within a factor of three of the prior)."""
+    """One probe: along the prior slope, at least one step towards the aim (at most `MAX_JUMP` from a saturated
+    score). More: along the slope the last two measured (kept within a factor of three of the prior)."""
     aim, b = goal.aim, trials[-1]
     if len(trials) == 1:
         guess = crf_towards(s.video_codec, b.crf, b.vmaf, aim)
         step = 1 if b.vmaf > aim else -1
-        jump = min(max(1, abs(round(guess - b.crf))), math.ceil(MAX_JUMP / LOG_SLOPE[s.video_codec]))
+        jump = max(1, abs(round(guess - b.crf)))
+        if b.vmaf > SATURATED:
+            jump = min(jump, math.ceil(MAX_JUMP / LOG_SLOPE[s.video_codec]))
         return _clamp(s, b.crf + step * jump)
     a, prior = trials[-2], LOG_SLOPE[s.video_codec]
     slope = (deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf) if b.crf != a.crf else prior

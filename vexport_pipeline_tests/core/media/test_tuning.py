@@ -81,6 +81,8 @@ def test_one_extrapolated_jump_is_bounded_where_scores_saturate(info):
     s = _settings(info, "vp9", "webm", "high")
     nxt = tuning._next_crf(s, [Trial(30, 99.4, 1000.0)], band(s))  # near 100 the deficit scale stretches
     assert 30 < nxt <= 30 + math.ceil(tuning.MAX_JUMP / tuning.LOG_SLOPE["vp9"])
+    far = tuning._next_crf(s, [Trial(40, 88.0, 1000.0)], band(s))  # far under the target, unsaturated: the model
+    assert far == round(tuning.crf_towards("vp9", 40, 88.0, band(s).aim)) < 40 - tuning.MAX_JUMP / 0.064
 
 
 @pytest.mark.slow
