@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vexport_pipeline.core.delivery.stores import Version
 from vexport_pipeline.core.errors import InputError, StorageError, VexportError
 from vexport_pipeline.core.history import registered
 from vexport_pipeline.core.intake import registry
@@ -458,7 +457,7 @@ def _apply_s3(a: Action, store_and_class: tuple, revoke: Callable[[str, str], in
     if a.kind not in ("archive", "delete"):
         return 0
     store, archive_class = store_and_class
-    [sv] = [s for s in s3lifecycle.versions(store) if s.version == Version(a.export_id, a.version)] or [None]
+    [sv] = [s for s in s3lifecycle.versions(store, a.export_id) if s.version.version == a.version] or [None]
     if sv is None or sv.deleted:
         raise StorageError("the version is no longer in the bucket", where=a.path)
     if a.kind == "archive":
@@ -490,7 +489,7 @@ def restore_from(store, export_id: str, version: str, where: str) -> Action:
 
     if not _NAME.match(export_id) or not _NAME.match(version):
         raise InputError(f"refusing export {export_id!r} version {version!r}", code="bad_id")
-    found = [s for s in s3lifecycle.versions(store) if s.version == Version(export_id, version)]
+    found = [s for s in s3lifecycle.versions(store, export_id) if s.version.version == version]
     if not found:
         raise InputError(f"{export_id} {version} is not in {where}", where=where, code="not_archived")
     outcome = s3lifecycle.restore(store, found[0])

@@ -69,19 +69,21 @@ def _fail(store: S3Store, what: str, key: str, exc: BaseException, where: str) -
     return StorageError(f"could not {what} {store._uri(key)}: {exc}", where=where)
 
 
-def versions(store: S3Store) -> list[StoredVersion]:
-    """Every version under the store's prefix (pointers and stray keys ignored), with its media and state."""
+def versions(store: S3Store, export_id: str | None = None) -> list[StoredVersion]:
+    """Every version under the store's prefix, or of one export (pointers and stray keys ignored), with its media
+    and state."""
     prefix = f"{store.prefix}/" if store.prefix else ""
+    listed = f"{store._base(export_id)}/" if export_id else prefix
     found: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
     try:
-        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
+        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=listed):
             for obj in page.get("Contents", []):
                 parts = obj["Key"][len(prefix) :].split("/")
                 if len(parts) == 3 and VERSION_ID.fullmatch(parts[1]) and parts[2]:
                     cls = obj.get("StorageClass") or "STANDARD"
                     found.setdefault((parts[0], parts[1]), {})[obj["Key"]] = (cls, obj["Size"])
     except (BotoCoreError, ClientError) as exc:
-        raise _fail(store, "list", prefix, exc, store._uri(prefix)) from exc
+        raise _fail(store, "list", listed, exc, store._uri(listed)) from exc
     out = []
     for (export_id, version), objects in sorted(found.items()):
         v = Version(export_id, version)
