@@ -547,7 +547,7 @@ def _encode(info: MediaInfo, clip: Clip, s: EncodeSettings, out: Path, **cache) 
 
     c0 = cpu_seconds()
     done = render_clip(info, clip, [s], [out], **cache)
-    kept = Scores(cache["cache"].root, cache["source_sha256"]) if cache else None
+    kept = Scores(cache["cache"], cache["source_sha256"]) if cache else None
     recalled = kept and kept.recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)
     if not recalled:
         score(out, info, clip, done.settings[0], subsample=SUBSAMPLE)

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from vexport_pipeline.core.artifacts import ArtifactStore, checksum
-from vexport_pipeline.core.files import place_atomically
+from vexport_pipeline.core.files import place_atomically, write_atomically
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.presets import BUILTIN_FILE, EncodeSettings
 
@@ -123,6 +123,27 @@ class RenditionCache:
             return False
         place_atomically(src, dest)
         return True
+
+    def put_record(self, rel: str, data: bytes) -> None:
+        """A small record (the search's result, a kept score) at `root/rel`, and in the shared store, so every
+        worker finds it."""
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
+        if self.shared:
+            self.shared.write(f"cache/{rel}", data)
+
+    def get_record(self, rel: str) -> bytes | None:
+        """A record `put_record` wrote here or on another worker (then kept here too), or None."""
+        path = self.root / rel
+        try:
+            return path.read_bytes()
+        except OSError:
+            data = self.shared.read(f"cache/{rel}") if self.shared else None
+        if data is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, data)
+        return data
 
     def store(self, key: str, ext: str, src: Path) -> None:
         dst = self.path(key, ext)

@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from vexport_pipeline.core.files import sha256_file, write_atomically
+from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media.cache import RenditionCache, builder_version
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.render import render_clip
@@ -201,7 +201,7 @@ def _probe(source: MediaInfo, sample: Clip, s: EncodeSettings, crf: int, work: P
     render_clip(source, sample, [trial], [out], cache=cache, source_sha256=sha)
     q = score(out, source, sample, trial, subsample=SCORE_EVERY)
     if keep:  # validation takes this score instead of measuring the file again
-        Scores(cache.root, sha).keep(sha256_file(out), sample, trial, q)
+        Scores(cache, sha).keep(sha256_file(out), sample, trial, q)
     return Trial(crf, q["vmaf_mean"], round(out.stat().st_size * 8 / sample.duration / 1000, 1))
 
 
@@ -222,9 +222,9 @@ def tune(
     whole = len(timeline.clips) == 1 and sample is timeline.clips[0]
     keep = (cache, source_sha256) if whole and cache and source_sha256 else ()
     goal = band(s, exact=bool(keep))
-    memo = cache.root / "tuning" / f"{_key(source_sha256, sample, s)}.json" if cache and source_sha256 else None
-    if memo and memo.exists():
-        data = json.loads(memo.read_text())
+    memo = f"tuning/{_key(source_sha256, sample, s)}.json" if cache and source_sha256 else None
+    if memo and (kept := cache.get_record(memo)):
+        data = json.loads(kept)
         return Tuned(replace(s, crf=data["crf"]), tuple(Trial(**t) for t in data["trials"]), cached=True)
     work = Path(tempfile.mkdtemp(prefix="vexport-tune-"))
     try:
@@ -238,8 +238,7 @@ def tune(
         shutil.rmtree(work, ignore_errors=True)
     best = _choose(s, trials, goal)
     if memo:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(memo, json.dumps({"crf": best, "trials": [asdict(t) for t in trials]}))
+        cache.put_record(memo, json.dumps({"crf": best, "trials": [asdict(t) for t in trials]}).encode())
     return Tuned(replace(s, crf=best), tuple(trials))
 
 

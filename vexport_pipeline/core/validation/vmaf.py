@@ -18,8 +18,7 @@ from pathlib import Path
 import ffmpeg
 
 from vexport_pipeline.core.errors import ProcessingError
-from vexport_pipeline.core.files import write_atomically
-from vexport_pipeline.core.media.cache import NOT_IN_KEY, encoder_version
+from vexport_pipeline.core.media.cache import NOT_IN_KEY, RenditionCache, encoder_version
 from vexport_pipeline.core.media.commands import clip_video
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.runner import capture
@@ -42,14 +41,15 @@ SOURCE_SIZE_EVERY = 3  # the informational source-size figure scores every 3rd o
 
 
 class Scores:
-    """Scores kept by content: a file's figures against one clip of one source, under `root/quality/`, so a
-    file measured once (the target-quality search's probe that became the rendition) is not measured again
-    by validation. A kept score serves any request that scores the same or fewer frames."""
+    """Scores kept by content in the rendition cache (`quality/...`, shared between workers with it): a file's
+    figures against one clip of one source, so a file measured once (the target-quality search's probe that
+    became the rendition) is not measured again by validation. A kept score serves any request that scores the
+    same or fewer frames."""
 
-    def __init__(self, root: Path, source_sha256: str):
-        self.root, self.source_sha256 = Path(root) / "quality", source_sha256
+    def __init__(self, cache: RenditionCache, source_sha256: str):
+        self.cache, self.source_sha256 = cache, source_sha256
 
-    def _path(self, file_sha256: str, clip: Clip, s: EncodeSettings) -> Path:
+    def _rel(self, file_sha256: str, clip: Clip, s: EncodeSettings) -> str:
         data = {
             "file": file_sha256,
             "source": self.source_sha256,
@@ -60,20 +60,17 @@ class Scores:
             "v": 1,
         }
         key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-        return self.root / key[:2] / f"{key}.json"
+        return f"quality/{key[:2]}/{key}.json"
 
     def recall(self, file_sha256: str, clip: Clip, s: EncodeSettings, subsample: int) -> dict | None:
-        path = self._path(file_sha256, clip, s)
         try:
-            kept = json.loads(path.read_text())
-        except (OSError, ValueError):
+            kept = json.loads(self.cache.get_record(self._rel(file_sha256, clip, s)) or b"null")
+        except ValueError:
             return None
-        return kept if kept.get("subsample", subsample + 1) <= subsample else None
+        return kept if isinstance(kept, dict) and kept.get("subsample", subsample + 1) <= subsample else None
 
     def keep(self, file_sha256: str, clip: Clip, s: EncodeSettings, scored: dict) -> None:
-        path = self._path(file_sha256, clip, s)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps(scored))
+        self.cache.put_record(self._rel(file_sha256, clip, s), json.dumps(scored).encode())
 
 
 def floor(s: EncodeSettings) -> float | None:

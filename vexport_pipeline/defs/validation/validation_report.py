@@ -71,7 +71,7 @@ def validation_report(
 ):
     progress.publish(context, "validating", "validation_report")
     with reported():
-        kept = Scores(home.rendition_cache().root, source.sha256)  # what the target-quality search measured
+        kept = Scores(home.rendition_cache(), source.sha256)  # what the target-quality search measured
         checked = validate_export(source, segments, renditions, kept)
         if source.composition.validation.playback:
             checked, lines = with_playback(renditions, checked)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vexport_pipeline.core.artifacts import FolderStore
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media import tuning
 from vexport_pipeline.core.media.cache import RenditionCache
@@ -93,7 +94,8 @@ def test_the_probe_the_search_settles_on_is_the_rendition(tmp_path):
     info = probe(src)
     clip = Clip(None, [(0.0, info.duration)])
     s = _settings(info, "h264", "mp4", "low", resolution="640x360")
-    cache, sha = RenditionCache(tmp_path / "cache"), sha256_file(src)
+    shared = FolderStore(tmp_path / "artifacts")  # as on a cluster: every worker's cache shares this store
+    cache, sha = RenditionCache(tmp_path / "cache", shared), sha256_file(src)
     found = tune(info, Timeline("single", [clip], {}), s, cache=cache, source_sha256=sha)
     out = tmp_path / "out.mp4"
     done = render_clip(info, clip, [found.settings], [out], cache=cache, source_sha256=sha)
@@ -103,16 +105,22 @@ def test_the_probe_the_search_settles_on_is_the_rendition(tmp_path):
         measured = score(out, info, clip, found.settings, subsample=tuning.SCORE_EVERY)["vmaf_mean"]
         assert measured == pytest.approx(probed[found.settings.crf].vmaf, abs=0.01)
         # validation (every 10th frame) takes the search's finer score of this very file instead of measuring it
-        kept = Scores(cache.root, sha).recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)
+        kept = Scores(cache, sha).recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)
         assert kept and kept["vmaf_mean"] == probed[found.settings.crf].vmaf and kept["subsample"] == 2
-        assert Scores(cache.root, sha).recall(sha256_file(out), clip, done.settings[0], 1) is None  # not all frames
-        assert Scores(cache.root, sha).recall(sha256_file(src), clip, done.settings[0], SUBSAMPLE) is None
+        assert Scores(cache, sha).recall(sha256_file(out), clip, done.settings[0], 1) is None  # not all frames
+        assert Scores(cache, sha).recall(sha256_file(src), clip, done.settings[0], SUBSAMPLE) is None
     else:
         assert done.cached == [False]
     got = probe(out)
     assert (got.video.width, got.video.height) == (640, 360) and got.has_audio
     assert abs(got.duration - info.duration) < 0.1
-    # the same search again is remembered: no probe encodes at all
-    again = tune(info, Timeline("single", [clip], {}), replace(s), cache=cache, source_sha256=sha)
-    assert again.cached and again.settings.crf == found.settings.crf
+    # the same search again is remembered, on this worker and on another one: no probe encodes at all
+    other = RenditionCache(tmp_path / "other-worker-cache", shared)
+    for where in (cache, other):
+        again = tune(info, Timeline("single", [clip], {}), replace(s), cache=where, source_sha256=sha)
+        assert again.cached and again.settings.crf == found.settings.crf
+    if found.settings.crf in probed:  # and the other worker's validation finds the kept score
+        assert Scores(other, sha).recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)["vmaf_mean"] == (
+            probed[found.settings.crf].vmaf
+        )
     assert Path(out).stat().st_size > 0
