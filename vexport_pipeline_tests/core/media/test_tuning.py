@@ -58,7 +58,7 @@ def test_the_search_lands_between_the_target_and_its_allowance_on_content_of_any
     for tier in ("low", "medium", "high"):
         s = _settings(info, codec, fmt, tier)
         found = tune(info, timeline, s)
-        assert 1 <= len(found.trials) <= 3
+        assert 1 <= len(found.trials) <= tuning.PROBES + 1
         got, at_bound = content.vmaf(s, found.settings.crf), found.settings.crf == tuning.CRF_RANGE[codec][1]
         assert s.vmaf_target <= got, (tier, found.trials)  # a sample (no cache given): at or over the target
         assert got <= s.vmaf_target + tuning.ACCEPT_ABOVE or at_bound, (tier, found.trials)  # easy content, top CRF
@@ -76,6 +76,27 @@ def test_a_ladder_search_starts_each_later_target_where_the_earlier_ones_measure
     assert [len(t.trials) for t in found][:3] == [1, 1, 1]
     assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found))
     assert first_crf(ladder[0], 0.8) < first_crf(ladder[0]) < first_crf(ladder[0], -0.8)  # harder: lower CRF
+
+
+def test_a_search_whose_last_two_probes_straddle_the_band_takes_one_more_then_keeps_the_best_measured(
+    info, monkeypatch
+):
+    """Content whose quality falls off a cliff (VMAF 97 up to CRF 30, 90 above): no CRF lands in the band. The
+    last two probes straddle it, so a fourth is taken between them; then the highest CRF measured over the band
+    is kept (a measured promise), never an unmeasured one in between."""
+    probes = []
+
+    def cliff(source, sample, s, crf, work, keep):
+        probes.append(crf)
+        return Trial(crf, 97.0 if crf <= 30 else 90.0, 1.0)
+
+    monkeypatch.setattr(tuning, "_probe", cliff)
+    s = _settings(info, "av1", "mp4", "high")
+    found = tune(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), s)
+    assert len(probes) == tuning.PROBES + 1, probes
+    assert tuning._bracketed([Trial(c, 97.0 if c <= 30 else 90.0, 1.0) for c in probes[:-1]], band(s))
+    assert found.settings.crf == max(c for c in probes if c <= 30)
+    assert not tuning._bracketed([Trial(20, 90.0, 1.0), Trial(15, 93.0, 1.0)], band(s))  # both under the band
 
 
 def test_one_extrapolated_jump_is_bounded_where_scores_saturate(info):
