@@ -457,7 +457,7 @@ def _apply_s3(a: Action, store_and_class: tuple, revoke: Callable[[str, str], in
     if a.kind not in ("archive", "delete"):
         return 0
     store, archive_class = store_and_class
-    [sv] = [s for s in s3lifecycle.versions(store, a.export_id) if s.version.version == a.version] or [None]
+    sv = s3lifecycle.find(store, a.export_id, a.version)
     if sv is None or sv.deleted:
         raise StorageError("the version is no longer in the bucket", where=a.path)
     if a.kind == "archive":
@@ -489,10 +489,10 @@ def restore_from(store, export_id: str, version: str, where: str) -> Action:
 
     if not _NAME.match(export_id) or not _NAME.match(version):
         raise InputError(f"refusing export {export_id!r} version {version!r}", code="bad_id")
-    found = [s for s in s3lifecycle.versions(store, export_id) if s.version.version == version]
-    if not found:
+    sv = s3lifecycle.find(store, export_id, version)
+    if sv is None:
         raise InputError(f"{export_id} {version} is not in {where}", where=where, code="not_archived")
-    outcome = s3lifecycle.restore(store, found[0])
+    outcome = s3lifecycle.restore(store, sv)
     reason = {
         "restored": "restored from the archive class",
         "requested": "restore requested from S3 (hours for GLACIER/DEEP_ARCHIVE): run `vexport restore` again later",
@@ -500,8 +500,8 @@ def restore_from(store, export_id: str, version: str, where: str) -> Action:
     }[outcome]
     made = version_time(version)
     age = (time.time() - made) / DAY if made is not None else 0.0
-    uri = store._uri(store.version_prefix(found[0].version))
-    return Action("restore", export_id, version, uri, found[0].bytes, age, reason, "store", where)
+    uri = store._uri(store.version_prefix(sv.version))
+    return Action("restore", export_id, version, uri, sv.bytes, age, reason, "store", where)
 
 
 def restore(home: Home, export_id: str, version: str) -> Action:

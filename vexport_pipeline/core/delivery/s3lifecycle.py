@@ -93,6 +93,11 @@ def versions(store: S3Store, export_id: str | None = None) -> list[StoredVersion
     return out
 
 
+def find(store: S3Store, export_id: str, version: str) -> StoredVersion | None:
+    """One version of one export (its prefix listed, not the bucket's)."""
+    return next((sv for sv in versions(store, export_id) if sv.version.version == version), None)
+
+
 def _has(objects: dict[str, Any], name: str) -> bool:
     return any(k.endswith("/" + name) for k in objects)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import ffmpeg
 
 from vexport_pipeline.core.errors import ProcessingError
-from vexport_pipeline.core.media.cache import NOT_IN_KEY, RenditionCache, encoder_version
+from vexport_pipeline.core.media.cache import RenditionCache, rendition_key
 from vexport_pipeline.core.media.commands import clip_video
 from vexport_pipeline.core.media.probe import MediaInfo
 from vexport_pipeline.core.media.runner import capture
@@ -50,16 +50,9 @@ class Scores:
         self.cache, self.source_sha256 = cache, source_sha256
 
     def _rel(self, file_sha256: str, clip: Clip, s: EncodeSettings) -> str:
-        data = {
-            "file": file_sha256,
-            "source": self.source_sha256,
-            "ranges": [[round(a, 6), round(b, 6)] for a, b in clip.ranges],
-            "crossfade": clip.crossfade,
-            "settings": {k: v for k, v in s.to_dict().items() if k not in NOT_IN_KEY},
-            "ffmpeg": encoder_version(ffmpeg_exe()),
-            "v": 1,
-        }
-        key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        """The file's bytes and the reference it was scored against (what keys a rendition: source, clip, settings,
+        FFmpeg build)."""
+        key = hashlib.sha256(f"{file_sha256}:{rendition_key(self.source_sha256, clip, s)}".encode()).hexdigest()
         return f"quality/{key[:2]}/{key}.json"
 
     def recall(self, file_sha256: str, clip: Clip, s: EncodeSettings, subsample: int) -> dict | None:
