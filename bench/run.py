@@ -508,12 +508,12 @@ B5_TIERS = ["low", "medium", "high"]
 B5_KINDS = ["screen", "photo", "grain", "dark"]
 
 
-def _corpus(seconds: float) -> dict[str, MediaInfo]:
+def _corpus(seconds: float, kinds: list[str] = B5_KINDS) -> dict[str, MediaInfo]:
     from vexport_pipeline.core.samples import make_sample
 
     folder = CACHE / "corpus"
     out = {}
-    for kind in B5_KINDS:
+    for kind in kinds:
         path = folder / f"{kind}-{seconds:g}s.mp4"
         if not path.exists():
             make_sample(kind, path, seconds=seconds)
@@ -531,7 +531,7 @@ def _b5_settings(info: MediaInfo) -> list[tuple[str, str, EncodeSettings, Encode
     for codec, fmt in B5_CODECS:
         for tier in B5_TIERS:
             tq = book.resolve(Target(format=fmt, video_codec=codec, resolution="720p", quality=tier), info)
-            old_crf = min(63, TIERS[tier][0] + {"h265": 5, "vp9": 10, "vp8": 6, "av1": 12}.get(codec, 0))
+            old_crf = _old_crf(tier, codec)
             fixed = book.resolve(
                 Target(format=fmt, video_codec=codec, resolution="720p", quality=tier, crf=old_crf), info
             )
@@ -539,18 +539,23 @@ def _b5_settings(info: MediaInfo) -> list[tuple[str, str, EncodeSettings, Encode
     return out
 
 
+def _old_crf(tier: str, codec: str) -> int:
+    """0.1's fixed CRF for a tier: x264's, moved per codec."""
+    return min(63, TIERS[tier][0] + {"h265": 5, "vp9": 10, "vp8": 6, "av1": 12}.get(codec, 0))
+
+
 def _encode(info: MediaInfo, clip: Clip, s: EncodeSettings, out: Path, **cache) -> dict:
-    """Encode (or take from the rendition cache) and measure as validation measures (every 10th frame; a score
-    the search kept for this very file is taken instead): CPU of both, kb/s, and VMAF on every other frame."""
+    """Encode (or take from the rendition cache) and measure as validation measures (`stride`; a score the search
+    kept for this very file is taken instead): CPU of both, kb/s, and VMAF on every frame."""
     from vexport_pipeline.core.files import sha256_file
-    from vexport_pipeline.core.validation.vmaf import SUBSAMPLE, Scores, score
+    from vexport_pipeline.core.validation.vmaf import Scores, score, stride
 
     c0 = cpu_seconds()
     done = render_clip(info, clip, [s], [out], **cache)
     kept = Scores(cache["cache"], cache["source_sha256"]) if cache else None
-    recalled = kept and kept.recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)
+    recalled = kept and kept.recall(sha256_file(out), clip, done.settings[0], stride(clip, done.settings[0]))
     if not recalled:
-        score(out, info, clip, done.settings[0], subsample=SUBSAMPLE)
+        score(out, info, clip, done.settings[0])
     cpu = cpu_seconds() - c0
     return {
         "crf": s.crf,
@@ -558,7 +563,7 @@ def _encode(info: MediaInfo, clip: Clip, s: EncodeSettings, out: Path, **cache) 
         "cached": done.cached[0],
         "score_kept": bool(recalled),
         "kbps": round(out.stat().st_size * 8 / clip.duration / 1e3, 1),
-        "vmaf": score(out, info, clip, s, subsample=2)["vmaf_mean"],
+        "vmaf": score(out, info, clip, s, full=True, extras=False)["vmaf_mean"],
     }
 
 
@@ -657,12 +662,75 @@ def bench_target_quality(quick: bool) -> dict:
     }
 
 
+def bench_target_quality_ladder(quick: bool) -> dict:
+    """B5L: target quality on the B1 ladder, a 1080p ladder of a clip long enough to be sampled (20 s; full: 30 s),
+    per corpus clip (photographs in motion, film grain): the ladder at 0.1's fixed tier CRF vs the ladder as
+    the pipeline makes it (`tune_all` with a rendition cache, one render of all targets); CPU of the search, the
+    encode and validation's VMAF pass (`score_by_clip`'s pass: every rendition of the clip at once, every 10th
+    frame), bits and that VMAF."""
+    import shutil
+    from dataclasses import replace
+
+    from vexport_pipeline.core.files import sha256_file
+    from vexport_pipeline.core.media.cache import RenditionCache
+    from vexport_pipeline.core.media.timeline import Timeline
+    from vexport_pipeline.core.media.tuning import tune_all
+    from vexport_pipeline.core.validation.vmaf import score_clip
+
+    seconds = 20.0 if quick else 30.0
+    work = CACHE / "out" / "B5L"
+    book, cases = PresetBook.load(), []
+    for kind, info in _corpus(seconds, ["photo", "grain"]).items():
+        clip = Clip(None, [(0.0, info.duration)])
+        ladder = [book.resolve(t, info) for t in LADDER]
+        sides = {}
+        for side in ("fixed", "target"):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            c0, probes = cpu_seconds(), []
+            if side == "fixed":
+                settings = [replace(s, crf=_old_crf(s.quality, s.video_codec)) for s in ladder]
+            else:
+                cache = RenditionCache(work / "cache")
+                found = tune_all(info, Timeline("single", [clip], {}), ladder, cache=cache,
+                                 source_sha256=sha256_file(Path(info.path)))  # fmt: skip
+                settings, probes = [f.settings for f in found], [len(f.trials) for f in found]
+            search = cpu_seconds() - c0
+            outs = [work / f"{s.label}.{s.ext}" for s in settings]
+            render_clip(info, clip, settings, outs)
+            scores = score_clip(list(zip(outs, settings)), info, clip)
+            sides[side] = {
+                "cpu_s": round(cpu_seconds() - c0, 1),
+                "search_cpu_s": round(search, 1),
+                "crf": [s.crf for s in settings],
+                "probes": probes,
+                "kbps": [round(o.stat().st_size * 8 / clip.duration / 1e3, 1) for o in outs],
+                "vmaf": [q["vmaf_mean"] for q in scores],
+            }
+            print(f"  {kind:6} {side:6} {sides[side]}", flush=True)
+        cases.append({"clip": kind, "targets": [s.vmaf_target for s in ladder], **sides})
+    cpu = sum(c["target"]["cpu_s"] for c in cases) / sum(c["fixed"]["cpu_s"] for c in cases)
+    bits = sum(sum(c["target"]["kbps"]) for c in cases) / sum(sum(c["fixed"]["kbps"]) for c in cases)
+    off = [abs(v - t) for c in cases for v, t in zip(c["target"]["vmaf"], c["targets"])]
+    return {
+        "source_s": seconds,
+        "cases": cases,
+        "ratios": {
+            "CPU target/fixed": round(cpu, 3),
+            "bits target/fixed 0.1 CRF": round(bits, 3),
+            "within 1.5 of target": round(sum(o <= 1.5 for o in off) / len(off), 3),
+        },
+        "goals": {"CPU <= 1.25": cpu <= 1.25},
+    }
+
+
 BENCHMARKS = {
     "B1": ("ladder", bench_ladder),
     "B2": ("fast cut", bench_fast_cut),
     "B3": ("memory", bench_memory),
     "B4": ("validation", bench_validation),
     "B5": ("target quality", bench_target_quality),
+    "B5L": ("target quality, 1080p ladder", bench_target_quality_ladder),
     "B6": ("gateway", bench_gateway),
     "B7": ("upload", bench_upload),
     "B8": ("overhead", lambda quick: bench_overhead(quick, bare_command)),

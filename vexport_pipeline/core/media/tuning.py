@@ -62,7 +62,6 @@ START = {
     "av1": (55.0, 49.0, 42.5),
 }
 START_AT = (86.0, 91.0, 94.0)
-SCORE_EVERY = 2  # score every other frame of the samples
 PROBES = 3  # probes a search takes, and one more when its last two straddle the band
 
 
@@ -164,20 +163,31 @@ def first_crf(s: EncodeSettings, harder: float = 0.0, goal: Band | None = None) 
     return _clamp(s, start_crf(s) + (aim - harder) / LOG_SLOPE[s.video_codec])
 
 
-def _next_crf(s: EncodeSettings, trials: list[Trial], goal: Band) -> int:
-    """One probe: along the prior slope, at least one step towards the aim (at most `MAX_JUMP` from a saturated
-    score). More: along the slope the last two measured (kept within a factor of three of the prior)."""
-    aim, b = goal.aim, trials[-1]
+def _next_crf(s: EncodeSettings, trials: list[Trial], goal: Band, prior: float | None = None) -> int:
+    """One probe: along the prior slope (`prior`: this content's, measured by an earlier search with the same
+    codec; else the codec's), at least one step towards the aim (at most `MAX_JUMP` from a saturated score).
+    More: along the slope the last two measured (kept within a factor of three of the prior)."""
+    aim, b, prior = goal.aim, trials[-1], prior or LOG_SLOPE[s.video_codec]
     if len(trials) == 1:
-        guess = crf_towards(s.video_codec, b.crf, b.vmaf, aim)
+        guess = crf_towards(s.video_codec, b.crf, b.vmaf, aim, prior)
         step = 1 if b.vmaf > aim else -1
         jump = max(1, abs(round(guess - b.crf)))
         if b.vmaf > SATURATED:
-            jump = min(jump, math.ceil(MAX_JUMP / LOG_SLOPE[s.video_codec]))
+            jump = min(jump, math.ceil(MAX_JUMP / prior))
         return _clamp(s, b.crf + step * jump)
-    a, prior = trials[-2], LOG_SLOPE[s.video_codec]
+    a = trials[-2]
     slope = (deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf) if b.crf != a.crf else prior
     return _clamp(s, crf_towards(s.video_codec, b.crf, b.vmaf, aim, min(max(slope, prior / 3), prior * 3)))
+
+
+def measured_slope(s: EncodeSettings, trials: tuple[Trial, ...]) -> float | None:
+    """The slope of ln(100 - VMAF) in the CRF between a search's last two probes, kept within a factor of three of
+    the codec's (None: fewer than two probes at different CRFs, or scores too saturated to tell)."""
+    if len(trials) < 2 or trials[-1].crf == trials[-2].crf or max(trials[-1].vmaf, trials[-2].vmaf) > SATURATED:
+        return None
+    a, b = trials[-2], trials[-1]
+    k = LOG_SLOPE[s.video_codec]
+    return min(max((deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf), k / 3), k * 3)
 
 
 def _key(source_sha256: str, sample: Clip, s: EncodeSettings) -> str:
@@ -201,7 +211,7 @@ def _probe(source: MediaInfo, sample: Clip, s: EncodeSettings, crf: int, work: P
     out = work / f"{s.label}.{crf}.{s.ext}"
     cache, sha = keep or (None, None)
     render_clip(source, sample, [trial], [out], cache=cache, source_sha256=sha)
-    q = score(out, source, sample, trial, subsample=SCORE_EVERY)
+    q = score(out, source, sample, trial, extras=bool(keep))  # the frames validation scores
     if keep:  # validation takes this score instead of measuring the file again
         Scores(cache, sha).keep(sha256_file(out), sample, trial, q)
     return Trial(crf, q["vmaf_mean"], round(out.stat().st_size * 8 / sample.duration / 1000, 1))
@@ -215,9 +225,10 @@ def tune(
     cache: RenditionCache | None = None,
     source_sha256: str | None = None,
     harder: float = 0.0,
+    slope: float | None = None,
 ) -> Tuned:
     """The settings with the CRF that reaches `s.vmaf_target` on the samples (one to three probes), starting
-    from `first_crf(s, harder)`."""
+    from `first_crf(s, harder)` and moving along `slope` (this content's, where an earlier search measured it)."""
     if not tunable(s):
         return Tuned(s, ())
     sample = sample_clip(timeline)
@@ -232,7 +243,7 @@ def tune(
     try:
         trials = [_probe(source, sample, s, first_crf(s, harder, goal), work, keep)]
         while trials[-1].vmaf not in goal and len(trials) < PROBES + _bracketed(trials, goal):
-            crf = _next_crf(s, trials, goal)
+            crf = _next_crf(s, trials, goal, slope)
             if crf in {t.crf for t in trials}:
                 break
             trials.append(_probe(source, sample, s, crf, work, keep))
@@ -253,17 +264,32 @@ def tune_all(
     source_sha256: str | None = None,
 ) -> list[Tuned]:
     """`tune` for each of an export's targets, smallest picture first: every search starts from what the
-    earlier ones measured of this content (the median `offset` of their last probes), so a ladder's later
-    renditions usually need one probe."""
+    earlier ones measured of this content (`_prior`), so a ladder's later renditions usually need one probe."""
     order = sorted(range(len(settings)), key=lambda i: settings[i].width * settings[i].height)
     found: dict[int, Tuned] = {}
-    offsets: list[float] = []
+    done: list[tuple[EncodeSettings, Tuned]] = []
     for i in order:
         s = settings[i]
-        harder = sorted(offsets)[len(offsets) // 2] if offsets else 0.0
-        found[i] = tuned = tune(source, timeline, s, cache=cache, source_sha256=source_sha256, harder=harder)
-        offsets += [offset(s, tuned.trials[-1])] if tuned.trials else []
+        harder, slope = _prior(s, done)
+        found[i] = tuned = tune(
+            source, timeline, s, cache=cache, source_sha256=source_sha256, harder=harder, slope=slope
+        )
+        done += [(s, tuned)] if tuned.trials else []
     return [found[i] for i in range(len(settings))]
+
+
+def _prior(s: EncodeSettings, done: list[tuple[EncodeSettings, Tuned]]) -> tuple[float, float | None]:
+    """What the earlier searches of an export measured of its content, for the next one: how much harder than
+    typical it is (`offset` of the last probe of the latest search with the same codec; else the median over all
+    codecs, whose curves differ most on the same content: on the dark clip VP9 and AV1 need far lower CRFs,
+    against typical, than x264), and the slope the latest search with the same codec measured."""
+    same = [(p, t) for p, t in done if p.video_codec == s.video_codec]
+    if same:
+        p, t = same[-1]
+        slopes = [k for p, t in reversed(same) if (k := measured_slope(p, t.trials))]
+        return offset(p, t.trials[-1]), (slopes[0] if slopes else None)
+    offsets = sorted(offset(p, t.trials[-1]) for p, t in done)
+    return (offsets[len(offsets) // 2] if offsets else 0.0), None
 
 
 def _bracketed(trials: list[Trial], goal: Band) -> bool:

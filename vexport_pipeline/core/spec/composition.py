@@ -158,7 +158,7 @@ def _quality_mode(value: object) -> object:
 
 class Validation(_Strict):
     quality: Annotated[Literal["sampled", "full", "off"], BeforeValidator(_quality_mode)] = Field(
-        default="sampled", description="VMAF/PSNR/SSIM on every 10th frame, every frame, or not at all."
+        default="sampled", description="VMAF/PSNR/SSIM on sampled frames, on every frame, or not at all."
     )
     playback: bool = Field(
         default=False, description="Also play every web rendition (H.264 MP4, VP8/VP9 WebM) in headless Chromium."

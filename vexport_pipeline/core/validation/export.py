@@ -16,7 +16,7 @@ from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 from vexport_pipeline.core.validation.checks import check_file, load_brands
 from vexport_pipeline.core.validation.retry import improve
 from vexport_pipeline.core.validation.verdict import Issue, verdict
-from vexport_pipeline.core.validation.vmaf import SUBSAMPLE, Scores, score_clip
+from vexport_pipeline.core.validation.vmaf import Scores, score_clip, stride
 
 
 def loudness_target(source: ExportSource, brand: dict) -> tuple[float, float] | None:
@@ -71,10 +71,10 @@ def score_by_clip(
     read) is left out: its checks then score each file alone and report what is wrong with it."""
     if quality == "off":
         return {}
-    sub = 1 if quality == "full" else SUBSAMPLE
     known: dict[Path, dict] = {}
     by_clip: dict = {}
     for r in renditions:
+        sub = 1 if quality == "full" else stride(clips[r.clip_id], r.settings)
         if kept and (q := kept.recall(r.sha256, clips[r.clip_id], r.settings, sub)):
             known[r.path] = q
         else:

@@ -18,7 +18,7 @@ from vexport_pipeline.core.media.tuning import Trial, band, first_crf, start_crf
 from vexport_pipeline.core.samples import make_sample
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.presets import PresetBook
-from vexport_pipeline.core.validation.vmaf import SUBSAMPLE, Scores, score
+from vexport_pipeline.core.validation.vmaf import Scores, score, stride
 
 
 def _settings(info, codec: str, fmt: str, tier: str, resolution: str = "720p"):
@@ -78,6 +78,28 @@ def test_a_ladder_search_starts_each_later_target_where_the_earlier_ones_measure
     assert first_crf(ladder[0], 0.8) < first_crf(ladder[0]) < first_crf(ladder[0], -0.8)  # harder: lower CRF
 
 
+def test_a_later_search_takes_the_offset_and_slope_its_own_codec_measured(info, monkeypatch):
+    """Content much harder for VP9 than for x264 (dark scenes), and steeper than typical: the second VP9 search
+    starts from what the first VP9 search measured, not from x264's figure, and lands on its first probe."""
+
+    class PerCodec(Content):
+        def vmaf(self, s, crf):
+            k = tuning.LOG_SLOPE[s.video_codec] * self.steeper
+            hard = {"h264": 0.1, "vp9": 0.9}[s.video_codec]
+            return round(100 - math.exp(tuning.deficit(s.vmaf_target) + hard + k * (crf - start_crf(s))), 2)
+
+    content = PerCodec(0.0, steeper=1.6)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    ladder = [_settings(info, "h264", "mp4", t) for t in ("low", "medium")]
+    ladder += [_settings(info, "vp9", "webm", t) for t in ("low", "high")]
+    found = tune_all(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), ladder)
+    assert len(found[2].trials) >= 2 and len(found[3].trials) == 1, [t.trials for t in found]
+    assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found))
+    slope = tuning.measured_slope(ladder[2], found[2].trials)
+    assert slope == pytest.approx(tuning.LOG_SLOPE["vp9"] * 1.6, rel=0.15)  # the content's own, measured
+    assert tuning._prior(ladder[3], list(zip(ladder[:3], found[:3])))[1] == slope
+
+
 def test_a_search_whose_last_two_probes_straddle_the_band_takes_one_more_then_keeps_the_best_measured(
     info, monkeypatch
 ):
@@ -123,13 +145,15 @@ def test_the_probe_the_search_settles_on_is_the_rendition(tmp_path):
     probed = {t.crf: t for t in found.trials}
     if found.settings.crf in probed:
         assert done.cached == [True]
-        measured = score(out, info, clip, found.settings, subsample=tuning.SCORE_EVERY)["vmaf_mean"]
+        every = stride(clip, found.settings)  # the frames validation scores: every one of this short clip's
+        assert every == 1
+        measured = score(out, info, clip, found.settings)["vmaf_mean"]
         assert measured == pytest.approx(probed[found.settings.crf].vmaf, abs=0.01)
-        # validation (every 10th frame) takes the search's finer score of this very file instead of measuring it
-        kept = Scores(cache, sha).recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)
-        assert kept and kept["vmaf_mean"] == probed[found.settings.crf].vmaf and kept["subsample"] == 2
-        assert Scores(cache, sha).recall(sha256_file(out), clip, done.settings[0], 1) is None  # not all frames
-        assert Scores(cache, sha).recall(sha256_file(src), clip, done.settings[0], SUBSAMPLE) is None
+        # validation takes the search's score of this very file instead of measuring it again
+        kept = Scores(cache, sha).recall(sha256_file(out), clip, done.settings[0], every)
+        assert kept and kept["vmaf_mean"] == probed[found.settings.crf].vmaf
+        assert kept["subsample"] == every and kept["vmaf_source_size"] and kept["psnr_mean"]
+        assert Scores(cache, sha).recall(sha256_file(src), clip, done.settings[0], every) is None
     else:
         assert done.cached == [False]
     got = probe(out)
@@ -141,7 +165,7 @@ def test_the_probe_the_search_settles_on_is_the_rendition(tmp_path):
         again = tune(info, Timeline("single", [clip], {}), replace(s), cache=where, source_sha256=sha)
         assert again.cached and again.settings.crf == found.settings.crf
     if found.settings.crf in probed:  # and the other worker's validation finds the kept score
-        assert Scores(other, sha).recall(sha256_file(out), clip, done.settings[0], SUBSAMPLE)["vmaf_mean"] == (
+        assert Scores(other, sha).recall(sha256_file(out), clip, done.settings[0], 1)["vmaf_mean"] == (
             probed[found.settings.crf].vmaf
         )
     assert Path(out).stat().st_size > 0

@@ -169,6 +169,12 @@ def test_quality_scores_against_the_source_timeline_and_tier_floor(media, tmp_pa
     assert "vmaf_below_tier" in codes(poor, "error") and poor.measurements["quality"]["subsample"] == 1
     assert poor.vmaf < ok.vmaf - 10
     assert q["reference"].startswith("source at the rendition's size") and q["vmaf_source_size"] > 80
+    # a search's probe needs only the VMAF: the same figure, without PSNR, SSIM or the source-size figure
+    from vexport_pipeline.core.validation.vmaf import score
+
+    lean = score(paths[0], info, clip, good, extras=False)
+    assert lean["vmaf_mean"] == q["vmaf_mean"] and lean["frames"] == q["frames"]
+    assert lean["psnr_mean"] is lean["ssim_mean"] is lean["vmaf_source_size"] is None
     # a crop is scored against the same region of the source; the source-size figure does not apply
     cropped = check_file(paths[2], vertical, expected_duration=2.0, source_has_audio=True, reference=(info, clip))
     assert cropped.vmaf >= 90 and cropped.measurements["quality"]["vmaf_source_size"] is None
@@ -217,3 +223,23 @@ def test_h264_level_above_the_target_is_caught(files, target, tmp_path):
     assert probe(files["good"]).video.level is not None
     strict = replace(target, level="1.0")  # 320x180@25 needs more than level 1.0 allows
     assert "level_too_high" in codes(check_file(files["good"], strict, decode=False, source_has_audio=True), "error")
+
+
+@pytest.mark.parametrize("period", [2, 3, 4, 5, 8, 16])
+def test_sampled_frames_take_every_position_of_an_encoders_frame_pattern_alike(period):
+    """Encoders repeat a quality pattern (a B-frame group of 3, x265's of 5, VP9's alt-ref groups of 8 or 16): a
+    stride sharing a factor with it scores only some positions (every 10th frame read VP9 6 VMAF high). On a
+    pattern of that period the sampled mean stays within a tenth of the pattern's range of the true mean."""
+    from types import SimpleNamespace
+
+    from vexport_pipeline.core.media.timeline import Clip
+    from vexport_pipeline.core.validation.vmaf import stride
+
+    s = SimpleNamespace(fps="30000/1001")
+    for seconds in (2.0, 6.0, 30.0, 600.0):
+        k = stride(Clip(None, [(0.0, seconds)]), s)
+        n = int(seconds * 30)
+        frames = [100.0 if i % period == 0 else 80.0 for i in range(n)]  # a sharp first frame in each group
+        assert n / k >= 20 or k == 1
+        sampled = frames[::k]
+        assert abs(sum(sampled) / len(sampled) - sum(frames) / n) <= 2.0, (seconds, k)
