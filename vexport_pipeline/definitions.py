@@ -4,7 +4,7 @@ Nothing is built at import; the settings are read when Dagster loads the definit
 import dagster as dg
 
 from vexport_pipeline.core.settings import Settings, current
-from vexport_pipeline.defs import export_assets
+from vexport_pipeline.defs.assets import export_assets
 from vexport_pipeline.defs.console import console
 from vexport_pipeline.defs.delivery.analytics import analytics
 from vexport_pipeline.defs.delivery.schedules import metrics_rollup

@@ -10,9 +10,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,6 +31,19 @@ from vexport_pipeline.core.files import sha256_file
 from .limits import RateLimiter
 
 log = logging.getLogger("vexport.gateway")
+
+# The event store's calls run on threads of their own, not in AnyIO's default pool, which the file reads of every
+# response in flight fill under load (FileResponse reads each chunk there): a new request's checks before its first
+# byte never queue behind other downloads' bodies, and the records written after each response never hold up a check.
+_CHECKS, _RECORDS = anyio.CapacityLimiter(8), anyio.CapacityLimiter(8)
+
+
+async def _check(fn, *args, **kwargs):
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=_CHECKS)
+
+
+async def _write(fn, *args, **kwargs):
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=_RECORDS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,7 @@ async def _download(gw: Gateway, request: Request) -> Response:
         link_id = gw.signer.verify(request.path_params["token"])
     except ValueError as exc:
         return _small(410, "this link has expired") if str(exc) == "expired" else _small(403, "invalid link")
-    link = await run_in_threadpool(gw.events.link, link_id)
+    link = await _check(gw.events.link, link_id)
     if link is None:
         return _small(404, "unknown link")
 
@@ -115,22 +129,24 @@ async def _download(gw: Gateway, request: Request) -> Response:
     if refusal is None and path is None:
         refusal = access.Refusal(410, "this file is no longer available")
     if refusal:
-        await run_in_threadpool(gw.events.record, note(refusal.status))
+        await _write(gw.events.record, note(refusal.status))
         extra = {"retry-after": "60"} if refusal.status == 429 else {}
         return _small(refusal.status, refusal.reason, **extra)
     return await _serve(gw, request, link, path, c, note)
 
 
 async def _serve(gw: Gateway, request: Request, link: LinkRow, path: Path, c: _Client, note) -> Response:
-    etag = await run_in_threadpool(_etag, path)
-    size = path.stat().st_size
+    st = path.stat()
+    etag, size = await _check(_etag, path, st), st.st_size
     ranges = _ranges(request, etag, size)
     if early := await _before_serving(gw, request, link, c, etag, ranges, note):
         return early
     if busy := await _too_many_at_once(gw, request, link, note):
         return busy
     headers = {"etag": etag, "cache-control": CACHE_CONTROL}
-    response = FileResponse(path, headers=headers, filename=link.rendition, content_disposition_type="attachment")
+    response = FileResponse(
+        path, headers=headers, filename=link.rendition, content_disposition_type="attachment", stat_result=st
+    )
     return _Counted(response, gw, link, c, etag, ranges, size, note)
 
 
@@ -138,7 +154,7 @@ async def _too_many_at_once(gw: Gateway, request: Request, link: LinkRow, note) 
     """429 when the link's `max_concurrent` downloads are already being served by this process."""
     if request.method != "GET" or not link.max_concurrent or gw.active.get(link.id, 0) < link.max_concurrent:
         return None
-    await run_in_threadpool(gw.events.record, note(429))
+    await _write(gw.events.record, note(429))
     return _small(429, "too many downloads of this link at once; try again shortly", **{"retry-after": "10"})
 
 
@@ -148,17 +164,17 @@ CACHE_CONTROL = "private, max-age=0, must-revalidate"
 async def _before_serving(gw: Gateway, request: Request, link: LinkRow, c: _Client, etag: str, ranges, note):
     """304 for a client that has this version; else reserve the download (410 used up, 429 busy), or None."""
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-        await run_in_threadpool(gw.events.record, note(304))
+        await _write(gw.events.record, note(304))
         return Response(status_code=304, headers={"etag": etag, "cache-control": CACHE_CONTROL})
     if request.method != "GET" or ranges is None:
         return None
     fresh = "range" not in request.headers
-    state = await run_in_threadpool(gw.events.start_download, link, c.ip, etag, fresh=fresh)
+    state = await _check(gw.events.start_download, link, c.ip, etag, fresh=fresh)
     if state == "used_up":
-        await run_in_threadpool(gw.events.record, note(410))
+        await _write(gw.events.record, note(410))
         return _small(410, "this link has been used up")
     if state == "busy":
-        await run_in_threadpool(gw.events.record, note(429))
+        await _write(gw.events.record, note(429))
         return _small(429, "every download of this link is in progress; try again later", **{"retry-after": "60"})
     return None
 
@@ -179,7 +195,7 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
     v = Version(link.export_id, link.version)
     info = await run_in_threadpool(store.head, v, link.rendition)
     if info is None:
-        await run_in_threadpool(gw.events.record, note(410))
+        await _write(gw.events.record, note(410))
         return _small(410, "this file is no longer available")
     etag = '"' + "".join(ch for ch in (info.checksum or info.etag) if ch.isalnum())[:40] + '"'
     ranges = _ranges(request, etag, info.size)
@@ -188,7 +204,7 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
     if early := await _before_serving(gw, request, link, c, etag, ranges, note):
         return early
     if ranges is None:
-        await run_in_threadpool(gw.events.record, note(416))
+        await _write(gw.events.record, note(416))
         return _small(416, "range not satisfiable", **{"content-range": f"bytes */{info.size}"})
     url = None
     if gw.destinations[link.destination].serve == "redirect":
@@ -200,8 +216,8 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
             log.warning("cannot presign %s (%s); streaming it", link.rendition, exc)
     if url:
         full = "range" not in request.headers and request.method == "GET"
-        done = full and await run_in_threadpool(gw.events.served, link, c.ip, etag, [(0, info.size)], info.size)
-        await run_in_threadpool(gw.events.record, note(302, 0, bool(done)))
+        done = full and await _write(gw.events.served, link, c.ip, etag, [(0, info.size)], info.size)
+        await _write(gw.events.record, note(302, 0, bool(done)))
         return Response(status_code=302, headers={"location": url, "cache-control": "no-store"})
     (start, end), partial = ranges[0], ranges[0] != (0, info.size)
     headers = {"etag": etag, "cache-control": CACHE_CONTROL, "accept-ranges": "bytes",
@@ -273,7 +289,7 @@ class _Counted(Response):
 
         async def record() -> None:
             state["recorded"] = True
-            await run_in_threadpool(self._record, scope["method"], state)
+            await _write(self._record, scope["method"], state)
 
         async def counting(message) -> None:
             if message["type"] == "http.response.start":
@@ -308,8 +324,7 @@ class _Counted(Response):
         self.gw.events.finish(self.note(status or 499, sent), self.etag, covered, self.size)
 
 
-def _etag(path: Path) -> str:
-    st = path.stat()
+def _etag(path: Path, st) -> str:
     return f'"{_sha256(str(path), st.st_size, st.st_mtime_ns)[:40]}"'
 
 

@@ -29,7 +29,8 @@ from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.core.spec.presets import PresetBook
 from vexport_pipeline.definitions import defs
-from vexport_pipeline.defs import cluster, export_assets
+from vexport_pipeline.defs import cluster
+from vexport_pipeline.defs.assets import export_assets
 from vexport_pipeline.defs.media.renditions import job_kind
 from vexport_pipeline.defs.placement import CELERY_QUEUE_TAG
 from vexport_pipeline_tests.defs.test_dagster import materialize

@@ -12,7 +12,7 @@ from vexport_pipeline.core.intake import registry
 from vexport_pipeline.core.media.probe import probe
 from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.definitions import defs
-from vexport_pipeline.defs import export_assets
+from vexport_pipeline.defs.assets import export_assets
 from vexport_pipeline.defs.intake.sensors import composition_sensor
 from vexport_pipeline.defs.resources import HomeResource
 from vexport_pipeline_tests.conftest import REPO, passed

@@ -29,11 +29,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import sqlalchemy as sa
 
 from vexport_pipeline.core.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas only where frames are read (analytics): the gateway and the CLI start without it
+    import pandas as pd
 
 ABANDON_S = 600.0  # a started download with no request for this long gives its slot back
 
@@ -439,11 +442,15 @@ class EventStore:
         return len(rows)
 
     def daily_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         query = sa.select(DAILY).order_by(DAILY.c.day, DAILY.c.export_id, DAILY.c.rendition)
         with self._read() as db:
             return pd.read_sql_query(query, db)
 
     def requests_frame(self, export_id: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         query = sa.select(REQUESTS).order_by(REQUESTS.c.at)
         if export_id:
             query = query.where(REQUESTS.c.export_id == export_id)
@@ -451,6 +458,8 @@ class EventStore:
             return pd.read_sql_query(query, db)
 
     def links_frame(self, export_id: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         names = ("id", "export_id", "version", "rendition", "created_at", "expires_at", "max_downloads", "revoked")
         query = sa.select(*(LINKS.c[n] for n in names)).order_by(LINKS.c.created_at)
         if export_id:
@@ -460,6 +469,8 @@ class EventStore:
 
     def downloads_frame(self, export_id: str | None = None) -> pd.DataFrame:
         """One row per (export, rendition) that has links: downloads, bytes and the last download."""
+        import pandas as pd
+
         with self._read() as db:
             df = pd.read_sql_query(_downloads_query(export_id), db)
         df["last_download"] = pd.to_datetime(df["last_download"], unit="s", utc=True)
