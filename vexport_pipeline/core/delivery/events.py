@@ -21,6 +21,7 @@ processes that meet a new database at once wait for the first to finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -320,7 +321,7 @@ class EventStore:
         """One write transaction. On SQLite it begins IMMEDIATE: the write lock is taken first, so a
         decision never reads a state another process changes before it writes. On PostgreSQL `lock` names
         an advisory lock held until the end of the transaction (the link whose sessions it decides)."""
-        with self._engine().connect() as db:
+        with _writer(self.path), self._engine().connect() as db:
             db.execution_options(vexport_write=True)  # read by _sqlite_begin
             with db.begin():
                 if lock and db.dialect.name == "postgresql":
@@ -586,6 +587,18 @@ def _from_user_version(db: sa.Connection) -> int:
 _LOCK_SPACE = 0x76657870  # "vexp": the first key of vexport's advisory locks, the second is hashtext(name)
 _engines: dict[tuple[int, str], tuple[sa.Engine, int | None]] = {}
 _engines_lock = threading.Lock()
+_writers: dict[tuple[int, Path], threading.Lock] = {}
+
+
+def _writer(path: Path | None):
+    """This process's lock on an SQLite file's writes. The writers of one process take turns here and start at
+    once when the one before commits; meeting SQLite's lock instead, each waits in its busy handler, which sleeps
+    in steps of up to 100 ms (50 clients of one gateway: p99 time to first byte 0.68 s). Other processes still
+    wait at SQLite's lock. PostgreSQL: no lock here (its advisory locks order decisions per link)."""
+    if path is None:
+        return contextlib.nullcontext()
+    with _engines_lock:
+        return _writers.setdefault((os.getpid(), path), threading.Lock())  # a forked child makes its own
 
 
 def _parse(url_or_path: str | Path) -> tuple[sa.URL, Path | None]:
