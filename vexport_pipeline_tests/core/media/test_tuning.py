@@ -60,7 +60,8 @@ def test_the_search_lands_between_the_target_and_its_allowance_on_content_of_any
         found = tune(info, timeline, s)
         assert 1 <= len(found.trials) <= tuning.PROBES + 1
         got, at_bound = content.vmaf(s, found.settings.crf), found.settings.crf == tuning.CRF_RANGE[codec][1]
-        assert s.vmaf_target <= got, (tier, found.trials)  # a sample (no cache given): at or over the target
+        # a sample (no cache given): at most SAMPLE_SHIFT under the target (the whole file scores more than it)
+        assert s.vmaf_target - tuning.SAMPLE_SHIFT <= got, (tier, found.trials)
         assert got <= s.vmaf_target + tuning.ACCEPT_ABOVE or at_bound, (tier, found.trials)  # easy content, top CRF
 
 
