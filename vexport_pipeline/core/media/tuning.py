@@ -182,18 +182,21 @@ def _next_crf(s: EncodeSettings, trials: list[Trial], goal: Band, prior: float |
             jump = min(jump, math.ceil(MAX_JUMP / prior))
         return _clamp(s, b.crf + step * jump)
     a = trials[-2]
-    slope = (deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf) if b.crf != a.crf else prior
-    return _clamp(s, crf_towards(s.video_codec, b.crf, b.vmaf, aim, min(max(slope, prior / 3), prior * 3)))
+    slope = _slope(a, b, prior) if b.crf != a.crf else prior
+    return _clamp(s, crf_towards(s.video_codec, b.crf, b.vmaf, aim, slope))
+
+
+def _slope(a: Trial, b: Trial, prior: float) -> float:
+    """The slope of ln(100 - VMAF) in the CRF between two probes, kept within a factor of three of `prior`."""
+    return min(max((deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf), prior / 3), prior * 3)
 
 
 def measured_slope(s: EncodeSettings, trials: tuple[Trial, ...]) -> float | None:
-    """The slope of ln(100 - VMAF) in the CRF between a search's last two probes, kept within a factor of three of
-    the codec's (None: fewer than two probes at different CRFs, or scores too saturated to tell)."""
+    """The slope between a search's last two probes, for later searches of the same content (None: fewer than two
+    probes at different CRFs, or scores too saturated to tell)."""
     if len(trials) < 2 or trials[-1].crf == trials[-2].crf or max(trials[-1].vmaf, trials[-2].vmaf) > SATURATED:
         return None
-    a, b = trials[-2], trials[-1]
-    k = LOG_SLOPE[s.video_codec]
-    return min(max((deficit(b.vmaf) - deficit(a.vmaf)) / (b.crf - a.crf), k / 3), k * 3)
+    return _slope(trials[-2], trials[-1], LOG_SLOPE[s.video_codec])
 
 
 def _key(source_sha256: str, sample: Clip, s: EncodeSettings) -> str:
@@ -294,9 +297,9 @@ def _prior(s: EncodeSettings, done: list[tuple[EncodeSettings, Tuned]]) -> tuple
     against typical, than x264), and the slope the latest search with the same codec measured."""
     same = [(p, t) for p, t in done if p.video_codec == s.video_codec]
     if same:
-        p, t = same[-1]
+        latest, tuned = same[-1]
         slopes = [k for p, t in reversed(same) if (k := measured_slope(p, t.trials))]
-        return offset(p, t.trials[-1]), (slopes[0] if slopes else None)
+        return offset(latest, tuned.trials[-1]), (slopes[0] if slopes else None)
     offsets = sorted(offset(p, t.trials[-1]) for p, t in done)
     return (offsets[len(offsets) // 2] if offsets else 0.0), None
 
