@@ -122,6 +122,17 @@ def test_a_search_whose_last_two_probes_straddle_the_band_takes_one_more_then_ke
     assert not tuning._bracketed([Trial(20, 90.0, 1.0), Trial(15, 93.0, 1.0)], band(s))  # both under the band
 
 
+@pytest.mark.parametrize(("codec", "fmt"), [("vp9", "webm"), ("av1", "mp4")])
+def test_a_dark_scene_may_take_vp9_and_av1_far_under_their_usual_crf(info, monkeypatch, codec, fmt):
+    """A dark scene needs VP9 and AV1 far lower than typical content (the corpus's dark clip at the master tier:
+    VP9 scored 93.4 for 96 at CRF 15, where the search used to stop): the search goes on down into the band."""
+    content = Content(harder=2.0)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    s = _settings(info, codec, fmt, "high")
+    found = tune(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), s)
+    assert found.settings.crf < 15 and content.vmaf(s, found.settings.crf) in band(s), found.trials
+
+
 def test_one_extrapolated_jump_is_bounded_where_scores_saturate(info):
     s = _settings(info, "vp9", "webm", "high")
     nxt = tuning._next_crf(s, [Trial(30, 99.4, 1000.0)], band(s))  # near 100 the deficit scale stretches
