@@ -92,7 +92,8 @@ class Band:
 
 
 def band(s: EncodeSettings, exact: bool = False) -> Band:
-    """`exact`: the probe is the rendition (a short single clip), so it may land a little under the target."""
+    """The band a probe is taken in. `exact`: the probe is the rendition (a short single clip), measured as validation
+    will, so it may land a little under the target; else a sample, which the whole file scores over (`SAMPLE_SHIFT`)."""
     if exact:
         return Band(s.vmaf_target - ACCEPT_BELOW, s.vmaf_target + ACCEPT_ABOVE)
     return Band(s.vmaf_target - SAMPLE_SHIFT, s.vmaf_target + ACCEPT_ABOVE - SAMPLE_SHIFT)
