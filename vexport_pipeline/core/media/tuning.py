@@ -12,7 +12,8 @@ What keeps it cheap (B5 in bench/README.md):
   what earlier searches of the same export measured (`tune_all`: a ladder's renditions share the content,
   so the second and later searches usually take one probe).
 - A probe is taken as it is anywhere in its `Band` around the target; else the CRF is interpolated
-  between probes (or extrapolated along the measured slope), three probes at most.
+  between probes (or extrapolated along the measured slope), three probes at most (a fourth between two that
+  straddle the band).
 - A short single clip is its own sample, and its probe is encoded exactly as the rendition will be and put
   in the rendition cache: the probe the search settles on is the rendition, not encoded again.
 """
@@ -35,8 +36,10 @@ from vexport_pipeline.core.media.timeline import Clip, Timeline
 from vexport_pipeline.core.spec.presets import EncodeSettings
 
 # CRF bounds per codec: beyond them files only grow (low end) or fall apart (high end). AV1 and VP9 go down to 4: the
-# master tier (VMAF 96) on a dark scene needed less than 15 (VP9 at 15 scored 93.4, every frame measured).
-CRF_RANGE = {"h264": (12, 40), "h265": (14, 42), "vp9": (4, 60), "vp8": (4, 60), "av1": (4, 58)}
+# master tier (VMAF 96) on a dark scene needed less than 15 (VP9 at 15 scored 93.4, every frame measured). AV1 goes
+# up to SVT-AV1's last, 63: screen text at 720p scored 91.2 (low) and 94.6 (medium) at 58, over 86 and 91, and
+# 81.6 and 89.7 at 63.
+CRF_RANGE = {"h264": (12, 40), "h265": (14, 42), "vp9": (4, 60), "vp8": (4, 60), "av1": (4, 63)}
 # How fast quality falls as the CRF rises: ln(100 - VMAF) grows about linearly with the CRF (on the corpus, x264
 # 0.14 per step from VMAF 86 to 97, VP9 0.063), so the search predicts and interpolates on that scale, where VMAF
 # points per step would shrink near the top. The prior until two probes measure the clip's own slope.
@@ -66,7 +69,7 @@ START = {
     "av1": (55.0, 49.0, 41.0),
 }
 START_AT = (86.0, 91.0, 94.0)
-PROBES = 3  # probes a search takes, and one more when its last two straddle the band
+PROBES = 3  # probes a search takes, and one more when two of them straddle the band
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ def tune(
     harder: float = 0.0,
     slope: float | None = None,
 ) -> Tuned:
-    """The settings with the CRF that reaches `s.vmaf_target` on the samples (one to three probes), starting
+    """The settings with the CRF that reaches `s.vmaf_target` on the samples (one to four probes), starting
     from `first_crf(s, harder)` and moving along `slope` (this content's, where an earlier search measured it)."""
     if not tunable(s):
         return Tuned(s, ())
@@ -252,11 +255,12 @@ def tune(
     work = Path(tempfile.mkdtemp(prefix="vexport-tune-"))
     try:
         trials = [_probe(source, sample, s, first_crf(s, harder, goal), work, keep)]
-        while trials[-1].vmaf not in goal and len(trials) < PROBES + _bracketed(trials, goal):
-            crf = _next_crf(s, trials, goal, slope)
-            if _bracketed(trials, goal):  # between the two that straddle the band, never on one of them
-                a, b = sorted((trials[-1].crf, trials[-2].crf))
-                crf = min(max(crf, a + 1), b - 1) if b - a > 1 else crf
+        while trials[-1].vmaf not in goal and len(trials) < PROBES + bool(pair := _bracket(trials, goal)):
+            if pair:  # interpolated between the two that straddle the band, never on one of them
+                a, b = pair
+                crf = min(max(_next_crf(s, [a, b], goal, slope), a.crf + 1), b.crf - 1)
+            else:
+                crf = _next_crf(s, trials, goal, slope)
             if crf in {t.crf for t in trials}:
                 break
             trials.append(_probe(source, sample, s, crf, work, keep))
@@ -293,26 +297,44 @@ def tune_all(
 
 def _prior(s: EncodeSettings, done: list[tuple[EncodeSettings, Tuned]]) -> tuple[float, float | None]:
     """What the earlier searches of an export measured of its content, for the next one: how much harder than
-    typical it is (`offset` of the last probe of the latest search with the same codec; else the median over all
-    codecs, whose curves differ most on the same content: on the dark clip VP9 and AV1 need far lower CRFs,
-    against typical, than x264), and the slope the latest search with the same codec measured."""
+    typical it is (`offset` on the deficit scale), and the slope the latest search with the same codec measured.
+
+    The offset is taken as codec plus variant (size, rate, fit, tier): the latest search with the same codec,
+    moved by what another codec measured between that search's variant and this one (the median over such
+    codecs; on the B5 corpus a tier's step moved x264, x265 and VP9 alike on that scale, while one codec's offset
+    says little of another's: on the dark clip VP9 and AV1 need far lower CRFs, against typical, than x264). With
+    no such codec, the same codec's offset as it is; with no search of the same codec, the median over the codecs
+    that searched this variant, else over all."""
+    offsets = {(p.video_codec, _variant(p)): offset(p, t.trials[-1]) for p, t in done}
     same = [(p, t) for p, t in done if p.video_codec == s.video_codec]
     if same:
-        latest, tuned = same[-1]
         slopes = [k for p, t in reversed(same) if (k := measured_slope(p, t.trials))]
-        return offset(latest, tuned.trials[-1]), (slopes[0] if slopes else None)
-    offsets = sorted(offset(p, t.trials[-1]) for p, t in done)
-    return (offsets[len(offsets) // 2] if offsets else 0.0), None
+        was, now = _variant(same[-1][0]), _variant(s)
+        steps = [o - offsets[c, was] for (c, v), o in offsets.items() if v == now and (c, was) in offsets]
+        return offsets[s.video_codec, was] + _median(steps), (slopes[0] if slopes else None)
+    here = [o for (c, v), o in offsets.items() if v == _variant(s)]
+    return _median(here or list(offsets.values())), None
 
 
-def _bracketed(trials: list[Trial], goal: Band) -> bool:
-    """The last two probes lie on either side of the band: one more, interpolated between them, is worth its
-    encode (keeping the one above instead cost AV1 high on the dark clip 24 Mb/s at CRF 4 for VMAF 96.2)."""
-    return (
-        len(trials) >= 2
-        and min(trials[-1].vmaf, trials[-2].vmaf) < goal.lo
-        and max(trials[-1].vmaf, trials[-2].vmaf) > goal.hi
-    )
+def _variant(s: EncodeSettings) -> tuple:
+    """What a target asks for beside its codec: its picture, rate and tier."""
+    return (s.width, s.height, s.fps, s.fit, s.quality, s.vmaf_target)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
+def _bracket(trials: list[Trial], goal: Band) -> tuple[Trial, Trial] | None:
+    """The tightest pair of probes on either side of the band (the highest CRF over it, the lowest under it), with
+    room between them: one more probe, interpolated between the two, is worth its encode (keeping the one over
+    instead cost AV1 high on the dark clip 24 Mb/s at CRF 4 for VMAF 96.2)."""
+    over = [t for t in trials if t.vmaf > goal.hi]
+    under = [t for t in trials if t.vmaf < goal.lo]
+    if not over or not under:
+        return None
+    a, b = max(over, key=lambda t: t.crf), min(under, key=lambda t: t.crf)
+    return (a, b) if b.crf - a.crf > 1 else None
 
 
 def _choose(s: EncodeSettings, trials: list[Trial], goal: Band) -> int:

@@ -117,9 +117,29 @@ def test_a_search_whose_last_two_probes_straddle_the_band_takes_one_more_then_ke
     s = _settings(info, "av1", "mp4", "high")
     found = tune(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), s)
     assert len(probes) == tuning.PROBES + 1, probes
-    assert tuning._bracketed([Trial(c, 97.0 if c <= 30 else 90.0, 1.0) for c in probes[:-1]], band(s))
+    assert tuning._bracket([Trial(c, 97.0 if c <= 30 else 90.0, 1.0) for c in probes[:-1]], band(s))
     assert found.settings.crf == max(c for c in probes if c <= 30)
-    assert not tuning._bracketed([Trial(20, 90.0, 1.0), Trial(15, 93.0, 1.0)], band(s))  # both under the band
+    assert not tuning._bracket([Trial(20, 90.0, 1.0), Trial(15, 93.0, 1.0)], band(s))  # both under the band
+    assert not tuning._bracket([Trial(20, 97.0, 1.0), Trial(21, 90.0, 1.0)], band(s))  # nothing between them
+
+
+def test_a_search_interpolates_between_the_tightest_pair_that_straddles_the_band(info, monkeypatch):
+    """A first probe far over the band and a second far under it, then a third still under: the fourth is taken
+    between the first and the third (the tightest pair around the band), not given up because the last two probes
+    both lie under it (a dark scene, AV1 at the high tier: CRF 4 scored 96.3, 25 scored 88.1, 12 scored 92.3)."""
+    curve = {4: 96.3, 25: 88.1, 12: 92.3, 8: 94.2, 7: 94.6, 9: 93.8, 10: 93.4, 11: 92.9, 5: 95.8, 6: 95.2}
+    probes = []
+
+    def dark(source, sample, s, crf, work, keep):
+        probes.append(crf)
+        return Trial(crf, curve[crf], 1.0)
+
+    monkeypatch.setattr(tuning, "_probe", dark)
+    monkeypatch.setattr(tuning, "_next_crf", lambda s, trials, goal, prior=None: {1: 25, 2: 12}.get(len(probes), 9))
+    s = _settings(info, "av1", "mp4", "high")
+    found = tune(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), s, harder=3.0)
+    assert probes[:3] == [probes[0], 25, 12] and len(probes) == 4 and 4 < probes[3] < 12, probes
+    assert curve[found.settings.crf] in band(s), found.trials
 
 
 @pytest.mark.parametrize(("codec", "fmt"), [("vp9", "webm"), ("av1", "mp4")])
