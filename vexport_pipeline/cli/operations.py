@@ -17,15 +17,19 @@ from vexport_pipeline.core.errors import InputError, VexportError
 WATCH_EVERY_S = 1.0
 
 
-def _instance():
-    import dagster as dg
-
+def _dagster_home() -> Path:
     from vexport_pipeline.defs.instance import ensure_dagster_home
 
     try:
-        ensure_dagster_home()
+        return ensure_dagster_home()
     except VexportError as exc:
         fail(exc)
+
+
+def _instance():
+    import dagster as dg
+
+    _dagster_home()
     return dg.DagsterInstance.get()
 
 
@@ -50,10 +54,15 @@ def _table(rows: list[tuple]) -> str:
 def list_cmd(owner, status, since, limit, page_no, as_json) -> None:
     """Past and current exports, newest first: owner, latest run status, delivered version."""
     from vexport_pipeline.core import history
-    from vexport_pipeline.defs.operations.runs import list_rows
+    from vexport_pipeline.defs.operations import runstore
 
+    runs = runstore.latest_runs(_dagster_home())  # without importing Dagster, where the storage allows
+    if runs is None:
+        from vexport_pipeline.defs.operations.runs import latest_runs
+
+        runs = latest_runs(_instance())
     try:
-        rows = history.select(list_rows(_instance()), owner=owner, status=status, since=since)
+        rows = history.select(runstore.rows(runs), owner=owner, status=status, since=since)
     except ValueError as exc:
         fail(InputError(str(exc), where="--since"))
     shown = history.page(rows, limit, page_no)

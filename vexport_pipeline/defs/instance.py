@@ -13,7 +13,7 @@ from vexport_pipeline.core import owners
 from vexport_pipeline.core.errors import ConfigError
 from vexport_pipeline.core.files import write_atomically
 from vexport_pipeline.core.settings import current
-from vexport_pipeline.defs.jobs import OWNER_TAG, QUEUE_TAG
+from vexport_pipeline.defs.tags import OWNER_TAG, QUEUE_TAG
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 DEFAULT_CONCURRENT = 3  # runs per owner where no dagster.yaml says otherwise

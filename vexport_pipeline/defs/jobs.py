@@ -3,9 +3,7 @@ import dagster as dg
 from vexport_pipeline.core import owners
 from vexport_pipeline.core.intake.registry import DEFAULT_OWNER
 from vexport_pipeline.core.spec.composition import Composition
-
-OWNER_TAG, EXPORT_TAG, PRIORITY_TAG = "vexport/owner", "vexport/export", "dagster/priority"
-QUEUE_TAG, KIND_TAG = "vexport/queue", "vexport/kind"
+from vexport_pipeline.defs.tags import EXPORT_TAG, KIND_TAG, OWNER_TAG, PRIORITY_TAG, QUEUE_TAG, SOURCE_TAG
 
 
 def run_tags(comp: Composition) -> dict[str, str]:
@@ -86,7 +84,7 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     failed and their pool slots freed, so the next export does not wait forever for a slot nobody holds."""
     statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
     reaped = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={"vexport/source": "cli"})):
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={SOURCE_TAG: "cli"})):
         if alive(run.tags):
             continue
         instance.report_run_failed(run, f"the process running it (pid {run.tags.get(PID_TAG)}) is gone")

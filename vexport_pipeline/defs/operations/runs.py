@@ -4,7 +4,6 @@ started, and running a registered composition again in-process."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ from vexport_pipeline.core.delivery.stores import LocalStore
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.settings import current
 from vexport_pipeline.defs.jobs import EXPORT_TAG, HOST_TAG, OWNER_TAG, PID_TAG, alive, reap_dead_runs
+from vexport_pipeline.defs.operations import runstore
 
 CANCEL_WAIT_S = 10.0
 ET = dg.DagsterEventType
@@ -57,24 +57,11 @@ def latest_runs(instance: dg.DagsterInstance, export_id: str | None = None) -> d
 
 def delivered(export_id: str) -> tuple[str | None, str | None]:
     """(version, summary status) of the export's current version in the local store, or (None, None)."""
-    store = LocalStore(current().paths.store)
-    v = store.current(export_id)
-    if v is None:
-        return None, None
-    data = _summary(store, v)
-    return v.version, (data or {}).get("status", "delivered")
-
-
-def _summary(store: LocalStore, v) -> dict | None:
-    try:
-        raw = store.read_record(v, "summary.json")
-        return json.loads(raw) if raw else None
-    except (OSError, ValueError):
-        return None
+    return runstore.delivered(LocalStore(current().paths.store), export_id)
 
 
 def list_rows(instance: dg.DagsterInstance) -> list[history.Row]:
-    return history.rows(history.registered(current().paths.registry), latest_runs(instance), delivered)
+    return runstore.rows(latest_runs(instance))
 
 
 def step_events(instance: dg.DagsterInstance, run_id: str) -> list[history.StepEvent]:
@@ -139,7 +126,7 @@ def status(instance: dg.DagsterInstance, export_id: str) -> dict:
     out["version"] = version
     store = LocalStore(current().paths.store)
     v = store.current(export_id)
-    out["summary"] = _summary(store, v) if v and (not run or run.status == "success") else None
+    out["summary"] = runstore.summary(store, v) if v and (not run or run.status == "success") else None
     return out
 
 
