@@ -1,13 +1,16 @@
-"""File helpers shared by the stages: content hashes and placing a file without copying where the
-file system allows it."""
+"""File helpers shared by the stages: content hashes, placing a file without copying where the file system
+allows it, and reading a small text file (a manifest, the owners file) safely."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
+
+from vexport_pipeline.core.errors import InputError
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -46,3 +49,42 @@ def write_atomically(path: Path, data: str | bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_text_file(path: Path, limit: int, what: str) -> str:
+    """A regular file's text, at most `limit` bytes. FIFOs, devices, sockets and folders are refused before
+    anything is read (opened without blocking and checked again on the open file, so a swap cannot slip in)."""
+    where = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"cannot read {what}: {reason}", where=where, code="manifest_unreadable") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(
+                f"{what} is not a regular file ({_kind(st.st_mode)})", where=where, code="manifest_unreadable"
+            )
+        if st.st_size > limit:
+            raise InputError(f"{what} is {st.st_size} bytes, more than {limit}", where=where, code="manifest_too_large")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise InputError(f"{what} is more than {limit} bytes", where=where, code="manifest_too_large")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{what} is not UTF-8 text", where=where, code="manifest_invalid") from None
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"

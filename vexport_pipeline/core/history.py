@@ -11,6 +11,8 @@ from pathlib import Path
 
 from vexport_pipeline.core.timecode import parse_ttl
 
+DEFAULT_OWNER = "default"  # the owner of a composition that names none
+
 # Dagster run statuses, as `vexport` names them (lower case; the not-yet-running ones are all "queued")
 STATUS_NAMES = {
     "QUEUED": "queued",
@@ -159,7 +161,7 @@ def registered(registry: Path) -> dict[str, dict]:
         try:
             data = json.loads(path.read_text())
             comp = data.get("composition") or {}
-            out[path.stem] = {"owner": comp.get("owner") or "default", "registered_at": data.get("registered_at")}
+            out[path.stem] = {"owner": comp.get("owner") or DEFAULT_OWNER, "registered_at": data.get("registered_at")}
         except (OSError, ValueError, AttributeError):
             continue  # unreadable records are reported where they are used
     return out

@@ -28,11 +28,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, TypeAdapter, ValidationError
 
-from vexport_pipeline.core import history, retention
+from vexport_pipeline.core import history
 from vexport_pipeline.core.errors import ConfigError, InputError, RateLimited
-from vexport_pipeline.core.intake import registry
+from vexport_pipeline.core.files import read_text_file
 from vexport_pipeline.core.settings import Home, current
-from vexport_pipeline.core.spec.loading import read_text_file
 
 HOUR = 3600.0
 MAX_FILE_BYTES = 256 * 1024
@@ -69,7 +68,7 @@ class Owners:
 
     def limits(self, owner: str | None) -> Limits:
         """The owner's entry, over `default`, over the built-ins."""
-        own = self.named.get(owner or registry.DEFAULT_OWNER, Override())
+        own = self.named.get(owner or history.DEFAULT_OWNER, Override())
         merged = {**self.default.model_dump(exclude_none=True), **own.model_dump(exclude_none=True)}
         merged.pop("concurrent", None)
         if merged.get("quota") == "unlimited":
@@ -154,6 +153,8 @@ class Usage:
     def read(cls, home: Home, now: float | None = None, waiting: list[tuple[str, float]] = ()) -> Usage:
         """From the registry's log, plus `waiting` (owner, time) entries not registered yet. The owners file is
         read here, once: a broken one refuses the whole pass, not each file in turn."""
+        from vexport_pipeline.core.intake import registry  # here: the instance's set-up reads owners without it
+
         now = time.time() if now is None else now
         times: dict[str, list[float]] = {}
         for owner, at in [*registry.registrations(home, now - HOUR), *waiting]:
@@ -162,12 +163,12 @@ class Usage:
         return cls(now, times, load())
 
     def add(self, owner: str | None) -> None:
-        self.times.setdefault(owner or registry.DEFAULT_OWNER, []).append(self.now)
+        self.times.setdefault(owner or history.DEFAULT_OWNER, []).append(self.now)
 
     def check(self, owner: str | None) -> None:
         """Refuse (`rate_limited`) an owner who has started `exports_per_hour` exports in the last hour, saying
         when the next slot opens: when enough of them are an hour old."""
-        owner = owner or registry.DEFAULT_OWNER
+        owner = owner or history.DEFAULT_OWNER
         limit = self.owners.limits(owner).exports_per_hour
         recent = sorted(self.times.get(owner, []))
         if len(recent) < limit:
@@ -187,13 +188,15 @@ class Usage:
 
 def stored_bytes(home: Home, owner: str) -> int:
     """Bytes the owner's delivered versions hold, in the local store and its archive."""
+    from vexport_pipeline.core import retention  # here: the instance's set-up reads owners without it
+
     mine = {eid for eid, rec in history.registered(home.registry).items() if rec["owner"] == owner}
     return retention.stored_bytes(home, mine)
 
 
 def check_quota(home: Home, owner: str | None, estimate: int) -> None:
     """Refuse (`quota_exceeded`) an export whose estimated size would take the owner past their quota."""
-    owner = owner or registry.DEFAULT_OWNER
+    owner = owner or history.DEFAULT_OWNER
     quota = load().limits(owner).quota
     if quota is None:
         return

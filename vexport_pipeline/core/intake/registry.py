@@ -13,11 +13,10 @@ from pathlib import Path
 from vexport_pipeline.core import artifacts
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import write_atomically
+from vexport_pipeline.core.history import DEFAULT_OWNER
 from vexport_pipeline.core.settings import Home
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.loading import parse_composition
-
-DEFAULT_OWNER = "default"
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,12 @@ def rows(runs: dict[str, history.RunInfo]) -> list[history.Row]:
     """`vexport list`'s rows: every export the registry or these runs know, with its delivered version."""
     paths = current().paths
     store = LocalStore(paths.store)
-    return history.rows(history.registered(paths.registry), runs, lambda export_id: delivered(store, export_id))
+    stored = {e.name for e in os.scandir(store.root)} if store.root.is_dir() else set()  # one listing, not a look each
+    return history.rows(
+        history.registered(paths.registry),
+        runs,
+        lambda export_id: delivered(store, export_id) if export_id in stored else (None, None),
+    )
 
 
 def delivered(store: LocalStore, export_id: str) -> tuple[str | None, str | None]:
