@@ -179,7 +179,7 @@ def rows(records: dict[str, dict], runs: dict[str, RunInfo], delivered) -> list[
         out.append(
             Row(
                 export_id,
-                rec.get("owner") or (run.owner if run else None) or "default",
+                rec.get("owner") or (run.owner if run else None) or DEFAULT_OWNER,
                 status,
                 run.run_id if run else None,
                 version,

@@ -75,19 +75,41 @@ def test_the_list_reader_answers_as_dagster_does_on_postgres(tmp_path, pg_url, m
         _check(tmp_path, instance)
 
 
-def test_the_list_reader_leaves_to_dagster_what_it_cannot_read(tmp_path):
+@pytest.mark.postgres
+def test_the_list_reader_builds_the_connection_from_postgres_db_parts(tmp_path, pg_url, monkeypatch):
+    """dagster-postgres's other form: host, user and database apart, with libpq params."""
+    user, rest = pg_url.removeprefix("postgresql+psycopg2://").split("@")
+    hostport, name = rest.split("/")
+    host, port = hostport.split(":")
+    monkeypatch.setenv("VEXPORT_TEST_RUNS_HOST", host)
+    (tmp_path / "dagster.yaml").write_text(
+        f"storage:\n  postgres:\n    postgres_db:\n      username: {user}\n      hostname:\n"
+        f"        env: VEXPORT_TEST_RUNS_HOST\n      port: {port}\n      db_name: {name}\n"
+        "      scheme: postgresql+psycopg2\n      params:\n        application_name: vexport-test\n"
+    )  # fmt: skip
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        _check(tmp_path, instance)
+
+
+def test_the_list_reader_leaves_to_dagster_what_it_cannot_read(tmp_path, monkeypatch):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     assert runstore.latest_runs(tmp_path) is None  # no storage yet: Dagster creates it
-    (tmp_path / "history").mkdir()
-    (tmp_path / "history" / "runs.db").write_bytes(b"")  # a database without Dagster's tables
-    assert runstore.latest_runs(tmp_path) is None
-    (tmp_path / "history" / "runs.db").write_bytes(b"not a database at all")
-    assert runstore.latest_runs(tmp_path) is None
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.add_run(dg.DagsterRun(job_name="export_job", run_id="00000000-0000-0000-0000-00000000000a"))
+    assert runstore.latest_runs(tmp_path) == {}  # a real run storage (its run has no export tag)
     (tmp_path / "dagster.yaml").write_text(
         "run_storage:\n  module: dagster.core.storage.runs\n  class: SqliteRunStorage\n  config:\n    base_dir: x\n"
     )
     assert runstore.latest_runs(tmp_path) is None  # storages named by class: Dagster's business
+    monkeypatch.delenv("VEXPORT_TEST_UNSET", raising=False)
+    (tmp_path / "dagster.yaml").write_text("storage:\n  sqlite:\n    base_dir:\n      env: VEXPORT_TEST_UNSET\n")
+    assert runstore.latest_runs(tmp_path) is None  # not this home's database in its place
     (tmp_path / "dagster.yaml").write_text("storage: [unexpected\n")
+    assert runstore.latest_runs(tmp_path) is None
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "history" / "runs.db").write_bytes(b"")  # a database without Dagster's tables
+    assert runstore.latest_runs(tmp_path) is None
+    (tmp_path / "history" / "runs.db").write_bytes(b"not a database at all")
     assert runstore.latest_runs(tmp_path) is None
 
 

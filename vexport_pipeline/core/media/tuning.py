@@ -209,7 +209,7 @@ def _key(source_sha256: str, sample: Clip, s: EncodeSettings) -> str:
         "settings": {**s.to_dict(), "crf": None, "label": None},
         "src": source_sha256,
         "builder": builder_version(),
-        "v": 3,
+        "v": 4,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

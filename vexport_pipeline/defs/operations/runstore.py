@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import yaml
 
@@ -36,7 +36,7 @@ def latest_runs(dagster_home: Path) -> dict[str, history.RunInfo] | None:
     """Export id → its newest run (as `runs.latest_runs` gives it), or None where this reader cannot tell."""
     try:
         found = _connector(dagster_home)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError, yaml.YAMLError):
         return None
     if found is None:
         return None
@@ -45,9 +45,12 @@ def latest_runs(dagster_home: Path) -> dict[str, history.RunInfo] | None:
         with closing(connect()) as conn:
             cursor = conn.cursor()
             cursor.execute(QUERY)
-            rows = cursor.fetchall()
-    except errors:
+            return _latest(cursor.fetchall())
+    except (*errors, AttributeError, TypeError, ValueError):  # unreadable, or rows not as Dagster writes them
         return None
+
+
+def _latest(rows: list[tuple]) -> dict[str, history.RunInfo]:
     runs: dict[str, tuple[tuple, dict[str, str]]] = {}
     for run_id, status, created, started, ended, key, value in rows:
         runs.setdefault(run_id, ((run_id, status, created, started, ended), {}))[1][key] = value
@@ -57,7 +60,7 @@ def latest_runs(dagster_home: Path) -> dict[str, history.RunInfo] | None:
         if export_id and export_id not in out:
             out[export_id] = history.RunInfo(
                 run_id,
-                history.STATUS_NAMES.get(status, status.lower()),
+                history.STATUS_NAMES.get(status) or status.lower(),
                 _utc(created),
                 started,
                 ended,
@@ -101,7 +104,7 @@ def _utc(value) -> float | None:
     if value is None:
         return None
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return when.replace(tzinfo=UTC).timestamp()
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _connector(home: Path) -> tuple[Callable, tuple[type[Exception], ...]] | None:
@@ -112,8 +115,11 @@ def _connector(home: Path) -> tuple[Callable, tuple[type[Exception], ...]] | Non
         return None  # storages configured one by one (class names): Dagster knows them
     storage = config.get("storage")
     if storage is None or set(storage) == {"sqlite"}:
-        base = _value((storage or {}).get("sqlite", {}).get("base_dir")) if storage else None
-        db = Path(base or home) / "history" / "runs.db"
+        sqlite = (storage or {}).get("sqlite") or {}
+        base = _value(sqlite["base_dir"]) if "base_dir" in sqlite else str(home)
+        if not base:
+            return None  # named but empty (an unset variable): Dagster says what is wrong
+        db = Path(base) / "history" / "runs.db"
         if not db.is_file():
             return None
         return (lambda: sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=5)), (sqlite3.Error,)
@@ -122,16 +128,22 @@ def _connector(home: Path) -> tuple[Callable, tuple[type[Exception], ...]] | Non
     return None
 
 
+# `postgres_db` schemes psycopg2 reads (SQLAlchemy 2.1 takes plain `postgresql` for psycopg 3, not installed here)
+SCHEMES = ("postgresql", "postgresql+psycopg2")
+
+
 def _postgres(pg: dict) -> tuple[Callable, tuple[type[Exception], ...]] | None:
+    """A connection as dagster-postgres makes it: `postgres_url`, or `postgres_db`'s parts (params as the query)."""
     url = _value(pg.get("postgres_url"))
     if not url:
         db = {k: _value(v) for k, v in (pg.get("postgres_db") or {}).items()}
-        if not db.get("hostname") or not db.get("db_name"):
+        if not db.get("hostname") or not db.get("db_name") or db.get("scheme", "postgresql") not in SCHEMES:
             return None
         auth = quote(str(db.get("username") or ""), safe="")
         if db.get("password"):
             auth += ":" + quote(str(db["password"]), safe="")
-        url = f"postgresql://{auth}@{db['hostname']}:{db.get('port') or 5432}/{db['db_name']}"
+        query = f"?{urlencode(db['params'])}" if db.get("params") else ""
+        url = f"postgresql://{auth}@{db['hostname']}:{db.get('port') or 5432}/{db['db_name']}{query}"
     import psycopg2
 
     url = str(url).replace("postgresql+psycopg2://", "postgresql://", 1)

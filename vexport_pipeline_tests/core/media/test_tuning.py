@@ -124,22 +124,51 @@ def test_a_search_whose_last_two_probes_straddle_the_band_takes_one_more_then_ke
 
 
 def test_a_search_interpolates_between_the_tightest_pair_that_straddles_the_band(info, monkeypatch):
-    """A first probe far over the band and a second far under it, then a third still under: the fourth is taken
+    """A first probe over the band, a second far under it, a third still under: the fourth is interpolated
     between the first and the third (the tightest pair around the band), not given up because the last two probes
     both lie under it (a dark scene, AV1 at the high tier: CRF 4 scored 96.3, 25 scored 88.1, 12 scored 92.3)."""
-    curve = {4: 96.3, 25: 88.1, 12: 92.3, 8: 94.2, 7: 94.6, 9: 93.8, 10: 93.4, 11: 92.9, 5: 95.8, 6: 95.2}
+    curve = {4: 96.3, 25: 88.1, 12: 92.3}
     probes = []
 
     def dark(source, sample, s, crf, work, keep):
         probes.append(crf)
-        return Trial(crf, curve[crf], 1.0)
+        return Trial(crf, curve.get(crf, 96.3 - (crf - 4) * 0.5), 1.0)
+
+    real_next = tuning._next_crf
+    asked = []
+
+    def scripted(s, trials, goal, prior=None):  # the second and third probes as measured; then the real rule
+        asked.append([t.crf for t in trials])
+        return {1: 25, 2: 12}.get(len(probes)) or real_next(s, trials, goal, prior)
 
     monkeypatch.setattr(tuning, "_probe", dark)
-    monkeypatch.setattr(tuning, "_next_crf", lambda s, trials, goal, prior=None: {1: 25, 2: 12}.get(len(probes), 9))
+    monkeypatch.setattr(tuning, "_next_crf", scripted)
     s = _settings(info, "av1", "mp4", "high")
     found = tune(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), s, harder=3.0)
-    assert probes[:3] == [probes[0], 25, 12] and len(probes) == 4 and 4 < probes[3] < 12, probes
-    assert curve[found.settings.crf] in band(s), found.trials
+    assert probes[1:3] == [25, 12] and len(probes) == 4 and 4 < probes[3] < 12, probes
+    assert asked[-1] == [4, 12]  # interpolated from the pair around the band, not from the last two probes
+    assert found.trials[-1].vmaf in band(s) and found.settings.crf == probes[3], found.trials
+
+
+def test_a_later_search_takes_the_step_another_codec_measured_between_two_tiers(info, monkeypatch):
+    """Content that the high tier makes harder than typical by the same amount for every codec, and that is harder
+    for VP9 than for x264: VP9's high-tier search starts from VP9's low-tier offset moved by the step x264 measured
+    from low to high, and lands on its first probe (from VP9's offset alone it would start 0.8 too easy)."""
+
+    class Grid(Content):
+        def vmaf(self, s, crf):
+            hard = {"h264": 0.0, "vp9": 0.6}[s.video_codec] + {"low": -0.3, "high": 0.5}[s.quality]
+            d = tuning.deficit(s.vmaf_target) + hard + tuning.LOG_SLOPE[s.video_codec] * (crf - start_crf(s))
+            return round(100 - math.exp(d), 2)
+
+    content = Grid(0.0)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    ladder = [_settings(info, c, f, t) for c, f in [("h264", "mp4"), ("vp9", "webm")] for t in ("low", "high")]
+    found = tune_all(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), ladder)
+    harder, _ = tuning._prior(ladder[3], list(zip(ladder[:3], found[:3])))
+    assert harder == pytest.approx(0.6 + 0.5, abs=0.03)
+    assert len(found[3].trials) == 1, found[3].trials
+    assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found))
 
 
 @pytest.mark.parametrize(("codec", "fmt"), [("vp9", "webm"), ("av1", "mp4")])
