@@ -5,6 +5,7 @@ plain step events (`StepEvent`) that the Dagster side extracts from the instance
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,11 +158,16 @@ def registered(registry: Path) -> dict[str, dict]:
     """Export id → {owner, registered_at} for every registry record, read raw (fast, no validation: 10,000
     records in well under a second)."""
     out = {}
-    for path in registry.glob("*.json") if registry.is_dir() else []:
+    try:
+        entries = [e for e in os.scandir(registry) if e.name.endswith(".json")]  # not glob: a third of the time
+    except OSError:
+        return out
+    for entry in entries:
         try:
-            data = json.loads(path.read_text())
-            comp = data.get("composition") or {}
-            out[path.stem] = {"owner": comp.get("owner") or DEFAULT_OWNER, "registered_at": data.get("registered_at")}
+            with open(entry.path, "rb") as f:
+                data = json.loads(f.read())
+            owner = (data.get("composition") or {}).get("owner") or DEFAULT_OWNER
+            out[entry.name[:-5]] = {"owner": owner, "registered_at": data.get("registered_at")}
         except (OSError, ValueError, AttributeError):
             continue  # unreadable records are reported where they are used
     return out
