@@ -58,9 +58,11 @@ def list_cmd(owner, status, since, limit, page_no, as_json) -> None:
 
     runs = runstore.latest_runs(_dagster_home())  # without importing Dagster, where the storage allows
     if runs is None:
+        import dagster as dg
+
         from vexport_pipeline.defs.operations.runs import latest_runs
 
-        runs = latest_runs(_instance())
+        runs = latest_runs(dg.DagsterInstance.get())  # the home is set up above
     try:
         rows = history.select(runstore.rows(runs), owner=owner, status=status, since=since)
     except ValueError as exc:

@@ -1,6 +1,7 @@
 """`vexport list`'s reader of the run storage (no Dagster import) against Dagster's own answer, on SQLite and on a
 real PostgreSQL, and where it must leave the answer to Dagster."""
 
+import json
 import subprocess
 import sys
 
@@ -125,3 +126,23 @@ def test_vexport_list_does_not_import_dagster(tmp_path, monkeypatch):
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120) for _ in "12"]
     assert [r.stdout.strip() for r in runs] == ["[]", "[]"], runs[0].stderr
     assert runs[1].stderr.strip() == "False", runs[1].stderr
+
+
+def test_vexport_list_asks_dagster_where_the_reader_cannot_tell(tmp_path, monkeypatch):
+    """The same rows either way: the reader's answer, and Dagster's where the reader gives up."""
+    from click.testing import CliRunner
+
+    from vexport_pipeline.cli.operations import list_cmd
+    from vexport_pipeline.defs.instance import ensure_dagster_home
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("VEXPORT_HOME", str(tmp_path / "home"))
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        _runs(instance)
+    fast = CliRunner().invoke(list_cmd, ["--json"])
+    monkeypatch.setattr(runstore, "latest_runs", lambda dagster_home: None)
+    slow = CliRunner().invoke(list_cmd, ["--json"])
+    assert fast.exit_code == slow.exit_code == 0, fast.output + slow.output
+    assert fast.output == slow.output
+    assert {r["id"] for r in json.loads(fast.output)} == {"alpha", "beta", "gamma", "delta"}
