@@ -29,6 +29,12 @@ STATUS_NAMES = {
 ENDED = {"success", "failure", "canceled"}
 ACTIVE = {"queued", "started", "canceling"}
 
+
+def status_name(dagster_status: str) -> str:
+    """A Dagster run status (`DagsterRunStatus.value`, as the run storage keeps it) as `vexport` names it."""
+    return STATUS_NAMES.get(dagster_status) or dagster_status.lower()
+
+
 # Stages in order, each with the share of the whole percent where it starts and ends
 STAGES = ("planning", "encoding", "validating", "delivering")
 BANDS = {"planning": (0.0, 10.0), "encoding": (10.0, 85.0), "validating": (85.0, 95.0), "delivering": (95.0, 100.0)}

@@ -111,7 +111,7 @@ def status(instance: dg.DagsterInstance, home: Home, batch_id: str) -> dict:
         export_id = run.tags.get(EXPORT_TAG)
         if not export_id or export_id in runs:
             continue
-        state = history.STATUS_NAMES.get(run.status.value, run.status.value.lower())
+        state = history.status_name(run.status.value)
         prog = history.progress(step_events(instance, run.run_id), state, planned_steps(instance, run))
         errors = run_errors(instance, run) if state in batch.FAILED else []
         stage = None if state == "queued" else prog.stage

@@ -34,7 +34,7 @@ def _info(record) -> history.RunInfo:
     run = record.dagster_run
     return history.RunInfo(
         run.run_id,
-        history.STATUS_NAMES.get(run.status.value, run.status.value.lower()),
+        history.status_name(run.status.value),
         record.create_timestamp.timestamp() if record.create_timestamp else None,
         record.start_time,
         record.end_time,

@@ -60,7 +60,7 @@ def _latest(rows: list[tuple]) -> dict[str, history.RunInfo]:
         if export_id and export_id not in out:
             out[export_id] = history.RunInfo(
                 run_id,
-                history.STATUS_NAMES.get(status) or status.lower(),
+                history.status_name(status),
                 _utc(created),
                 started,
                 ended,
