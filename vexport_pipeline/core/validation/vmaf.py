@@ -31,6 +31,7 @@ from .reference import (
     VMAF_MODEL,
     as_sdr_tv,
     model_for,
+    on_frame_grid,
     rendition_picture,
     same_picture,
     scaled_reference,
@@ -114,10 +115,8 @@ def _graph(
         pair = [rendition_picture(dist[0], s, size), scaled_reference(src[next(refs)], s, size)]
         outs.append(ffmpeg.output(_vmaf(*pair, model_for(s), sub, log, extras), "-", f="null"))
         if full:  # the whole picture only: for a crop, pad or blur a source-size figure compares apples to pears
-            up = as_sdr_tv(dist[1].filter("scale", w, h, flags="bicubic").filter("setpts", "PTS-STARTPTS"))
-            ref = as_sdr_tv(
-                src[next(refs)].filter("fps", fps=s.fps).filter("scale", w, h).filter("setpts", "PTS-STARTPTS")
-            )
+            up = as_sdr_tv(on_frame_grid(dist[1].filter("scale", w, h, flags="bicubic"), s))
+            ref = as_sdr_tv(on_frame_grid(src[next(refs)].filter("fps", fps=s.fps).filter("scale", w, h), s))
             model = VMAF_4K_MODEL if min(w, h) >= 2160 else VMAF_MODEL
             outs.append(ffmpeg.output(_vmaf(up, ref, model, sub * SOURCE_SIZE_EVERY, source_log, False), "-", f="null"))
     return ffmpeg.merge_outputs(*outs)

@@ -23,13 +23,29 @@ from vexport_pipeline.core.validation.retry import improve
 from vexport_pipeline.core.validation.vmaf import score
 
 CODECS = [("h264", "mp4"), ("h265", "mp4"), ("vp9", "webm"), ("vp8", "webm"), ("av1", "mp4")]
-KINDS = ("screen", "photo", "dark", "flat")
+# The rates users' files come in: phones record 30 fps, film 24, broadcast in Europe 25. WebM counts time in
+# milliseconds, which only 25 divides exactly: a corpus all at 25 fps hid a scoring fault that failed VP9 at 30.
+KINDS = {"screen": 30, "photo": 24, "dark": 25, "flat": 30}
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("corpus")
-    return {k: make_sample(k, d / f"{k}.mp4", seconds=1.0, audio=False) for k in KINDS}
+    return {k: make_sample(k, d / f"{k}.mp4", seconds=1.0, rate=rate, audio=False) for k, rate in KINDS.items()}
+
+
+@pytest.mark.parametrize("kind", ["screen", "photo"])
+def test_a_webm_rendition_is_scored_against_its_own_frames_at_30_and_24_fps(corpus, tmp_path, kind):
+    """libvmaf pairs frames by timestamp: a WebM frame at 33 ms must meet the reference's at 33.3 ms, not the one
+    before it (that scored a clean VP9 file 75, every third frame near 37)."""
+    info = probe(corpus[kind])
+    clip = Clip(None, [(0.0, info.duration)])
+    s = PresetBook.load().resolve(Target(format="webm", video_codec="vp9", resolution="720p", crf=20), info)
+    out = tmp_path / f"out.{s.ext}"
+    render_clip(info, clip, [s], [out])
+    q = score(out, info, clip, s, full=True, extras=False)
+    assert q["frames"] == round(info.duration * info.video.fps)
+    assert q["vmaf_min"] > 85 and q["vmaf_mean"] > 90, q["per_frame"]
 
 
 def _keeps_promises(tmp_path: Path, corpus: dict, codec: str, fmt: str, resolution: str, tiers: list[str]) -> None:
