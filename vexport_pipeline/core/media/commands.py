@@ -18,6 +18,7 @@ from vexport_pipeline.core.spec.presets import PRORES_PROFILES, EncodeSettings
 from . import graph
 from .hardware import hardware_args
 from .loudness import LoudnessPlan
+from .probe import seek_point
 from .timeline import Clip
 
 # libvpx speed per tier (lower is slower and better); `good` deadline throughout.
@@ -175,8 +176,26 @@ def container_args(s: EncodeSettings) -> dict:
 
 
 def _source_input(source: Path, start: float, end: float):
+    """The source from `start` to `end`. In containers FFmpeg seeks by timestamp (MPEG-TS), read from just before the
+    last keyframe at or before `start` and trim the pictures and sound up to `start` (`probe.seek_point`)."""
+    at = seek_point(source, start)
     # file: prefix and a file-only protocol list: a source name can never become a URL.
-    return ffmpeg.input(f"file:{source}", ss=_num(start), t=_num(end - start), protocol_whitelist="file")
+    inp = ffmpeg.input(f"file:{source}", ss=_num(at), t=_num(end - at), protocol_whitelist="file")
+    return inp if at >= start else _Trimmed(inp, start - at)
+
+
+class _Trimmed:
+    """An input read from before the cut: its streams start `skip` seconds in, as `_source_input` promises."""
+
+    def __init__(self, inp, skip: float):
+        self.inp, self.skip = inp, _num(skip)
+
+    @property
+    def video(self):
+        return self.inp.video.filter("trim", start=self.skip)
+
+    def __getitem__(self, key: str):
+        return self.inp[key].filter("atrim", start=self.skip)
 
 
 def _segment_video(inp, delay: float = 0.0):

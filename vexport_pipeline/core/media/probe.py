@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
+import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -362,6 +365,43 @@ def keyframe_times(path: Path | str, limit: int = 100_000) -> list[float]:
     return sorted(out)
 
 
+# Containers without an index, where FFmpeg seeks by bisecting timestamps: it lands on a packet at or before the time
+# asked for, not on a keyframe, so decoding starts at the next keyframe, up to a GOP late or, past the last keyframe,
+# never (an open-GOP MPEG-TS cut at 2.5 s of 4 s decoded nothing; at 0.5 s it began at 2.0 s).
+SEEK_BY_TIMESTAMP = ("mpegts", "mpeg", "h264", "hevc", "mpegvideo")
+SEEK_MARGIN = 0.001  # seek this far before the keyframe, so the packet found is never the one after it
+
+
+@functools.lru_cache(maxsize=16)
+def _seek_points(path: str, mtime_ns: int, size: int) -> tuple[float, ...]:
+    """Keyframe times of a source that FFmpeg seeks by timestamp, on FFmpeg's `-ss` scale (from the container's
+    start, the earliest stream's); () for other containers, whose index leads the seek to a keyframe."""
+    with av.open(path, options=SAFE_OPTIONS) as container:
+        names = set(container.format.name.split(","))
+        if not container.streams.video or not names & set(SEEK_BY_TIMESTAMP):
+            return ()
+        stream = container.streams.video[0]
+        origin = (container.start_time or 0) / av.time_base
+        packets = (p for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
+        keys = [float(p.pts * stream.time_base) - origin for p in packets]
+    return tuple(sorted(keys))
+
+
+def seek_point(path: Path | str, t: float) -> float:
+    """Where FFmpeg's input seek for a cut at `t` must aim so that decoding starts at or before `t`: `t` itself,
+    except in containers that seek by timestamp (`SEEK_BY_TIMESTAMP`), where it is just before the last keyframe at
+    or before `t` (the frames between it and `t` are decoded and trimmed by the caller)."""
+    if t <= 0:
+        return t
+    try:
+        st = os.stat(path)
+        keys = _seek_points(str(path), st.st_mtime_ns, st.st_size)
+    except (OSError, av.error.FFmpegError):  # unreadable: the read itself will say so
+        return t
+    i = bisect.bisect_right(keys, t + SEEK_MARGIN) - 1
+    return max(0.0, keys[i] - SEEK_MARGIN) if i >= 0 else t
+
+
 def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
     """Decode every video and audio frame; return (video frames, audio samples, errors)."""
     errors: list[str] = []
@@ -398,18 +438,19 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
     from vexport_pipeline.core.timecode import fmt_clock
 
     start = max(0.0, end - window)
+    at = seek_point(info.path, start)  # an MPEG-TS seek lands before a keyframe: decode from it, count what follows
     argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1"]
     argv += [
         "-protocol_whitelist",
         "file",
         "-ss",
-        f"{start:.3f}",
+        f"{at:.3f}",
         "-i",
         f"file:{info.path}",
         "-t",
-        f"{end - start:.3f}",
+        f"{end - at:.3f}",
     ]
-    argv += ["-map", "0:v:0", "-f", "null", "-"]
+    argv += ["-map", "0:v:0", "-vf", f"trim=start={start - at:.3f}", "-f", "null", "-"]  # the pictures after `start`
     proc = capture(argv, timeout=120)
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
     if proc.returncode == 0 and frames and int(frames[-1]) > 0:

@@ -16,7 +16,7 @@ from vexport_pipeline.core.spec.presets import CODECS, EncodeSettings, fit_size_
 from . import loudness as loud
 from .cache import RenditionCache, rendition_key
 from .commands import TWO_PASS, build_clip_command, build_cut_command, build_join_command, clip_audio, pass_log_index
-from .probe import MediaInfo
+from .probe import MediaInfo, seek_point
 from .runner import Progress, RunResult, run_ffmpeg
 from .timeline import Clip
 
@@ -43,6 +43,7 @@ def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
         and v.pix_fmt == s.pix_fmt
         and not s.crf_explicit
         and not s.video_bitrate
+        and all(seek_point(source.path, a) >= a for a, _ in clip.ranges)  # an MPEG-TS cut is decoded from before it
     )
 
 

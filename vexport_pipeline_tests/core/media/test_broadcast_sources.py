@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from vexport_pipeline.core.media.probe import probe
+from vexport_pipeline.core.media.probe import check_decodable_to, probe
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.settings import ffmpeg_exe
@@ -219,3 +219,46 @@ def test_mpeg_ts_with_a_start_offset(sources, tmp_path):
     info, s, got, out = export(sources / "offset.ts", tmp_path)
     assert info.start_time > 7
     assert_sdr_in_sync(got, info)
+
+
+@pytest.fixture(scope="module")
+def long_gop_ts(tmp_path_factory):
+    """4 s of broadcast-like MPEG-TS: open GOPs of 2 s with B-frames, timestamps from 7.5 s."""
+    path = tmp_path_factory.mktemp("ts") / "long_gop.ts"
+    video = ["-c:v", "libx264", "-preset", "veryfast", "-x264-params", "open-gop=1:keyint=50:bframes=3"]
+    args = ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=4", *TONE[:-1], "sine=f=440:d=4:r=48000", *video]
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-c:a", "aac", "-output_ts_offset", "7.5",
+         "-f", "mpegts", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def _gray_frames(path) -> list:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="gray", width=160, height=90).astype(float) for f in c.decode(video=0)]
+
+
+def test_a_long_gop_mpeg_ts_is_not_taken_for_truncated(long_gop_ts):
+    """FFmpeg seeks an MPEG-TS by timestamp and lands between keyframes: the last second of this file decoded
+    nothing, and a whole, healthy recording was refused as truncated."""
+    info = probe(long_gop_ts)
+    check_decodable_to(info, info.duration)
+
+
+@pytest.mark.parametrize(("start", "end"), [(0.5, 1.5), (2.5, 3.5)])
+def test_a_cut_inside_a_long_gop_mpeg_ts_starts_on_the_picture_asked_for(long_gop_ts, tmp_path, start, end):
+    """A cut at 0.5 s began at the next keyframe (2.0 s) and one at 2.5 s decoded nothing (`mmco: unref short
+    failure`, FFmpeg exit 234): the cut is read from the keyframe before it and trimmed."""
+    info = probe(long_gop_ts)
+    s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft", resolution="640x360"), info)
+    out = tmp_path / f"cut.{s.ext}"
+    render_clip(info, Clip(None, [(start, end)]), [s], [out])
+    source, got = _gray_frames(long_gop_ts), _gray_frames(out)
+    assert len(got) == 25
+    video_start = info.video.start_time - info.start_time
+    wanted = round((start - video_start) * 25)
+    nearest = min(range(len(source)), key=lambda n: np.abs(source[n] - got[0]).mean())
+    assert nearest == wanted
+    assert probe(out).audio.duration == pytest.approx(end - start, abs=0.03)
