@@ -18,7 +18,7 @@ from vexport_pipeline.core.spec.presets import PRORES_PROFILES, EncodeSettings
 from . import graph
 from .hardware import hardware_args
 from .loudness import LoudnessPlan
-from .probe import seek_point
+from .probe import seek_point, video_track
 from .timeline import Clip
 
 # libvpx speed per tier (lower is slower and better); `good` deadline throughout.
@@ -176,26 +176,28 @@ def container_args(s: EncodeSettings) -> dict:
 
 
 def _source_input(source: Path, start: float, end: float):
-    """The source from `start` to `end`. In containers FFmpeg seeks by timestamp (MPEG-TS), read from just before the
-    last keyframe at or before `start` and trim the pictures and sound up to `start` (`probe.seek_point`)."""
+    """The source from `start` to `end`, its picture from the video stream `probe` describes (`.video`). In
+    containers FFmpeg seeks by timestamp (MPEG-TS), read from just before the last keyframe at or before `start`
+    and trim the pictures and sound up to `start` (`probe.seek_point`)."""
     at = seek_point(source, start)
     # file: prefix and a file-only protocol list: a source name can never become a URL.
     inp = ffmpeg.input(f"file:{source}", ss=_num(at), t=_num(end - at), protocol_whitelist="file")
-    return inp if at >= start else _Trimmed(inp, start - at)
+    return _Range(inp, start - at, video_track(source))
 
 
-class _Trimmed:
-    """An input read from before the cut: its streams start `skip` seconds in, as `_source_input` promises."""
+class _Range:
+    """An input's streams for one range: the picture stream `track`, each starting `skip` seconds in."""
 
-    def __init__(self, inp, skip: float):
-        self.inp, self.skip = inp, _num(skip)
+    def __init__(self, inp, skip: float, track: int):
+        self.inp, self.skip, self.track = inp, skip, track
 
     @property
     def video(self):
-        return self.inp.video.filter("trim", start=self.skip)
+        v = self.inp[f"v:{self.track}"]
+        return v.filter("trim", start=_num(self.skip)) if self.skip > 0 else v
 
     def __getitem__(self, key: str):
-        return self.inp[key].filter("atrim", start=self.skip)
+        return self.inp[key].filter("atrim", start=_num(self.skip)) if self.skip > 0 else self.inp[key]
 
 
 def _segment_video(inp, delay: float = 0.0):
@@ -286,9 +288,11 @@ def build_join_command(
     source_has_audio: bool,
     loudness: LoudnessPlan | None = None,
     downmix: bool = False,
+    bsf: str | None = None,
 ) -> list[str]:
     """Join video pieces (stream copies or encoded chunks, listed in `list_file`) without re-encoding,
-    restart their timestamps at zero, and encode the audio once from the same exact ranges of the source."""
+    restart their timestamps at zero (then `bsf`, another bitstream filter), and encode the audio once from the
+    same exact ranges of the source."""
     joined = ffmpeg.input(f"file:{list_file}", f="concat", safe=0, protocol_whitelist="file")
     streams = [joined.video]
     audio = {}
@@ -301,7 +305,7 @@ def build_join_command(
         audio = audio_args(s)
     kwargs = {
         "c:v": "copy",
-        "bsf:v": "setts=pts=PTS-STARTPTS:dts=DTS-STARTPTS",
+        "bsf:v": ",".join(["setts=pts=PTS-STARTPTS:dts=DTS-STARTPTS", *([bsf] if bsf else [])]),
         **audio,
         **container_args(s),
         "t": _num(clip.duration),

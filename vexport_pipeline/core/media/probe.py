@@ -355,7 +355,7 @@ def keyframe_times(path: Path | str, limit: int = 100_000) -> list[float]:
     with av.open(str(path), options=SAFE_OPTIONS) as container:
         if not container.streams.video:
             return out
-        stream = container.streams.video[0]
+        stream = container.streams.video[video_track(path)]
         start = stream.start_time or 0
         for packet in container.demux(stream):
             if packet.is_keyframe and packet.pts is not None:
@@ -373,18 +373,31 @@ SEEK_MARGIN = 0.001  # seek this far before the keyframe, so the packet found is
 
 
 @functools.lru_cache(maxsize=16)
-def _seek_points(path: str, mtime_ns: int, size: int) -> tuple[float, ...]:
-    """Keyframe times of a source that FFmpeg seeks by timestamp, on FFmpeg's `-ss` scale (from the container's
-    start, the earliest stream's); () for other containers, whose index leads the seek to a keyframe."""
+def _layout(path: str, mtime_ns: int, size: int) -> tuple[int, tuple[float, ...]]:
+    """(The video stream a source's picture comes from, counted among its video streams: the first that is not
+    cover art; keyframe times where FFmpeg seeks by timestamp, on its `-ss` scale, else ())."""
     with av.open(path, options=SAFE_OPTIONS) as container:
-        names = set(container.format.name.split(","))
-        if not container.streams.video or not names & set(SEEK_BY_TIMESTAMP):
-            return ()
-        stream = container.streams.video[0]
-        origin = (container.start_time or 0) / av.time_base
+        videos = list(container.streams.video)
+        track = next((k for k, v in enumerate(videos) if not v.disposition & av.stream.Disposition.attached_pic), 0)
+        if not videos or not set(container.format.name.split(",")) & set(SEEK_BY_TIMESTAMP):
+            return track, ()
+        stream = videos[track]
+        origin = (container.start_time or 0) / av.time_base  # -ss counts from the earliest stream's start
         packets = (p for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
-        keys = [float(p.pts * stream.time_base) - origin for p in packets]
-    return tuple(sorted(keys))
+        return track, tuple(sorted(float(p.pts * stream.time_base) - origin for p in packets))
+
+
+def _layout_of(path: Path | str) -> tuple[int, tuple[float, ...]]:
+    try:
+        st = os.stat(path)
+        return _layout(str(path), st.st_mtime_ns, st.st_size)
+    except (OSError, av.error.FFmpegError):  # unreadable: the read itself will say so
+        return 0, ()
+
+
+def video_track(path: Path | str) -> int:
+    """Which of a source's video streams is its picture (`v:N`): the one `probe` describes, never cover art."""
+    return _layout_of(path)[0]
 
 
 def seek_point(path: Path | str, t: float) -> float:
@@ -393,11 +406,7 @@ def seek_point(path: Path | str, t: float) -> float:
     or before `t` (the frames between it and `t` are decoded and trimmed by the caller)."""
     if t <= 0:
         return t
-    try:
-        st = os.stat(path)
-        keys = _seek_points(str(path), st.st_mtime_ns, st.st_size)
-    except (OSError, av.error.FFmpegError):  # unreadable: the read itself will say so
-        return t
+    keys = _layout_of(path)[1]
     i = bisect.bisect_right(keys, t + SEEK_MARGIN) - 1
     return max(0.0, keys[i] - SEEK_MARGIN) if i >= 0 else t
 
@@ -450,7 +459,15 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
         "-t",
         f"{end - at:.3f}",
     ]
-    argv += ["-map", "0:v:0", "-vf", f"trim=start={start - at:.3f}", "-f", "null", "-"]  # the pictures after `start`
+    argv += [
+        "-map",
+        f"0:v:{video_track(info.path)}",
+        "-vf",
+        f"trim=start={start - at:.3f}",
+        "-f",
+        "null",
+        "-",
+    ]  # the pictures after `start`
     proc = capture(argv, timeout=120)
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
     if proc.returncode == 0 and frames and int(frames[-1]) > 0:

@@ -44,7 +44,20 @@ def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
         and not s.crf_explicit
         and not s.video_bitrate
         and all(seek_point(source.path, a) >= a for a, _ in clip.ranges)  # an MPEG-TS cut is decoded from before it
+        and _starts(source)[0] < 0.5 / v.fps  # a copy cannot hold back a picture that starts after the sound
+        and (v.color_space != "unknown" or v.height >= 720)  # untagged HD is BT.709, and the copy is tagged so
     )
+
+
+def retag(source: MediaInfo) -> str | None:
+    """The bitstream filter that tags a copied HD stream BT.709 where its tags are missing (encodes are tagged so),
+    else None. A stream tagged with another matrix keeps its own tags."""
+    v = source.video
+    tags = (v.color_primaries, v.color_trc, v.color_space) if v else ()
+    if "unknown" not in tags or v.color_space not in ("unknown", "bt709"):
+        return None
+    tags = "colour_primaries=1:transfer_characteristics=1:matrix_coefficients=1"
+    return f"{'h264' if v.codec == 'h264' else 'hevc'}_metadata={tags}"
 
 
 def _starts(source: MediaInfo) -> tuple[float, float]:
@@ -262,16 +275,24 @@ def _copy(source: MediaInfo, clip: Clip, s: EncodeSettings, final: Path, loudnes
     try:
         cut = build_cut_command(ffmpeg_exe(), Path(source.path), clip, source.video.rate, pieces)
         first = run_ffmpeg(cut, duration=clip.duration, outputs=pieces, timeout=timeout, where="stream copy")
-        second = join_pieces(source, clip, s, pieces, final, loudness, timeout)
+        second = join_pieces(source, clip, s, pieces, final, loudness, timeout, copied=True)
         return RunResult(first.wall_s + second.wall_s, second.stderr_tail, cut + ["&&"] + second.argv)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def join_pieces(
-    source: MediaInfo, clip: Clip, s: EncodeSettings, pieces: list[Path], final: Path, loudness, timeout
+    source: MediaInfo,
+    clip: Clip,
+    s: EncodeSettings,
+    pieces: list[Path],
+    final: Path,
+    loudness,
+    timeout,
+    copied: bool = False,
 ) -> RunResult:
-    """Join video pieces into `final` without re-encoding them; the audio comes from the source."""
+    """Join video pieces into `final` without re-encoding them; the audio comes from the source. `copied`: the
+    pieces are the source's own stream (untagged colour gets its BT.709 tags), not encoded chunks."""
     list_file = final.parent / f".{final.stem}.pieces.txt"
     list_file.write_text("".join("file '" + str(p).replace("'", "'\\''") + "'\n" for p in pieces))
     part = partial_path(final)
@@ -286,6 +307,7 @@ def join_pieces(
             source_has_audio=source.has_audio,
             loudness=loudness,
             downmix=surround(source),
+            bsf=retag(source) if copied else None,
         )
         run = run_ffmpeg(argv, duration=clip.duration, outputs=[part], timeout=timeout, where="join")
         os.replace(part, final)

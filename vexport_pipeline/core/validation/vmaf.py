@@ -44,6 +44,7 @@ from .reference import (
 # MIN_SCORED frames: short clips are scored on every frame.
 STRIDES, MIN_SCORED = (11, 7), 20
 SOURCE_SIZE_EVERY = 7  # the informational source-size figure scores every 7th of the scored frames (prime to them)
+MIN_SIDE = 64  # libvmaf's wavelet scales need this much picture: a 16x16 source's figure failed the whole pass
 
 
 class Scores:
@@ -106,7 +107,7 @@ def _graph(
     source-size figure)."""
     size = (source.video.display_width, source.video.display_height)
     w, h = size[0] - size[0] % 2, size[1] - size[1] % 2
-    whole = [extras and same_picture(size, s) for _, s in items]
+    whole = [extras and same_picture(size, s) and min(w, h) >= MIN_SIDE for _, s in items]
     src = clip_video(Path(source.path), clip).filter_multi_output("split", len(items) + sum(whole))
     refs, outs = iter(range(len(items) + sum(whole))), []
     for (rendition, s), full, (log, source_log), sub in zip(items, whole, logs, subs):

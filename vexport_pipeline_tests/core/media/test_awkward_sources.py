@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import av
 import pytest
 
 from vexport_pipeline.core.media.probe import count_frames, probe
@@ -9,6 +10,7 @@ from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.presets import PresetBook
+from vexport_pipeline.core.validation.vmaf import score
 
 
 def render(src: Path, tmp_path: Path, **target):
@@ -96,3 +98,30 @@ def test_av_start_offset_stays_within_20ms_of_the_source(awkward, tmp_path, name
 def test_source_without_audio_stays_silent(media, tmp_path):
     _, out, _ = render(media["silent"], tmp_path)
     assert out.audio is None
+
+
+def test_a_second_video_stream_is_left_out(awkward, tmp_path):
+    """The stream-copy path mapped every video stream: a 1280x720 source with a 320x240 second picture came out
+    with both, and validation failed it (3 streams)."""
+    info = probe(awkward["two_video"])
+    s = PresetBook.load().resolve(Target(preset="web_720p"), info)
+    path = tmp_path / f"two.{s.ext}"
+    done = render_clip(info, Clip(None, [(0.0, info.duration)], cuts_on_keyframes=True), [s], [path])
+    assert done.copied == [True]  # the fast path, which maps streams itself
+    out = probe(path)
+    with av.open(str(path)) as c:
+        kinds = [s.type for s in c.streams]
+    assert sorted(kinds) == ["audio", "video"]
+    assert (out.video.width, out.video.height) == (1280, 720)
+
+
+def test_a_16x16_source_is_scored(awkward, tmp_path):
+    """libvmaf needs some picture for its wavelet scales: the source-size figure of a 16x16 source failed the whole
+    VMAF pass, and with it the export. It is left out; the figure the tier is judged on stays."""
+    info = probe(awkward["tiny"])
+    s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
+    out = tmp_path / f"tiny.{s.ext}"
+    clip = Clip(None, [(0.0, info.duration)])
+    render_clip(info, clip, [s], [out])
+    q = score(out, info, clip, s)
+    assert q["vmaf_mean"] > 50 and q["vmaf_source_size"] is None
