@@ -262,3 +262,30 @@ def test_a_cut_inside_a_long_gop_mpeg_ts_starts_on_the_picture_asked_for(long_go
     nearest = min(range(len(source)), key=lambda n: np.abs(source[n] - got[0]).mean())
     assert nearest == wanted
     assert probe(out).audio.duration == pytest.approx(end - start, abs=0.03)
+
+
+def test_a_recording_cut_mid_gop_keeps_its_sound_before_the_first_picture_and_passes(long_gop_ts, tmp_path):
+    """A TS cut between keyframes: its sound starts 0.7 s before its first decodable picture. The gap is kept (the
+    picture starts where it started, in sync), and validation counts the frames and the duration after it."""
+    from vexport_pipeline.core.validation.checks import check_file
+
+    cut = tmp_path / "mid_gop.ts"
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-ss", "1.3", "-i", str(long_gop_ts), "-c", "copy",
+         "-f", "mpegts", str(cut)],
+        check=True,
+    )  # fmt: skip
+    info = probe(cut)
+    lead = info.video.start_time - info.audio.start_time
+    assert lead > 0.5
+    for target in ({"preset": "web_720p", "quality": "draft"}, {"format": "webm", "resolution": "640x360"}):
+        s = PresetBook.load().resolve(Target(**target), info)
+        out = tmp_path / f"out.{s.ext}"
+        clip = Clip(None, [(0.0, info.duration)], cuts_on_keyframes=True)
+        render_clip(info, clip, [s], [out])
+        report = check_file(
+            out, s, expected_duration=clip.duration, source_has_audio=True, source_av_offset_ms=lead * 1000
+        )
+        assert not [i for i in report.issues if i.severity == "error"], report.issues
+        got = probe(out)
+        assert got.video.start_time - got.audio.start_time == pytest.approx(lead, abs=0.5 / 25 + 0.001)

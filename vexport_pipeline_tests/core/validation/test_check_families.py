@@ -3,6 +3,7 @@ test_validation.py)."""
 
 import inspect
 from dataclasses import replace
+from fractions import Fraction
 
 from vexport_pipeline.core.media.probe import AudioInfo, MediaInfo, VideoInfo
 from vexport_pipeline.core.spec.composition import Target
@@ -40,9 +41,12 @@ def test_sync_is_judged_on_the_change_from_the_source():
     late = replace(INFO, audio=replace(AUDIO, start_time=0.2, duration=9.8))  # starts 200 ms late, ends on time
     assert [i.code for i in sync.av_sync(context(info=late))] == ["av_sync"]
     assert sync.av_sync(context(info=late, source_av_offset_ms=-200.0)) == []  # the source was like that
-    slight = replace(INFO, audio=replace(AUDIO, start_time=0.06, duration=9.94))  # 60 ms late
+    slight = replace(INFO, audio=replace(AUDIO, start_time=0.08, duration=9.92))  # 80 ms late
     [issue] = sync.av_sync(context(info=slight))
-    assert issue.severity == "warning"  # between the ATSC and ITU limits
+    assert issue.severity == "warning"  # between the ATSC and ITU limits, with half a frame's grid allowed
+    fps = float(Fraction(context().s.fps))
+    on_grid = replace(INFO, video=replace(INFO.video, start_time=0.5 / fps - 0.001))  # just under half a frame
+    assert sync.av_sync(context(info=on_grid)) == []  # a picture starts on its frame grid
 
 
 def test_verdict_weights():

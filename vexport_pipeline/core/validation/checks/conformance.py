@@ -81,12 +81,13 @@ def picture(ctx: CheckContext) -> list[Issue]:
 
 def duration(ctx: CheckContext) -> list[Issue]:
     ctx.measurements["video_duration"] = got = ctx.video_duration
-    want = ctx.expected_duration
-    if want is not None and abs(got - want) > ctx.frame + 1e-3:
+    want, lead = ctx.expected_duration, ctx.video_lead
+    if want is not None and abs(lead + got - want) > ctx.frame + 1e-3:
+        after = f" after a gap of {lead:.3f} s" if lead >= ctx.frame else ""
         return [
             ctx.error(
                 "duration_mismatch",
-                f"video lasts {got:.3f} s, the timeline {want:.3f} s (more than one frame apart)",
+                f"video lasts {got:.3f} s{after}, the timeline {want:.3f} s (more than one frame apart)",
                 "re-render the clip; check cuts and transitions",
             )
         ]

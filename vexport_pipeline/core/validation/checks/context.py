@@ -46,9 +46,16 @@ class CheckContext:
         return 1.0 / float(Fraction(self.s.fps))
 
     @property
+    def video_lead(self) -> float:
+        """How long after the sound the picture starts (a source whose first picture comes after its sound keeps
+        that gap, and the sync check holds the file to it): the part of the timeline with no frames."""
+        v, a = self.v, self.a
+        return max(0.0, v.start_time - a.start_time) if v and a else 0.0
+
+    @property
     def video_duration(self) -> float:
         v = self.v
-        return v.duration if v and v.duration else self.info.duration
+        return v.duration if v and v.duration else self.info.duration - self.video_lead
 
     @cached_property
     def analysis(self) -> Analysis | None:
