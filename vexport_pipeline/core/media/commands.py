@@ -36,24 +36,27 @@ def _num(x: float) -> str:
 
 def _fit(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
     w, h = s.width, s.height
+    # The scale also brings the picture to BT.709 limited range: a BT.601 source (SD, DV, MJPEG cameras) tagged
+    # BT.709 unconverted came out up to 30/255 off on saturated colours; a full-range one washed out or crushed.
+    # HDR keeps its BT.2020 matrix for the tone mapping after this.
+    colour = {} if s.tonemap else {"in_color_matrix": s.matrix, "out_color_matrix": "bt709", "out_range": "tv"}
     if source_size and abs(source_size[0] * h - source_size[1] * w) <= max(source_size):
-        return stream.filter("scale", w, h)  # same aspect (within a pixel): no bars, nothing to crop
+        return stream.filter("scale", w, h, **colour)  # same aspect (within a pixel): no bars, nothing to crop
     if s.fit == "crop":
-        return stream.filter("scale", w, h, force_original_aspect_ratio="increase").filter("crop", w, h)
+        return stream.filter("scale", w, h, force_original_aspect_ratio="increase", **colour).filter("crop", w, h)
     if s.fit == "blur":
         parts = stream.filter_multi_output("split", 2)
         bg, fg = parts[0], parts[1]
         radius = max(2, min(w, h) // 24)  # scales with the frame; stays inside boxblur's chroma limit
         bg = (
-            bg.filter("scale", w, h, force_original_aspect_ratio="increase")
+            bg.filter("scale", w, h, force_original_aspect_ratio="increase", **colour)
             .filter("crop", w, h)
             .filter("boxblur", luma_radius=radius, luma_power=2)
         )
-        fg = fg.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2)
+        fg = fg.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2, **colour)
         return ffmpeg.overlay(bg, fg, x="(W-w)/2", y="(H-h)/2")
-    return stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2).filter(
-        "pad", w, h, "(ow-iw)/2", "(oh-ih)/2"
-    )
+    fitted = stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2, **colour)
+    return fitted.filter("pad", w, h, "(ow-iw)/2", "(oh-ih)/2")
 
 
 def video_chain(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):

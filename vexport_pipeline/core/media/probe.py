@@ -41,6 +41,14 @@ ALLOWED_FORMATS = {
     "yuv4mpegpipe",
     "nut",
 }
+# Matrix tags (FFmpeg's names) that swscale converts from under its own names; others are taken for BT.709.
+SWSCALE_MATRIX = {
+    "bt470bg": "bt601",
+    "smpte170m": "bt601",
+    "bt2020nc": "bt2020",
+    "fcc": "fcc",
+    "smpte240m": "smpte240m",
+}
 SAFE_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(sorted(ALLOWED_FORMATS))}
 
 
@@ -73,6 +81,14 @@ class VideoInfo:
     @property
     def rate(self) -> Fraction:
         return Fraction(self.fps_exact)
+
+    @property
+    def matrix(self) -> str:
+        """The YUV matrix the pictures were made with, by swscale's name: the tag, else what players assume (BT.601
+        below 720 lines, BT.709 from there)."""
+        if self.color_space == "unknown":
+            return "bt601" if self.height < 720 else "bt709"
+        return SWSCALE_MATRIX.get(self.color_space, "bt709")
 
     @property
     def hdr(self) -> str | None:

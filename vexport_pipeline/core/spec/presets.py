@@ -162,6 +162,7 @@ class EncodeSettings:
     vmaf_target: float | None = None  # the VMAF the engine aims at (the tier's, or the target's `vmaf`)
     deinterlace: bool = False  # the source is interlaced: bwdif, field order from the stream
     tonemap: str | None = None  # the source is HDR ('pq' or 'hlg'): tone-mapped to SDR BT.709
+    matrix: str = "bt709"  # the source's YUV matrix (swscale's name), converted to BT.709 when it is another
     audio_track: int = 0  # which of the source's audio streams (the default one)
     repeatable: bool = False  # a chunk: the same bytes from any worker (no threads that race the rate control)
 
@@ -396,6 +397,7 @@ def _video_fields(f: dict, quality: str, video: VideoInfo, limits: dict) -> dict
         "crf_explicit": f.get("crf") is not None,
         "deinterlace": video.interlaced,
         "tonemap": video.hdr,
+        "matrix": video.matrix,
     }
 
 

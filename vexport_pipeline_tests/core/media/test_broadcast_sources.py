@@ -289,3 +289,36 @@ def test_a_recording_cut_mid_gop_keeps_its_sound_before_the_first_picture_and_pa
         assert not [i for i in report.issues if i.severity == "error"], report.issues
         got = probe(out)
         assert got.video.start_time - got.audio.start_time == pytest.approx(lead, abs=0.5 / 25 + 0.001)
+
+
+def _rgb(path, matrix: str = "auto"):
+    """The first picture as RGB, decoded with `matrix` (auto: the file's own tag), 64x36 by area."""
+    argv = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1", "-vf"]
+    argv += [f"scale=64:36:in_color_matrix={matrix}:flags=area,format=rgb24", "-f", "rawvideo", "-"]
+    return np.frombuffer(subprocess.run(argv, capture_output=True, check=True).stdout, np.uint8).reshape(36, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [
+        ("bt601.mp4", ["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0"]),  # an SD-era master, tagged
+        ("camera.avi", ["-c:v", "mjpeg", "-q:v", "1"]),  # a camera's MJPEG: full range, BT.601 by definition
+    ],
+)
+def test_bt601_and_full_range_sources_keep_their_colours(tmp_path, name, encode):
+    """Tagged BT.709 without converting, saturated bars came out 20 to 30 (of 255) off in RGB."""
+    src = tmp_path / name
+    full = name.endswith(".avi")
+    fmt = "yuvj420p" if full else "yuv420p"
+    tags = "" if full else ",setparams=colorspace=bt470bg:color_primaries=bt470bg:color_trc=smpte170m:range=tv"
+    vf = f"scale=out_color_matrix=bt601:out_range={'pc' if full else 'tv'},format={fmt}{tags}"
+    args = ["-f", "lavfi", "-i", "smptehdbars=s=1280x720:r=25:d=1", "-vf", vf, *encode]
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(src)], check=True)
+    info = probe(src)
+    assert info.video.matrix == "bt601"
+    s = PresetBook.load().resolve(Target(preset="web_720p", crf=4), info)
+    out = tmp_path / f"out.{s.ext}"
+    render_clip(info, Clip(None, [(0.0, 1.0)]), [s], [out])
+    assert probe(out).video.color_space == "bt709"
+    error = np.abs(_rgb(src, "bt601").astype(int) - _rgb(out).astype(int)).max(axis=2)
+    assert np.percentile(error, 90) <= 8, np.percentile(error, 90)

@@ -155,7 +155,8 @@ def test_matching_aspect_scales_without_pad_or_crop():
         source_size=(1920, 1080),
     )
     graph = argv[argv.index("-filter_complex") + 1]
-    assert "scale=1280:720[" in graph and "pad=1280:720" not in graph  # 16:9 into 16:9: a plain scale
+    assert "scale=1280:720:in_color_matrix=bt709:out_color_matrix=bt709:out_range=tv[" in graph  # a plain scale
+    assert "pad=1280:720" not in graph  # 16:9 into 16:9: no bars
     assert "crop=1080:1920" in graph  # 16:9 into 9:16 still crops
 
 
