@@ -31,7 +31,7 @@ from pathlib import Path
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.media.cache import RenditionCache, builder_version
 from vexport_pipeline.core.media.probe import MediaInfo
-from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.render import can_copy, render_clip
 from vexport_pipeline.core.media.timeline import Clip, Timeline
 from vexport_pipeline.core.spec.presets import EncodeSettings
 
@@ -242,8 +242,8 @@ def tune(
 ) -> Tuned:
     """The settings with the CRF that reaches `s.vmaf_target` on the samples (one to four probes), starting
     from `first_crf(s, harder)` and moving along `slope` (this content's, where an earlier search measured it)."""
-    if not tunable(s):
-        return Tuned(s, ())
+    if not tunable(s) or all(can_copy(source, clip, s) for clip in timeline.clips):
+        return Tuned(s, ())  # a stream copy is the same file at any CRF: nothing to search
     sample = sample_clip(timeline)
     whole = len(timeline.clips) == 1 and sample is timeline.clips[0]
     keep = (cache, source_sha256) if whole and cache and source_sha256 else ()

@@ -230,3 +230,20 @@ def test_the_probe_the_search_settles_on_is_the_rendition(tmp_path):
             probed[found.settings.crf].vmaf
         )
     assert Path(out).stat().st_size > 0
+
+
+def test_a_target_the_source_is_copied_into_is_not_searched(tmp_path, monkeypatch):
+    """A stream copy is the same file at any CRF: the search encoded and scored the same copy three times."""
+    src = make_sample("photo", tmp_path / "photo.mp4", size=(1280, 720), seconds=1.0, audio=False)
+    info = probe(src)
+    clip = Clip(None, [(0.0, info.duration)], cuts_on_keyframes=True)
+    s = _settings(info, "h264", "mp4", "low", resolution="1280x720")
+
+    def no_probe(*args):
+        raise AssertionError("probed a stream copy")
+
+    monkeypatch.setattr(tuning, "_probe", no_probe)
+    found = tune(info, Timeline("single", [clip], {}), s)
+    assert found.trials == () and found.settings == s
+    done = render_clip(info, clip, [found.settings], [tmp_path / "out.mp4"])
+    assert done.copied == [True]
