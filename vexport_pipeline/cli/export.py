@@ -90,7 +90,7 @@ def _interrupted(result) -> str | None:
 
 def failed_summary(export_id: str, result) -> tuple[dict, int]:
     """The summary of a run that did not deliver, with the exit code its errors call for."""
-    from vexport_pipeline.defs.failures import CODE, EXIT_CODE
+    from vexport_pipeline.defs.failures import CODE, EXIT_CODE, GATE_ERROR
 
     errors, code = [], 1
     stopped = _interrupted(result)
@@ -99,6 +99,8 @@ def failed_summary(export_id: str, result) -> tuple[dict, int]:
         errors.append({"code": "interrupted", "message": message})
     for event in [] if stopped else result.get_step_failure_events():
         data = event.step_failure_data
+        if data.error and data.error.cls_name == GATE_ERROR:
+            continue  # the validation gate: the `validation_failed` error below names the renditions
         meta = data.user_failure_data.metadata if data.user_failure_data else {}
         exit_code = meta[EXIT_CODE].value if EXIT_CODE in meta else 1
         code = 2 if exit_code == 2 else code

@@ -26,6 +26,9 @@ def reported() -> Iterator[None]:
         ) from exc
 
 
+GATE_ERROR = "DagsterAssetCheckFailedError"  # the blocking validation check failed: validation's own verdict
+
+
 def step_errors(events: list[dg.DagsterEvent]) -> list[dict]:
     """`{code, message}` of each step failure event: the stable code a `reported()` failure carries (else
     `step_failed`) and the step with its message, for webhooks and `vexport status --batch`."""
@@ -35,6 +38,8 @@ def step_errors(events: list[dg.DagsterEvent]) -> list[dict]:
         meta = data.user_failure_data.metadata if data.user_failure_data else {}
         message = data.user_failure_data.description if data.user_failure_data else data.error.message
         code = meta[CODE].value if CODE in meta else "step_failed"
+        if data.error and data.error.cls_name == GATE_ERROR:  # Dagster's words for the gate, not the user's
+            code, message = "validation_failed", "a rendition failed validation; nothing was delivered"
         out.append({"code": code, "message": f"{event.step_key}: {(message or '').strip()[:500]}"})
     return out
 

@@ -259,3 +259,21 @@ def test_submit_places_valid_input_in_the_inbox_and_refuses_bad(home, media, tmp
     assert proc.returncode == 2 and "targets[0].fps" in proc.stderr
     assert sorted(p.name for p in home.inbox.iterdir() if p.is_file()) == ["sub.json"]
     assert vexport("--help").returncode == 0 and vexport("export", "--help").returncode == 0
+
+
+def test_a_validation_failure_is_summarised_in_vexport_words(home, media, tmp_path):
+    """The blocking check's failure reached the summary as `dagster._core.errors.DagsterAssetCheckFailedError: 1
+    blocking asset check failed with ERROR severity`."""
+    presets = tmp_path / "presets.yaml"
+    presets.write_text("mono_only:\n  base: web_720p\n  limits: {max_channels: 1}\n")  # known only once encoded
+    manifest = write_manifest(
+        tmp_path / "proj",
+        {"id": "two-channels", "source": str(media["av"]), "segments": [{"start": 0, "end": 1}],
+         "validation": {"quality": "off"}, "targets": [{"preset": "mono_only", "quality": "draft"}]},
+    )  # fmt: skip
+    out = tmp_path / "out.json"
+    proc = vexport("export", manifest, "--json", out, env={"VEXPORT_PRESETS": str(presets)})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert [e["code"] for e in data["errors"]] == ["validation_failed"]
+    assert "dagster" not in json.dumps(data["errors"]).lower() and "dagster" not in proc.stdout.lower()

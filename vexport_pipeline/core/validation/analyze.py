@@ -60,7 +60,9 @@ def analyze(path: Path, *, has_video: bool = True, has_audio: bool = True, timeo
     out = Analysis()
     frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
     out.frames = int(frames[-1]) if frames else 0
-    out.decode_errors = [ln.strip() for ln in proc.stderr.splitlines() if _DECODE_ERROR.search(ln)][:20]
+    # the file's own name is left out of the search: an export named `corrupt-ts` failed every rendition
+    lines = [ln.replace(str(path), "") for ln in proc.stderr.splitlines()]
+    out.decode_errors = [ln.strip() for ln in lines if _DECODE_ERROR.search(ln)][:20]
     if proc.returncode != 0:
         out.decode_errors.append(
             proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"

@@ -243,3 +243,14 @@ def test_sampled_frames_take_every_position_of_an_encoders_frame_pattern_alike(p
         assert n / k >= 20 or k == 1
         sampled = frames[::k]
         assert abs(sum(sampled) / len(sampled) - sum(frames) / n) <= 2.0, (seconds, k)
+
+
+def test_a_file_whose_name_says_corrupt_is_not_taken_for_corrupt(files, tmp_path):
+    """Decode errors were found in FFmpeg's stderr by words such as `corrupt`, and the file's own path is in that
+    stderr: every rendition of an export named `corrupt-ts` failed."""
+    from vexport_pipeline.core.validation.analyze import analyze
+
+    named = tmp_path / "corrupt-take" / "missing picture.mp4"
+    named.parent.mkdir()
+    named.write_bytes(files["good"].read_bytes())
+    assert analyze(named).decode_errors == []
