@@ -332,10 +332,16 @@ def _open(path: Path, where: str):
     return container
 
 
+def _picture(videos: list) -> int | None:
+    """Which of the video streams is the source's picture: the first that is not cover art (None: there is none)."""
+    return next((k for k, v in enumerate(videos) if not v.disposition & av.stream.Disposition.attached_pic), None)
+
+
 def _media_info(container, path: Path, where: str) -> MediaInfo:
-    vstreams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    videos = list(container.streams.video)
+    picture = _picture(videos)
     astreams = list(container.streams.audio)
-    video = _video_info(container, vstreams[0], path.name, where) if vstreams else None
+    video = _video_info(container, videos[picture], path.name, where) if picture is not None else None
     default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
     audio = _audio_info(astreams[default]) if astreams else None
     duration = container.duration / av.time_base if container.duration else None
@@ -394,7 +400,7 @@ def _layout(path: str, mtime_ns: int, size: int) -> tuple[int, tuple[float, ...]
     cover art; keyframe times where FFmpeg seeks by timestamp, on its `-ss` scale, else ())."""
     with av.open(path, options=SAFE_OPTIONS) as container:
         videos = list(container.streams.video)
-        track = next((k for k, v in enumerate(videos) if not v.disposition & av.stream.Disposition.attached_pic), 0)
+        track = _picture(videos) or 0
         if not videos or not set(container.format.name.split(",")) & set(SEEK_BY_TIMESTAMP):
             return track, ()
         stream = videos[track]
