@@ -121,7 +121,7 @@ def test_validation_report_renders_in_the_ui(home, media, tmp_path, monkeypatch)
     with webserver(tmp_path, dagster_home) as (port, proc), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        deadline = time.time() + 90
+        deadline = time.time() + 180  # the webserver loads the definitions; slow when the other test worker encodes
         while time.time() < deadline:
             try:
                 page.goto(f"http://127.0.0.1:{port}/assets/validation_report?partition=ui&view=events")
