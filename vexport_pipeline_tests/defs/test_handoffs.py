@@ -1,10 +1,12 @@
 """The joins between stages: typed records, settings read once, the error boundary, owner tags,
 links only for versions that exist."""
 
+import logging
 import sqlite3
 
 import dagster as dg
 import pytest
+import yaml
 
 from vexport_pipeline.cli.export import failed_summary
 from vexport_pipeline.core.errors import ConfigError, EncodeError, InputError, StorageError, ValidationFailed
@@ -13,7 +15,7 @@ from vexport_pipeline.core.records import ExportSource
 from vexport_pipeline.core.spec.loading import parse_composition
 from vexport_pipeline.definitions import defs
 from vexport_pipeline.defs.failures import reported
-from vexport_pipeline_tests.conftest import vexport
+from vexport_pipeline_tests.conftest import REPO, vexport
 from vexport_pipeline_tests.defs.test_dagster import materialize
 
 
@@ -78,11 +80,17 @@ def test_a_failed_promotion_leaves_no_version_and_no_link_rows(home, media):
 
 
 def test_every_run_carries_owner_and_export_tags_whoever_launched_it(home, media):
+    """...and keeps its events but not Dagster's DEBUG lines (dagster.yaml's python_logs: each line is an event)."""
     _register(home, media["av"], owner="alice")
-    with dg.instance_for_test() as instance:
+    logs = yaml.safe_load((REPO / "dagster.yaml").read_text())["python_logs"]
+    with dg.instance_for_test(overrides={"python_logs": logs}) as instance:
         result = materialize(instance, "handoff", selection=["source"])  # launched without tags, as the UI would
         tags = instance.get_run_by_id(result.run_id).tags
+        kept = instance.all_logs(result.run_id)
     assert tags["vexport/owner"] == "alice" and tags["vexport/export"] == "handoff"
+    events = {e.dagster_event.event_type_value for e in kept if e.dagster_event}
+    assert {"STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS", "PIPELINE_SUCCESS"} <= events, events
+    assert [e.user_message for e in kept if not e.dagster_event and e.level < logging.INFO] == []
 
 
 def test_production_refuses_to_start_without_a_shared_signing_key(home, monkeypatch):
