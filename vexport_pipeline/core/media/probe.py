@@ -433,6 +433,43 @@ def seek_point(path: Path | str, t: float) -> float:
     return max(0.0, keys[i] - SEEK_MARGIN) if i >= 0 else t
 
 
+def damaged_at(path: Path | str, ranges: list[tuple[float, float]], limit: int = 50) -> tuple[float, ...]:
+    """When (seconds from the source's start, within `ranges`) the source's pictures do not decode cleanly: frames
+    the decoder flags as corrupt (it concealed damaged data, as an encode does without a word) and packets it cannot
+    decode. Each range is decoded once from the keyframe before it; errors before that keyframe are the seek's, not
+    the file's. At most `limit` times."""
+    try:
+        st = os.stat(path)
+        return _damaged_at(str(path), st.st_mtime_ns, st.st_size, tuple(map(tuple, ranges)), limit)
+    except (OSError, av.error.FFmpegError, IndexError, ValueError):  # unreadable: the checks that read it say so
+        return ()
+
+
+@functools.lru_cache(maxsize=16)
+def _damaged_at(path: str, mtime_ns: int, size: int, ranges: tuple, limit: int) -> tuple[float, ...]:
+    bad: list[float] = []
+    with av.open(path, options=SAFE_OPTIONS) as container:
+        stream = container.streams.video[_layout(path, mtime_ns, size)[0]]
+        stream.thread_type = "AUTO"
+        origin, base = (container.start_time or 0) / av.time_base, stream.time_base
+        for start, end in ranges:
+            container.seek(int((seek_point(path, start) + origin) / base), stream=stream, backward=True)
+            settled = False  # a keyframe decoded since the seek
+            for packet in container.demux(stream):
+                at = float(packet.pts * base) - origin if packet.pts is not None else None
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    bad += [at] if settled and at is not None and start <= at < end else []
+                    continue
+                times = [(f.time - origin, f.is_corrupt) for f in frames if f.time is not None]
+                settled = settled or any(f.key_frame for f in frames)
+                bad += [t for t, corrupt in times if settled and corrupt and start <= t < end]
+                if len(bad) >= limit or any(t >= end for t, _ in times) or (at is not None and at > end + 5):
+                    break
+    return tuple(sorted(bad)[:limit])
+
+
 def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
     """Decode every video and audio frame; return (video frames, audio samples, errors)."""
     errors: list[str] = []

@@ -322,3 +322,44 @@ def test_bt601_and_full_range_sources_keep_their_colours(tmp_path, name, encode)
     assert probe(out).video.color_space == "bt709"
     error = np.abs(_rgb(src, "bt601").astype(int) - _rgb(out).astype(int)).max(axis=2)
     assert np.percentile(error, 90) <= 8, np.percentile(error, 90)
+
+
+@pytest.fixture(scope="module")
+def damaged_ts(tmp_path_factory):
+    """6 s of MPEG-TS and a copy with 30 kB of noise written over its middle (a bad sector, a dropped satellite
+    packet run): FFmpeg decodes the copy with two error lines and conceals the damaged picture."""
+    d = tmp_path_factory.mktemp("damaged")
+    clean = d / "clean.ts"
+    args = ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=6", "-f", "lavfi", "-i", "sine=d=6", "-c:v", "libx264"]
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-preset", "ultrafast", "-g", "50",
+         "-c:a", "aac", "-f", "mpegts", str(clean)],
+        check=True,
+    )  # fmt: skip
+    data = bytearray(clean.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 30_000] = np.random.default_rng(1).integers(0, 256, 30_000, dtype=np.uint8).tobytes()
+    (d / "damaged.ts").write_bytes(bytes(data))
+    return clean, d / "damaged.ts"
+
+
+@pytest.mark.parametrize("cut", [(0.0, 6.0), (0.7, 4.5)])
+def test_damage_in_the_source_is_reported_where_it_is_though_the_encode_hides_it(damaged_ts, tmp_path, cut):
+    """The encode of a damaged source decodes cleanly (FFmpeg filled the picture in), so only a look at the source
+    can tell the user that a moment of their export may show blocks; a cut that starts mid-GOP is not damage."""
+    from vexport_pipeline.core.validation.checks import check_file
+
+    found = {}
+    for path in damaged_ts:
+        info, clip = probe(path), Clip(None, [cut])
+        s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
+        out = tmp_path / f"{path.stem}.mp4"
+        render_clip(info, clip, [s], [out])
+        report = check_file(
+            out, s, expected_duration=clip.duration, source_has_audio=True, reference=(info, clip), quality="off"
+        )
+        found[path.stem] = {i.code: i for i in report.issues}
+    assert "source_damaged" not in found["clean"], found["clean"]
+    damage = found["damaged"]["source_damaged"]
+    assert damage.severity == "warning" and "the source has damaged" in damage.message and "00:00:03." in damage.message
+    assert "decode_error" not in found["damaged"]  # the rendition itself decodes cleanly: only this check says it

@@ -35,6 +35,7 @@ CHECKS: tuple[Check, ...] = (
     conformance.bitstream,
     conformance.stream_layout,
     conformance.against_source,
+    conformance.source_damage,
     conformance.colour_tags,
     content.decoded,
     content.black_and_silence,

@@ -182,6 +182,35 @@ def against_source(ctx: CheckContext) -> list[Issue]:
     return [ctx.warning("beyond_source", note, hint) for note in source_notes(ctx.s, ctx.reference[0])]
 
 
+def source_damage(ctx: CheckContext) -> list[Issue]:
+    """The source's own damage in the clip: FFmpeg conceals it in the encode, so the file decodes cleanly and
+    nothing else would say that a picture there may show blocks or smears."""
+    if ctx.reference is None:
+        return []
+    from vexport_pipeline.core.media.probe import damaged_at
+    from vexport_pipeline.core.timecode import fmt_clock
+
+    info, clip = ctx.reference
+    times = damaged_at(info.path, clip.ranges)
+    if not times:
+        return []
+    spans = ", ".join(fmt_clock(t) for t in _runs(times))
+    return [
+        ctx.warning(
+            "source_damaged",
+            f"the source has damaged picture data at {spans} (source time; {len(times)} frame(s) the"
+            " decoder could not read cleanly): the encode concealed it, and the pictures up to the next keyframe"
+            " may show it",
+            "look at those moments; export from an undamaged copy of the source if they show",
+        )
+    ]
+
+
+def _runs(times: tuple[float, ...], gap: float = 1.0) -> list[float]:
+    """The first time of each run of damage (times less than `gap` apart are one run)."""
+    return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] >= gap]
+
+
 def colour_tags(ctx: CheckContext) -> list[Issue]:
     """SDR renditions are BT.709 and say so: untagged colour is guessed differently by every player."""
     v = ctx.v
