@@ -20,7 +20,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/vexport demo
 
 # Everything but the whole target-quality corpus matrix (every tier x codec x size), which alone would take the
-# suite past 15 minutes on 2 cores; `make test-corpus` runs it (the 720p low-tier row stays in `make test`). Two workers (pytest-xdist), a test file per worker at a time.
+# suite past 15 minutes on 2 cores; `make test-corpus` runs it (the 720p low-tier row of H.264, VP9 and AV1 stays
+# in `make test`). Two workers (pytest-xdist), a test file per worker at a time.
 TEST_WORKERS ?= 2
 test: lint chromium azurite
 	$(PY) -m pytest -q -m "not corpus_full" -n $(TEST_WORKERS) --dist loadfile

@@ -80,10 +80,11 @@ def _keeps_promises(tmp_path: Path, corpus: dict, codec: str, fmt: str, resoluti
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("codec", "fmt"), CODECS)
+@pytest.mark.parametrize(("codec", "fmt"), [c for c in CODECS if c[0] in ("h264", "vp9", "av1")])
 def test_each_codec_keeps_its_low_tier_promise_on_the_corpus_at_720p(corpus, tmp_path, codec, fmt):
     """The part of the matrix `make test` runs: 720p, low tier, four kinds of content (screen text, photographs in
-    motion, a dark scene, flat animation)."""
+    motion, a dark scene, flat animation), for the web's three codecs. H.265 and VP8 (about 95 s of the suite's
+    wall time on 2 cores) are in the full matrix only, `make test-corpus`."""
     _keeps_promises(tmp_path, corpus, codec, fmt, "720p", ["low"])
 
 
