@@ -43,8 +43,8 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
             "audio": {"normalize": True, "target_lufs": -16, "true_peak": -1.5},
             "validation": {"playback": bool(chromium())},  # the optional real-client step, where Chromium is installed
             "targets": [
-                {"preset": "web_720p", "quality": "draft"},
-                {"format": "webm", "resolution": "720p", "quality": "draft"},
+                {"preset": "web_720p", "quality": "draft", "resolution": "640x360"},  # the source's own size
+                {"format": "webm", "resolution": "640x360", "quality": "draft"},
             ],
         },
     )
@@ -65,7 +65,7 @@ def test_export_writes_the_contract_summary_of_playable_files(home, media, tmp_p
         True,
     )
     assert len(src["sha256"]) == 64
-    assert [r["target"] for r in data["renditions"]] == ["web_720p", "webm_vp9_720p_draft"]
+    assert [r["target"] for r in data["renditions"]] == ["web_720p", "webm_vp9_640x360_draft"]
     for r in data["renditions"]:
         assert set(r) >= CONTRACT_RENDITION
         assert r["uri"] == "file://" + r["path"]
