@@ -2,6 +2,7 @@
 <video>, every limit of a link enforced, every download counted once. Real HTTP on a free port; the
 gateway is the real CLI in its own process."""
 
+import asyncio
 import hashlib
 import json
 import os
@@ -139,6 +140,30 @@ def test_max_downloads_are_reserved_when_a_download_starts_and_used_up_after(sit
     seek = httpx.get(made["url"], headers=client("203.0.113.1", range="bytes=0-99"))
     assert seek.status_code == 206  # the client that downloaded it may still seek in it
     assert downloads(site, made["id"]) == 1
+
+
+def test_many_clients_at_once_get_exactly_the_slots_and_every_request_is_recorded(site):
+    """40 clients start a three-download link at the same moment (their decisions are committed together):
+    three get the file; each of the others is told the downloads are in progress (429) or, once the three
+    have finished, that the link is used up (410)."""
+    made, data = link(site, "--max-downloads", "3"), site["bytes"]
+
+    async def everyone() -> list[httpx.Response]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=40), timeout=60) as http:
+            return await asyncio.gather(*(http.get(made["url"], headers=client(f"192.0.2.{n + 1}")) for n in range(40)))
+
+    got = asyncio.run(everyone())
+    codes = [r.status_code for r in got]
+    assert codes.count(200) == 3 and codes.count(429) + codes.count(410) == 37
+    assert all(r.content == data for r in got if r.status_code == 200)
+    assert downloads(site, made["id"]) == 3
+    assert httpx.get(made["url"], headers=client("192.0.2.200")).status_code == 410
+    rows = (
+        sqlite3.connect(site["home"] / "events.sqlite")
+        .execute("SELECT status, completed FROM requests WHERE link_id = ?", (made["id"],))
+        .fetchall()
+    )
+    assert sorted(rows) == sorted([(200, 1)] * 3 + [(c, 0) for c in codes if c != 200] + [(410, 0)])
 
 
 def test_one_time_links_work_once(site):

@@ -317,15 +317,17 @@ class EventStore:
         return _engine(self.url, self.path)
 
     @contextmanager
-    def _tx(self, lock: str | None = None) -> Iterator[sa.Connection]:
+    def _tx(self, *locks: str) -> Iterator[sa.Connection]:
         """One write transaction. On SQLite it begins IMMEDIATE: the write lock is taken first, so a
-        decision never reads a state another process changes before it writes. On PostgreSQL `lock` names
-        an advisory lock held until the end of the transaction (the link whose sessions it decides)."""
+        decision never reads a state another process changes before it writes. On PostgreSQL each of `locks`
+        names an advisory lock held until the end of the transaction (the links whose sessions it decides),
+        taken in sorted order so that two transactions never wait for each other."""
         with _writer(self.path), self._engine().connect() as db:
             db.execution_options(vexport_write=True)  # read by _sqlite_begin
             with db.begin():
-                if lock and db.dialect.name == "postgresql":
-                    db.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, sa.func.hashtext(lock))))
+                if db.dialect.name == "postgresql":
+                    for lock in sorted(set(locks)):
+                        db.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, sa.func.hashtext(lock))))
                 yield db
 
     @contextmanager
@@ -384,24 +386,8 @@ class EventStore:
         """Join or open this client's download session; 'ok', 'used_up' (every slot completed) or 'busy'
         (the free slots are reserved by downloads in progress). `fresh`: a request from the first byte
         without a Range, which after a completed download is a new download rather than a seek."""
-        now = now or time.time()
         with self._tx(link.id) as db:
-            mine = _session(db, link, client, etag)
-            if mine and (not mine[2] or not fresh):
-                db.execute(_TOUCH, {"sid": mine[0], "now": now})
-                return "ok"
-            limit = 1 if link.one_time else link.max_downloads
-            if limit is not None:
-                done, open_ = db.execute(_SLOTS, {"link_id": link.id, "alive_after": now - ABANDON_S}).one()
-                if done >= limit:
-                    return "used_up"
-                if done + open_ >= limit:
-                    return "busy"
-            db.execute(
-                _NEW_SESSION,
-                {"link_id": link.id, "client": client, "etag": etag, "started_at": now, "last_at": now},
-            )
-            return "ok"
+            return _start_download(db, link, client, etag, fresh=fresh, now=now)
 
     def served(self, link: LinkRow, client: str, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
         """Add the byte ranges just served to the client's session; True if this completed the download."""
@@ -416,9 +402,26 @@ class EventStore:
         """`served` and `record` of one response in one transaction (one commit per request); the request is
         recorded as completing the download if its ranges did."""
         with self._tx(r.link.id) as db:
-            done = bool(ranges) and _cover(db, r.link, r.client_ip, etag, ranges, size)
-            _insert(db, replace(r, completed=done))
-            return done
+            return _finish(db, r, etag, ranges, size)
+
+    def apply(self, writes: list[Write]) -> list[object]:
+        """Several of `start_download`, `served`, `record` and `finish` (by name, with their arguments) in one
+        transaction, one after another as if each were its own: the gateway's group commit, one commit for the
+        writes of every request in flight instead of one each. Returns each one's result; where the transaction
+        fails, each is tried again alone, and one that still fails has its exception in its place."""
+        try:
+            with self._tx(*(lock for w in writes if (lock := w.lock()))) as db:
+                return [_WRITES[w.name](db, *w.args, **w.kwargs) for w in writes]
+        except Exception:
+            if len(writes) == 1:
+                raise
+        out: list[object] = []
+        for w in writes:
+            try:
+                out.append(self.apply([w])[0])
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def record_download(self, link_id: str, *, bytes_sent: int, client_ip: str = "", status: int = 200) -> None:
         """A whole download, recorded directly (imports, tests); the gateway records through `record`."""
@@ -513,6 +516,47 @@ def _cover(db: sa.Connection, link: LinkRow, client: str, etag: str, ranges: lis
     return done
 
 
+def _start_download(
+    db: sa.Connection, link: LinkRow, client: str, etag: str, *, fresh: bool, now: float | None = None
+) -> str:
+    now = now or time.time()
+    mine = _session(db, link, client, etag)
+    if mine and (not mine[2] or not fresh):
+        db.execute(_TOUCH, {"sid": mine[0], "now": now})
+        return "ok"
+    limit = 1 if link.one_time else link.max_downloads
+    if limit is not None:
+        done, open_ = db.execute(_SLOTS, {"link_id": link.id, "alive_after": now - ABANDON_S}).one()
+        if done >= limit:
+            return "used_up"
+        if done + open_ >= limit:
+            return "busy"
+    db.execute(_NEW_SESSION, {"link_id": link.id, "client": client, "etag": etag, "started_at": now, "last_at": now})
+    return "ok"
+
+
+def _finish(db: sa.Connection, r: Request, etag: str, ranges: list[tuple[int, int]], size: int) -> bool:
+    done = bool(ranges) and _cover(db, r.link, r.client_ip, etag, ranges, size)
+    _insert(db, replace(r, completed=done))
+    return done
+
+
+@dataclass(frozen=True)
+class Write:
+    """One of the event store's writes, to be applied with others (`EventStore.apply`)."""
+
+    name: str  # start_download, served, record or finish
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def lock(self) -> str | None:
+        """The link whose sessions it decides (a PostgreSQL advisory lock), if any."""
+        first = self.args[0] if self.args else None
+        if self.name == "record":
+            return None
+        return first.link.id if isinstance(first, Request) else first.id
+
+
 def _insert(db: sa.Connection, r: Request) -> None:
     db.execute(
         _NEW_REQUEST,
@@ -524,6 +568,14 @@ def _insert(db: sa.Connection, r: Request) -> None:
             "user_agent": r.user_agent[:500],
         },
     )  # fmt: skip
+
+
+_WRITES: dict[str, Callable[..., object]] = {
+    "start_download": _start_download,
+    "served": _cover,
+    "record": _insert,
+    "finish": _finish,
+}
 
 
 def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -263,3 +263,35 @@ def test_a_players_parallel_ranges_complete_the_download_exactly_once(where):
     first, second = _run(_half, 2, where, ids)
     assert [sorted(done for _, done in pair) for pair in zip(first, second, strict=True)] == [[False, True]] * len(ids)
     assert all(events.link(i).downloads == 1 for i in ids)
+
+
+def test_writes_applied_together_decide_as_if_one_after_another(where):
+    """The gateway's group commit: one transaction for several requests' writes gives the answers they would get
+    one at a time (the second of two clients racing for a one-slot link is busy, a whole file completes), and a
+    write that fails is rolled back alone while the others still take effect."""
+    events = EventStore(where)
+    link, other = row(max_downloads=1), row(id="l2")
+    events.add_link(link)
+    events.add_link(other)
+    got = events.apply(
+        [
+            ev.Write("start_download", (link, "a", '"t"'), {"fresh": True}),
+            ev.Write("start_download", (link, "b", '"t"'), {"fresh": True}),
+            ev.Write("start_download", (other, "c", '"t"'), {"fresh": True}),
+            ev.Write("finish", (Request(other, "GET", 200, 100, client_ip="c"), '"t"', [(0, 100)], 100)),
+            ev.Write("record", (Request(link, "GET", 429, client_ip="b"),)),
+        ]
+    )
+    assert got == ["ok", "busy", "ok", True, None]
+    assert events.link("l2").downloads == 1 and events.link("l1").downloads == 0
+    got = events.apply(
+        [
+            ev.Write("served", (link, "a", '"t"', [(0, 100)], 100)),
+            ev.Write("record", (None,)),  # fails: the others still take effect
+            ev.Write("record", (Request(other, "HEAD", 200, client_ip="c"),)),
+        ]
+    )
+    assert got[0] is True and isinstance(got[1], AttributeError) and got[2] is None
+    assert events.link("l1").downloads == 1
+    frame = events.requests_frame()
+    assert sorted(zip(frame["method"], frame["status"])) == [("GET", 200), ("GET", 429), ("HEAD", 200)]
