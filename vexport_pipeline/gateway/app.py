@@ -104,6 +104,7 @@ class Gateway:
     destinations: dict = field(default_factory=dict)  # name -> Destination: where non-local copies live
     _stores: dict = field(default_factory=dict, repr=False)
     active: dict = field(default_factory=dict, repr=False)  # link id -> downloads being served by this process
+    links: dict = field(default_factory=dict, repr=False)  # link id -> (row, when read): see `_link`
     writes: GroupCommit = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -171,7 +172,7 @@ async def _download(gw: Gateway, request: Request) -> Response:
         link_id = gw.signer.verify(request.path_params["token"])
     except ValueError as exc:
         return _small(410, "this link has expired") if str(exc) == "expired" else _small(403, "invalid link")
-    link = await _check(gw.events.link, link_id)
+    link = await _link(gw, link_id, fresh=request.method != "GET" or "if-none-match" in request.headers)
     if link is None:
         return _small(404, "unknown link")
 
@@ -194,6 +195,26 @@ async def _download(gw: Gateway, request: Request) -> Response:
         extra = {"retry-after": "60"} if refusal.status == 429 else {}
         return _small(refusal.status, refusal.reason, **extra)
     return await _serve(gw, request, link, path, c, note)
+
+
+LINK_ROWS, LINK_ROWS_S = 10_000, 60.0  # link rows kept by a gateway process, and for how long
+
+
+async def _link(gw: Gateway, link_id: str, fresh: bool) -> LinkRow | None:
+    """The link's row, read again after LINK_ROWS_S or where `fresh` asks for it. A row never changes but for its
+    revocation, which the download decision reads again in its transaction (`start_download`: 'revoked'), so a kept
+    row serves the GETs of a player's range requests without a read each, never a revoked link; requests that
+    are answered without that decision (HEAD, If-None-Match) read the row."""
+    now = time.monotonic()
+    kept = gw.links.get(link_id)
+    if kept and not fresh and now - kept[1] < LINK_ROWS_S:
+        return kept[0]
+    link = await _check(gw.events.link, link_id)
+    if link is not None and not link.revoked:
+        if len(gw.links) >= LINK_ROWS:
+            gw.links.clear()
+        gw.links[link_id] = (link, now)
+    return link
 
 
 async def _serve(gw: Gateway, request: Request, link: LinkRow, path: Path, c: _Client, note) -> Response:
@@ -238,6 +259,10 @@ async def _before_serving(gw: Gateway, request: Request, link: LinkRow, c: _Clie
         return None
     fresh = "range" not in request.headers
     state = await gw.writes("start_download", link, c.ip, etag, fresh=fresh)
+    if state == "revoked":
+        gw.links.pop(link.id, None)
+        await gw.writes("record", note(410))
+        return _small(410, "this link was revoked")
     if state == "used_up":
         await gw.writes("record", note(410))
         return _small(410, "this link has been used up")

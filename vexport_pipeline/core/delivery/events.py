@@ -263,6 +263,7 @@ _IN_PROGRESS = sa.case((sa.and_(_S.completed == 0, _S.last_at > sa.bindparam("al
 _SLOTS = (  # (completed downloads, downloads in progress) of a link: the slots `max_downloads` counts
     sa.select(_total(_S.completed), _total(_IN_PROGRESS)).where(_S.link_id == sa.bindparam("link_id"))
 )
+_REVOKED = sa.select(LINKS.c.revoked).where(LINKS.c.id == sa.bindparam("link_id"))  # None: no such link
 _TOUCH = SESSIONS.update().where(_S.id == sa.bindparam("sid")).values(last_at=sa.bindparam("now"))
 _COVER = (
     SESSIONS.update()
@@ -383,9 +384,10 @@ class EventStore:
     # downloads
 
     def start_download(self, link: LinkRow, client: str, etag: str, *, fresh: bool, now: float | None = None) -> str:
-        """Join or open this client's download session; 'ok', 'used_up' (every slot completed) or 'busy'
-        (the free slots are reserved by downloads in progress). `fresh`: a request from the first byte
-        without a Range, which after a completed download is a new download rather than a seek."""
+        """Join or open this client's download session; 'ok', 'used_up' (every slot completed), 'busy'
+        (the free slots are reserved by downloads in progress) or 'revoked' (the link as it is now, whatever
+        `link` says). `fresh`: a request from the first byte without a Range, which after a completed download
+        is a new download rather than a seek."""
         with self._tx(link.id) as db:
             return _start_download(db, link, client, etag, fresh=fresh, now=now)
 
@@ -520,6 +522,8 @@ def _start_download(
     db: sa.Connection, link: LinkRow, client: str, etag: str, *, fresh: bool, now: float | None = None
 ) -> str:
     now = now or time.time()
+    if db.execute(_REVOKED, {"link_id": link.id}).scalar() != 0:  # read in the transaction: `link` may be older
+        return "revoked"
     mine = _session(db, link, client, etag)
     if mine and (not mine[2] or not fresh):
         db.execute(_TOUCH, {"sid": mine[0], "now": now})

@@ -56,6 +56,7 @@ def test_download_sessions_count_once_and_reserve_slots(where):
     assert events.link("l2") == one and [r.id for r in events.links("e")] == ["l1", "l2"]
     assert events.revoke(export_id="e", version="v") == 2 and events.revoke("l1") == 0
     assert events.link("l1").revoked and events.link("nope") is None
+    assert events.start_download(one, "a", '"t"', fresh=False) == "revoked"  # `one` was read before the revocation
 
 
 def _fill(events: EventStore) -> None:
