@@ -160,9 +160,11 @@ def process(
     file is handled in its own guard: whatever goes wrong with one is reported in `rejected/` and never stops
     the others. `busy(export_id)` names the run still working on an id, which then is not taken again. A file
     whose owner is at their hourly rate stays where it is (`held`) until a pass after their next slot opens.
-    With `budget_s`, the pass takes files (oldest names first, manifests before bare videos) until that much
-    time is spent and leaves the rest, `held`, for the next pass: each file costs its plan-time media checks
-    (a probe and a decode of the last selected second, about half a second), and a sensor tick must stay short."""
+    With `budget_s`, the pass takes files (oldest names first, manifests before bare videos) within that much time
+    and leaves the rest, `held`, for the next pass: each file costs its plan-time media checks (a probe and a decode
+    of the last selected second, about half a second), and a sensor tick must stay short. A file is started only
+    while the time left is at least what the slowest file of this pass took, so the pass ends within its budget
+    unless one file is slower than every one before it (the first file is always taken)."""
     home.ensure()
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
@@ -173,11 +175,13 @@ def process(
     claimed = _claimed(manifests)
     taken: dict[str, str] = {}
     stop = time.monotonic() + budget_s if budget_s is not None else None
+    slowest: float | None = None  # the longest one file took in this pass (None: none yet)
     for p in sorted(entries, key=lambda p: (p.suffix.lower() not in MANIFEST_EXTS, p.name)):  # explicit ids first
         is_manifest = p.suffix.lower() in MANIFEST_EXTS
         if not is_manifest and (p.suffix.lower() not in VIDEO_EXTS or os.path.normpath(p) in claimed):
             continue
-        if stop is not None and time.monotonic() > stop:
+        started = time.monotonic()
+        if stop is not None and slowest is not None and started + slowest > stop:
             held.append(Held(p.name, f"waiting for the next pass (this one's {budget_s:g} s are spent)", True))
             continue
         try:
@@ -196,6 +200,7 @@ def process(
             _reject(home, p, str(exc), rejected)
         except Exception as exc:  # one broken file must never stop the sensor: reject it with the reason
             _reject(home, p, f"{p.name}: could not be read ({type(exc).__name__}: {str(exc)[:300]})", rejected)
+        slowest = max(slowest or 0.0, time.monotonic() - started)
     return accepted, rejected, held
 
 
