@@ -476,7 +476,7 @@ def pg_url():
     try:
         yield f"{PG}/{name}"
     finally:
-        for (_, url), (engine, _) in list(ev._engines.items()):
+        for (_, url, _), (engine, _) in list(ev._engines.items()):
             if url.endswith(f"/{name}"):
                 engine.dispose()
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

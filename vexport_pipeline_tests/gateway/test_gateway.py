@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,6 +165,23 @@ def test_many_clients_at_once_get_exactly_the_slots_and_every_request_is_recorde
         .fetchall()
     )
     assert sorted(rows) == sorted([(200, 1)] * 3 + [(c, 0) for c in codes if c != 200] + [(410, 0)])
+
+
+def test_a_download_waits_for_another_process_holding_the_event_store(site):
+    """While another process holds the SQLite write lock, a download's decision cannot be made at once on the
+    gateway's event loop: it goes to the writer thread, which waits, and the download then goes ahead."""
+    made = link(site)
+    other = sqlite3.connect(site["home"] / "events.sqlite", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, other.execute, ["ROLLBACK"])
+    release.start()
+    t0 = time.monotonic()
+    r = httpx.get(made["url"], headers=client("198.51.100.77"), timeout=60)
+    release.join()
+    assert r.status_code == 200 and r.content == site["bytes"]
+    assert time.monotonic() - t0 >= 0.9  # it waited for the lock: neither refused nor served without a decision
+    assert downloads(site, made["id"]) == 1
+    assert httpx.get(f"{site['base']}/healthz").status_code == 200
 
 
 def test_one_time_links_work_once(site):

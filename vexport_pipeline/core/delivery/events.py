@@ -425,6 +425,35 @@ class EventStore:
                 out.append(exc)
         return out
 
+    def apply_now(self, write: Write) -> tuple[bool, object]:
+        """`write` applied now if that needs no waiting, for a caller that must never block long (the gateway's event
+        loop; about 0.3 ms for a download decision): (True, its result or the exception it raised), or (False, None)
+        where it would wait: another writer holds the write lock, in this process or another, or the store is
+        PostgreSQL (a network round trip). These connections never checkpoint the WAL, whose fsync would hold up the
+        caller; whoever uses them calls `checkpoint` elsewhere now and then."""
+        if self.path is None or not (lock := _writer(self.path)).acquire(blocking=False):
+            return False, None
+        try:
+            with _engine(self.url, self.path, at_once=True).connect() as db:
+                db.execution_options(vexport_write=True)  # read by _sqlite_begin: BEGIN IMMEDIATE
+                try:
+                    with db.begin():
+                        return True, _WRITES[write.name](db, *write.args, **write.kwargs)
+                except sa.exc.OperationalError as exc:
+                    if "locked" in str(exc) or "busy" in str(exc):  # another process's transaction: not now
+                        return False, None
+                    return True, exc
+                except Exception as exc:
+                    return True, exc
+        finally:
+            lock.release()
+
+    def checkpoint(self) -> None:
+        """Copy the SQLite WAL into the database as far as readers allow, without waiting for anyone (PASSIVE)."""
+        if self.path is not None:
+            with self._read() as db:
+                db.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def record_download(self, link_id: str, *, bytes_sent: int, client_ip: str = "", status: int = 200) -> None:
         """A whole download, recorded directly (imports, tests); the gateway records through `record`."""
         link = self.link(link_id)
@@ -641,7 +670,7 @@ def _from_user_version(db: sa.Connection) -> int:
 # engines: one per process and database, shared by every EventStore on it
 
 _LOCK_SPACE = 0x76657870  # "vexp": the first key of vexport's advisory locks, the second is hashtext(name)
-_engines: dict[tuple[int, str], tuple[sa.Engine, int | None]] = {}
+_engines: dict[tuple[int, str, bool], tuple[sa.Engine, int | None]] = {}
 _engines_lock = threading.Lock()
 _writers: dict[tuple[int, Path], threading.Lock] = {}
 
@@ -679,10 +708,11 @@ def _parse(url_or_path: str | Path) -> tuple[sa.URL, Path | None]:
     return url, None
 
 
-def _engine(url: sa.URL, path: Path | None) -> sa.Engine:
+def _engine(url: sa.URL, path: Path | None, at_once: bool = False) -> sa.Engine:
     """This process's engine for the database (made once; after a fork the child makes its own). An SQLite
-    file that was replaced (deleted and made again) gets a new engine, whose connections open the new file."""
-    key = (os.getpid(), url.render_as_string(hide_password=False))
+    file that was replaced (deleted and made again) gets a new engine, whose connections open the new file.
+    `at_once`: SQLite connections that never wait for a lock nor checkpoint the WAL (`EventStore.apply_now`)."""
+    key = (os.getpid(), url.render_as_string(hide_password=False), at_once)
     inode = _inode(path) if path is not None else None
     engine, known = _engines.get(key, (None, None))
     if engine is not None and inode == known:
@@ -692,7 +722,7 @@ def _engine(url: sa.URL, path: Path | None) -> sa.Engine:
         if engine is None or inode != known:
             if engine is not None:
                 engine.dispose()  # connections still in use finish on the old file, then close
-            engine = _sqlite_engine(url) if path is not None else _postgres_engine(url)
+            engine = _sqlite_engine(url, at_once) if path is not None else _postgres_engine(url)
             _engines[key] = (engine, inode)
     return engine
 
@@ -713,13 +743,13 @@ def _postgres_engine(url: sa.URL) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, **_POOL)
 
 
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
+def _sqlite_engine(url: sa.URL, at_once: bool = False) -> sa.Engine:
     """SQLite with SQLAlchemy emitting BEGIN itself (SQLAlchemy's SQLite docs, "Enabling Non-Legacy SQLite
     Transactional Modes"): the sqlite3 driver's own BEGIN is turned off and writes begin IMMEDIATE. WAL lets
     readers run beside the writer; `synchronous=NORMAL` is safe with WAL against a crash of the process (a
     power cut may lose the last commits) and saves an fsync per transaction."""
-    engine = sa.create_engine(url, connect_args={"timeout": 30}, **_POOL)
-    sa.event.listen(engine, "connect", _sqlite_connect)
+    engine = sa.create_engine(url, connect_args={"timeout": 0 if at_once else 30}, **_POOL)
+    sa.event.listen(engine, "connect", _sqlite_connect_at_once if at_once else _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
 
@@ -730,6 +760,11 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_connect_at_once(dbapi_connection, record) -> None:
+    _sqlite_connect(dbapi_connection, record)
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")  # a checkpoint's fsync would hold up the caller
 
 
 def _sqlite_begin(db: sa.Connection) -> None:

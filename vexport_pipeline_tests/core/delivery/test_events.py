@@ -296,3 +296,28 @@ def test_writes_applied_together_decide_as_if_one_after_another(where):
     assert events.link("l1").downloads == 1
     frame = events.requests_frame()
     assert sorted(zip(frame["method"], frame["status"])) == [("GET", 200), ("GET", 429), ("HEAD", 200)]
+
+
+def test_a_write_is_applied_at_once_only_where_it_need_not_wait(where, tmp_path):
+    """apply_now (the gateway's event loop): done at once when the write lock is free; never waits for another
+    process's transaction nor for this process's writer, and never runs on PostgreSQL (a network round trip)."""
+    events = EventStore(where)
+    link = row(max_downloads=1)
+    events.add_link(link)
+    start = ev.Write("start_download", (link, "a", '"t"'), {"fresh": True})
+    if not isinstance(where, Path):
+        assert events.apply_now(start) == (False, None)
+        return
+    other = sqlite3.connect(where, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    t0 = time.monotonic()
+    assert events.apply_now(start) == (False, None) and time.monotonic() - t0 < 1
+    other.execute("ROLLBACK")
+    with ev._writer(where):  # this process's group-commit thread in the middle of a round
+        assert events.apply_now(start) == (False, None)
+    assert events.apply_now(start) == (True, "ok")
+    assert events.apply_now(ev.Write("start_download", (link, "b", '"t"'), {"fresh": True})) == (True, "busy")
+    done, error = events.apply_now(ev.Write("record", (None,)))
+    assert done and isinstance(error, AttributeError)
+    events.checkpoint()
+    assert events.start_download(link, "a", '"t"', fresh=False) == "ok"  # the session survived the checkpoint
