@@ -269,7 +269,7 @@ class _File(FileResponse):
 
 async def _before_serving(gw: Gateway, request: Request, link: LinkRow, c: _Client, etag: str, ranges, note):
     """304 for a client that has this version; else reserve the download (410 used up, 429 busy), or None."""
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    if _not_modified(request.headers.get("if-none-match", ""), etag):
         await gw.writes("record", note(304))
         return Response(status_code=304, headers={"etag": etag, "cache-control": CACHE_CONTROL})
     if request.method != "GET" or ranges is None:
@@ -287,6 +287,13 @@ async def _before_serving(gw: Gateway, request: Request, link: LinkRow, c: _Clie
         await gw.writes("record", note(429))
         return _small(429, "every download of this link is in progress; try again later", **{"retry-after": "60"})
     return None
+
+
+def _not_modified(if_none_match: str, etag: str) -> bool:
+    """If-None-Match (RFC 9110 13.1.2): `*` matches any current version, and tags compare weakly (`W/"x"` is
+    `"x"`), so a client holding this version gets a 304."""
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _disposition(name: str) -> str:
