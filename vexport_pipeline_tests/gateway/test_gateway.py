@@ -186,6 +186,53 @@ def test_a_download_waits_for_another_process_holding_the_event_store(site):
     assert httpx.get(f"{site['base']}/healthz").status_code == 200
 
 
+def _gateway(env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    exe = Path(sys.executable).with_name("vexport")
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_two_gateways_on_one_postgresql_event_store_share_a_links_limit(site, pg_url):
+    """Two `vexport serve` processes behind one address book (PostgreSQL, VEXPORT_EVENTS_URL): 30 clients spread
+    over both at once get exactly the link's two downloads between them, and both record every request."""
+    env = {**site["env"], "VEXPORT_EVENTS_URL": pg_url}
+    gateways = [_gateway(env), _gateway(env)]
+    try:
+        out = vexport("links", "create", "teaser", "--json", "--max-downloads", "2", env=env, check=True)
+        made = json.loads(out.stdout)
+        token = made["url"].rsplit("/", 1)[1]
+
+        async def everyone() -> list[httpx.Response]:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=30), timeout=60) as http:
+                return await asyncio.gather(
+                    *(
+                        http.get(f"{gateways[n % 2][1]}/d/{token}", headers=client(f"192.0.2.{n + 1}"))
+                        for n in range(30)
+                    )
+                )
+
+        codes = [r.status_code for r in asyncio.run(everyone())]
+        assert codes.count(200) == 2 and codes.count(429) + codes.count(410) == 28
+        events = EventStore(pg_url)
+        assert events.link(made["id"]).downloads == 2
+        assert len(events.requests_frame()) == 30
+    finally:
+        for proc, _ in gateways:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+            assert "Traceback" not in err, err
+
+
 def test_one_time_links_work_once(site):
     made = link(site, "--one-time")
     assert httpx.get(made["url"], headers=client("203.0.113.9")).status_code == 200
