@@ -22,7 +22,6 @@ import os
 import random
 import secrets
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -168,7 +167,7 @@ def deliver(home: Path, files: list[Path], base_url: str, key: str) -> tuple[Pat
         for n, p in zip(names, paths)
     ]
     store.write_record(v, SUMMARY, json.dumps({"renditions": renditions, "bundles": []}).encode())
-    events, signer, policy = EventStore(home / "events.sqlite"), LinkSigner(key), LinkPolicy(ttl_s=86400)
+    events, signer, policy = EventStore(events_url(home)), LinkSigner(key), LinkPolicy(ttl_s=86400)
     links = [
         mint(events, signer, base_url, export_id="bench", version=v.version, rendition=n, path=str(p), policy=policy)
         for n, p in zip(names, paths)
@@ -295,12 +294,17 @@ def ms(seconds: float) -> float:
     return round(seconds * 1e3, 2)
 
 
-def recorded(db: Path) -> dict:
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        rows, server_errors, completed = con.execute(
-            "SELECT COUNT(*), COALESCE(SUM(status >= 500), 0), COALESCE(SUM(completed), 0) FROM requests"
-        ).fetchone()
-    return {"rows": rows, "5xx": server_errors, "completed_downloads": completed}
+def events_url(home: Path) -> str:
+    """The gateway's event store: `BENCH_EVENTS_URL` (an empty PostgreSQL database, to measure that deployment),
+    else the SQLite file under the home, the default."""
+    return os.environ.get("BENCH_EVENTS_URL") or str(home / "events.sqlite")
+
+
+def recorded(url: str) -> dict:
+    from vexport_pipeline.core.delivery.events import EventStore
+
+    df = EventStore(url).requests_frame()
+    return {"rows": len(df), "5xx": int((df["status"] >= 500).sum()), "completed_downloads": int(df["completed"].sum())}
 
 
 def bench_gateway(quick: bool) -> dict:
@@ -322,6 +326,7 @@ def bench_gateway(quick: bool) -> dict:
             VEXPORT_PUBLIC_URL=f"http://127.0.0.1:{gw_port}",
             VEXPORT_RATE_LIMIT="0",
             VEXPORT_TRUSTED_PROXIES="127.0.0.1/32",
+            **({"VEXPORT_EVENTS_URL": os.environ["BENCH_EVENTS_URL"]} if os.environ.get("BENCH_EVENTS_URL") else {}),
         )
         vexport = str(Path(PYTHON).with_name("vexport"))
         print(f"  {len(files)} files of {', '.join(f'{m} MiB' for m in mibs)}; {n} requests a run", flush=True)
@@ -339,7 +344,7 @@ def bench_gateway(quick: bool) -> dict:
             )
             probe = [(i % len(files), (0, 1023)) for i in range(PROBES)]
             alone = {name: sorted(asyncio.run(load(urls[name], probe, 1))["ttfb"]) for name in procs}
-        rec = recorded(home / "events.sqlite")
+        rec = recorded(events_url(home))
     return b6_result(runs, alone, n, expected, len(warm) + PROBES, rec, mibs)
 
 
