@@ -73,3 +73,9 @@ class ValidationFailed(ProcessingError):
 class StorageError(ProcessingError):
     default_code = "storage_failed"
     transient = True  # object-store 5xx, timeouts, a network that came back
+
+
+class StoreBusy(StorageError):
+    """The event store's write lock stayed held by another process for longer than a write waits for it."""
+
+    default_code = "event_store_busy"

@@ -28,7 +28,7 @@ from vexport_pipeline.core.delivery.events import EventStore, LinkRow, Write
 from vexport_pipeline.core.delivery.events import Request as Event
 from vexport_pipeline.core.delivery.links import LinkSigner
 from vexport_pipeline.core.delivery.publish import SUMMARY
-from vexport_pipeline.core.errors import StorageError
+from vexport_pipeline.core.errors import StorageError, StoreBusy
 from vexport_pipeline.core.files import sha256_file
 
 from .limits import RateLimiter
@@ -140,6 +140,9 @@ def create_app(gw: Gateway) -> Starlette:
     async def download(request: Request) -> Response:
         try:
             return await _download(gw, request)
+        except StoreBusy as exc:  # another process kept the event store's lock: nothing decided, nothing served
+            log.warning("serving %s: %s", request.url.path, exc)
+            return _small(503, "busy; try again shortly", **{"retry-after": "10"})
         except Exception:  # never a stack trace to the client
             log.exception("serving %s failed", request.url.path)
             return PlainTextResponse("internal error", status_code=500)
@@ -406,7 +409,10 @@ class _Counted(Response):
 
         async def record() -> None:
             state["recorded"] = True
-            await self.gw.writes("finish", *self._finished(scope["method"], state))
+            try:
+                await self.gw.writes("finish", *self._finished(scope["method"], state))
+            except StoreBusy as exc:  # the bytes are on their way or sent: the record alone is lost, and said so
+                log.error("a response to link %s was not recorded: %s", self.link.id, exc)
 
         async def counting(message) -> None:
             if message["type"] == "http.response.start":

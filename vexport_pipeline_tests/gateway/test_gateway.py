@@ -376,3 +376,31 @@ def test_chromium_plays_the_delivered_file_through_the_gateway_and_it_counts_onc
             browser.close()
     assert played["width"] == 640 and played["time"] == pytest.approx(played["duration"], abs=0.1)
     assert downloads(site, made["id"]) == 1
+
+
+def test_a_gateway_kept_waiting_by_the_event_store_answers_503_not_500(tmp_path, monkeypatch):
+    """In-process (the wait shortened): when another process keeps the SQLite event store locked past the wait,
+    a download is refused with 503 and Retry-After, small, and nothing is served; once free, it is served."""
+    from vexport_pipeline.core.delivery import events as ev
+    from vexport_pipeline.gateway.app import Gateway, create_app
+
+    monkeypatch.setattr(ev, "BUSY_S", 0.3)
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "f.mp4").write_bytes(b"x" * 1000)
+    events, signer = EventStore(tmp_path / "events.sqlite"), LinkSigner("k" * 32)
+    made = mint(events, signer, "http://test", export_id="e", version="v", rendition="f.mp4",
+                path=str(root / "f.mp4"), policy=LinkPolicy(3600))  # fmt: skip
+    app = create_app(Gateway(events, signer, roots=(root,)))
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            return await http.get(made.url.removeprefix("http://test"))
+
+    other = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    busy = asyncio.run(get())
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "10" and len(busy.content) < 100
+    other.execute("ROLLBACK")
+    ok = asyncio.run(get())
+    assert ok.status_code == 200 and ok.content == b"x" * 1000

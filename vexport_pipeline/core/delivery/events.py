@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from vexport_pipeline.core.errors import ConfigError
+from vexport_pipeline.core.errors import ConfigError, StoreBusy
 
 if TYPE_CHECKING:  # pandas only where frames are read (analytics): the gateway and the CLI start without it
     import pandas as pd
@@ -325,7 +325,15 @@ class EventStore:
         taken in sorted order so that two transactions never wait for each other."""
         with _writer(self.path), self._engine().connect() as db:
             db.execution_options(vexport_write=True)  # read by _sqlite_begin
-            with db.begin():
+            try:
+                tx = db.begin()
+            except sa.exc.OperationalError as exc:
+                if self.path is None or "locked" not in str(exc):
+                    raise
+                raise StoreBusy(
+                    f"the event store stayed locked by another process for {BUSY_S:g} s", where=str(self.path)
+                ) from None
+            with tx:
                 if db.dialect.name == "postgresql":
                     for lock in sorted(set(locks)):
                         db.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, sa.func.hashtext(lock))))
@@ -414,6 +422,8 @@ class EventStore:
         try:
             with self._tx(*(lock for w in writes if (lock := w.lock()))) as db:
                 return [_WRITES[w.name](db, *w.args, **w.kwargs) for w in writes]
+        except StoreBusy as exc:  # alone, each would wait as long again
+            return [exc] * len(writes)
         except Exception:
             if len(writes) == 1:
                 raise
@@ -735,6 +745,8 @@ def _inode(path: Path) -> int:
         return os.stat(path).st_ino
 
 
+BUSY_S = 30.0  # how long an SQLite write waits for another process's write lock before StoreBusy
+
 # a gateway runs its calls in up to 40 threads (AnyIO's default): as many connections, 8 kept open
 _POOL = {"pool_size": 8, "max_overflow": 32, "pool_timeout": 60}
 
@@ -748,7 +760,7 @@ def _sqlite_engine(url: sa.URL, at_once: bool = False) -> sa.Engine:
     Transactional Modes"): the sqlite3 driver's own BEGIN is turned off and writes begin IMMEDIATE. WAL lets
     readers run beside the writer; `synchronous=NORMAL` is safe with WAL against a crash of the process (a
     power cut may lose the last commits) and saves an fsync per transaction."""
-    engine = sa.create_engine(url, connect_args={"timeout": 0 if at_once else 30}, **_POOL)
+    engine = sa.create_engine(url, connect_args={"timeout": 0 if at_once else BUSY_S}, **_POOL)
     sa.event.listen(engine, "connect", _sqlite_connect_at_once if at_once else _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine

@@ -321,3 +321,25 @@ def test_a_write_is_applied_at_once_only_where_it_need_not_wait(where, tmp_path)
     assert done and isinstance(error, AttributeError)
     events.checkpoint()
     assert events.start_download(link, "a", '"t"', fresh=False) == "ok"  # the session survived the checkpoint
+
+
+def test_a_write_kept_waiting_too_long_by_another_process_is_refused_as_busy(tmp_path, monkeypatch):
+    """Past BUSY_S waiting for another process's SQLite write lock a write raises StoreBusy (not a database error),
+    and a group of writes gives up once for all of them instead of waiting again for each."""
+    from vexport_pipeline.core.errors import StoreBusy
+
+    monkeypatch.setattr(ev, "BUSY_S", 0.3)
+    path = tmp_path / "events.sqlite"
+    events = EventStore(path)
+    link = row()
+    events.add_link(link)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    t0 = time.monotonic()
+    with pytest.raises(StoreBusy, match="locked by another process"):
+        events.start_download(link, "a", '"t"', fresh=True)
+    writes = [ev.Write("record", (Request(link, "GET", 200, client_ip=ip),)) for ip in ("a", "b", "c")]
+    got = events.apply(writes)
+    assert all(isinstance(g, StoreBusy) for g in got) and time.monotonic() - t0 < 3  # two waits, not four
+    other.execute("ROLLBACK")
+    assert events.apply(writes) == [None] * 3
