@@ -13,12 +13,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -38,12 +37,18 @@ log = logging.getLogger("vexport.gateway")
 # The event store's reads run on threads of their own, not in AnyIO's default pool, which the file reads of every
 # response in flight fill under load (FileResponse reads each chunk there): a new request's checks before its first
 # byte never queue behind other downloads' bodies.
-_CHECKS = anyio.CapacityLimiter(8)
-FILE_READERS = 4  # threads reading files for responses (see create_app)
+# Object stores' calls (a HEAD, a presign, each 1 MiB of a proxied body) wait on the network, so they have threads of
+# their own too: the default pool is cut to FILE_READERS for local files (see create_app).
+_CHECKS, _REMOTE = anyio.CapacityLimiter(8), anyio.CapacityLimiter(40)
+FILE_READERS = 4  # threads reading local files for responses (see create_app)
 
 
 async def _check(fn, *args, **kwargs):
     return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=_CHECKS)
+
+
+async def _remote(fn, *args, **kwargs):
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=_REMOTE)
 
 
 class GroupCommit:
@@ -121,10 +126,11 @@ class Gateway:
     _stores: dict = field(default_factory=dict, repr=False)
     active: dict = field(default_factory=dict, repr=False)  # link id -> downloads being served by this process
     links: dict = field(default_factory=dict, repr=False)  # link id -> (row, when read): see `_link`
-    writes: GroupCommit = field(init=False, repr=False)
+    etags: dict = field(default_factory=dict, repr=False)  # (path, size, mtime) -> ETag: see `_etag`
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "writes", GroupCommit(self.events))
+    @cached_property
+    def writes(self) -> GroupCommit:
+        return GroupCommit(self.events)
 
     def object_store(self, name: str):
         """The object store of a destination (made once per process), or None for local destinations."""
@@ -217,7 +223,7 @@ async def _download(gw: Gateway, request: Request) -> Response:
     return await _serve(gw, request, link, path, c, note)
 
 
-LINK_ROWS, LINK_ROWS_S = 10_000, 60.0  # link rows kept by a gateway process, and for how long
+LINK_ROWS_S = 60.0  # how long a gateway process keeps a link's row
 
 
 async def _link(gw: Gateway, link_id: str, fresh: bool) -> LinkRow | None:
@@ -231,15 +237,20 @@ async def _link(gw: Gateway, link_id: str, fresh: bool) -> LinkRow | None:
         return kept[0]
     link = await _check(gw.events.link, link_id)
     if link is not None and not link.revoked:
-        if len(gw.links) >= LINK_ROWS:
-            gw.links.clear()
-        gw.links[link_id] = (link, now)
+        _keep(gw.links, link_id, (link, now))
     return link
+
+
+def _keep(kept: dict, key, value, limit: int = 10_000) -> None:
+    """A per-process memo that never grows past `limit`: emptied when full (the entries are cheap to read again)."""
+    if len(kept) >= limit:
+        kept.clear()
+    kept[key] = value
 
 
 async def _serve(gw: Gateway, request: Request, link: LinkRow, path: Path, c: _Client, note) -> Response:
     st = path.stat()
-    etag, size = await _etag(path, st), st.st_size
+    etag, size = await _etag(gw, path, st), st.st_size
     ranges = _ranges(request, etag, size)
     if early := await _before_serving(gw, request, link, c, etag, ranges, note):
         return early
@@ -313,7 +324,7 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
     from vexport_pipeline.core.delivery.stores import Version
 
     v = Version(link.export_id, link.version)
-    info = await run_in_threadpool(store.head, v, link.rendition)
+    info = await _remote(store.head, v, link.rendition)
     if info is None:
         await gw.writes("record", note(410))
         return _small(410, "this file is no longer available")
@@ -329,9 +340,7 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
     url = None
     if gw.destinations[link.destination].serve == "redirect":
         try:
-            url = await run_in_threadpool(
-                store.presign, v, link.rendition, 60, content_disposition=_disposition(link.rendition)
-            )
+            url = await _remote(store.presign, v, link.rendition, 60, content_disposition=_disposition(link.rendition))
         except StorageError as exc:  # no signing key (a GCS or Azure store without one): stream it instead
             log.warning("cannot presign %s (%s); streaming it", link.rendition, exc)
     if url:
@@ -349,7 +358,7 @@ async def _serve_object(gw: Gateway, request: Request, link: LinkRow, store, c: 
     if request.method == "HEAD":
         body = None
     else:
-        body = await run_in_threadpool(store.open_range, v, link.rendition, start, end - 1)
+        body = await _remote(store.open_range, v, link.rendition, start, end - 1)
     response = StreamingResponse(
         _chunks(body), status_code=206 if partial else 200, headers=headers,
         media_type=info.content_type or "application/octet-stream",
@@ -362,7 +371,7 @@ async def _chunks(body):
     if body is None:
         return
     try:
-        while chunk := await run_in_threadpool(body.read, 1 << 20):
+        while chunk := await _remote(body.read, 1 << 20):
             yield chunk
     finally:
         body.close()
@@ -448,16 +457,12 @@ class _Counted(Response):
         return self.note(status or 499, sent), self.etag, covered, self.size
 
 
-_ETAGS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> ETag: found on a thread once, then read here
-
-
-async def _etag(path: Path, st) -> str:
+async def _etag(gw: Gateway, path: Path, st) -> str:
+    """The file's ETag: found on a thread once (from the summary, or hashed), then read here."""
     key = (str(path), st.st_size, st.st_mtime_ns)  # a changed file has a new key
-    if (etag := _ETAGS.get(key)) is None:
+    if (etag := gw.etags.get(key)) is None:
         etag = f'"{(await _check(_sha256, key[0]))[:40]}"'
-        if len(_ETAGS) >= 4096:
-            _ETAGS.clear()
-        _ETAGS[key] = etag
+        _keep(gw.etags, key, etag)
     return etag
 
 

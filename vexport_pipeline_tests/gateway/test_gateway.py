@@ -33,6 +33,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _gateway(env: dict, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`vexport serve` in a process of its own, once it answers; (the process, its base URL)."""
+    port = port or free_port()
+    exe = Path(sys.executable).with_name("vexport")
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, media):
     """A delivered export (the real MP4 of the media fixture) and a running gateway in front of it."""
@@ -51,18 +67,7 @@ def site(tmp_path_factory, media):
         "VEXPORT_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "VEXPORT_TRUSTED_PROXIES": "127.0.0.1/32",  # the tests play several clients through X-Forwarded-For
     }
-    exe = Path(sys.executable).with_name("vexport")
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.1)
+    proc, base = _gateway(env, port)
     yield {"home": home, "env": env, "base": base, "path": path, "bytes": path.read_bytes(), "v": v, "proc": proc}
     proc.terminate()
     _, err = proc.communicate(timeout=10)
@@ -184,21 +189,6 @@ def test_a_download_waits_for_another_process_holding_the_event_store(site):
     assert time.monotonic() - t0 >= 0.9  # it waited for the lock: neither refused nor served without a decision
     assert downloads(site, made["id"]) == 1
     assert httpx.get(f"{site['base']}/healthz").status_code == 200
-
-
-def _gateway(env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    exe = Path(sys.executable).with_name("vexport")
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
-    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.1)
 
 
 @pytest.mark.postgres

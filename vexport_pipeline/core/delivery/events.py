@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -328,7 +329,7 @@ class EventStore:
             try:
                 tx = db.begin()
             except sa.exc.OperationalError as exc:
-                if self.path is None or "locked" not in str(exc):
+                if not _lock_held(exc):
                     raise
                 raise StoreBusy(
                     f"the event store stayed locked by another process for {BUSY_S:g} s", where=str(self.path)
@@ -450,7 +451,7 @@ class EventStore:
                     with db.begin():
                         return True, _WRITES[write.name](db, *write.args, **write.kwargs)
                 except sa.exc.OperationalError as exc:
-                    if "locked" in str(exc) or "busy" in str(exc):  # another process's transaction: not now
+                    if _lock_held(exc):  # another process's transaction: not now
                         return False, None
                     return True, exc
                 except Exception as exc:
@@ -746,6 +747,12 @@ def _inode(path: Path) -> int:
 
 
 BUSY_S = 30.0  # how long an SQLite write waits for another process's write lock before StoreBusy
+
+
+def _lock_held(exc: sa.exc.OperationalError) -> bool:
+    """SQLite's answer that another connection holds the lock it waited for (SQLITE_BUSY or SQLITE_LOCKED)."""
+    return getattr(exc.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
 
 # a gateway runs its calls in up to 40 threads (AnyIO's default): as many connections, 8 kept open
 _POOL = {"pool_size": 8, "max_overflow": 32, "pool_timeout": 60}
