@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from vexport_pipeline.core.spec.loading import (
 )
 
 MAX_ITEMS = 1000
+# An inline item's export id is the batch's id and `-N`: the batch id leaves room for `-1000` within an id's 63.
+MAX_ID = 63 - len(f"-{MAX_ITEMS}")
 OWN = ("id", "source")  # every item has its own: `defaults` may set any other composition field
 SHARED = sorted(set(Composition.model_fields) - set(OWN))
 # how `status --batch` counts items: not run yet, the run statuses of `history`, refused before any run
@@ -55,7 +58,7 @@ class Batch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(default=None, pattern=ID_PATTERN)
+    id: str | None = Field(default=None, pattern=ID_PATTERN, max_length=MAX_ID)
     defaults: dict[str, Any] = Field(default_factory=dict)
     items: list[Any] | None = Field(default=None, max_length=MAX_ITEMS)  # each is checked alone (`Item`)
     videos: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -116,8 +119,9 @@ def load(path: Path, now: float | None = None) -> Plan:
     except ValidationError as err:
         problems = field_problems(err, list(Batch.model_fields))
         raise InputError("invalid batch\n  " + "\n  ".join(problems), where=str(path), code="batch_invalid") from None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    batch_id = batch.id or f"{slug(path.stem)[:47]}-{stamp}"
+    # made up: the file's name, the time and a random tag (two launches of one file in one second are two batches)
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{secrets.token_hex(2)}"
+    batch_id = batch.id or f"{slug(path.stem)[: MAX_ID - len(stamp) - 1].rstrip('-_')}-{stamp}"
     if batch.videos:
         items = _videos(batch.videos, path.parent)
     else:

@@ -3,6 +3,7 @@ escape the batch's folder refused one by one while the others are admitted, and 
 
 import json
 import os
+import re
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_items_that_escape_are_refused_alone_and_the_good_one_is_admitted(home, 
     }
     (folder / "batch.yaml").write_text(json.dumps(spec))
     plan = batch.load(folder / "batch.yaml", now=0)
-    assert plan.id == "batch-19700101-000000"
+    assert re.fullmatch(r"batch-19700101-000000-[0-9a-f]{4}", plan.id), plan.id
     out = batch.admit_all(plan, home, current().policy, busy=lambda _: None)
     assert [o.status for o in out] == ["refused", "refused", "admitted", "refused", "refused"]
     for o in out[:2]:
@@ -68,6 +69,25 @@ def test_items_that_escape_are_refused_alone_and_the_good_one_is_admitted(home, 
     assert out[3].errors[0]["code"] == "export_id_busy" and "items[2]" in out[3].errors[0]["message"]
     assert out[4].errors[0]["code"] == "batch_item_invalid"
     assert (home.registry / "good.json").exists()
+
+
+def test_a_made_up_batch_id_is_new_each_launch_and_leaves_room_for_its_items_ids(home, media, tmp_path):
+    """Two launches of one file in one second are two batches (the second overwrote the first's record and its
+    items' ids were taken); a long file name still gives every inline item an id of its own (they were cut to
+    63 characters, all alike, and every item after the first was refused as busy)."""
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "media").symlink_to(media["av"].parent)
+    item = {"source": str(media["av"]), "segments": [{"start": 0, "end": 1}]}
+    spec = {"defaults": {"targets": [TARGET], "export_type": "single"}, "items": [item] * 3}
+    path = folder / ("spring-campaign-2026-all-regions-final-approved-cut-v2" + ".yaml")
+    path.write_text(json.dumps(spec))
+    first, second = batch.load(path, now=0), batch.load(path, now=0)
+    assert first.id != second.id and all(len(p.id) <= batch.MAX_ID for p in (first, second))
+    out = batch.admit_all(first, home, current().policy, busy=lambda _: None)
+    assert [o.status for o in out] == ["admitted"] * 3, [o.errors for o in out if o.errors]
+    assert len({o.export_id for o in out}) == 3 and out[2].export_id == f"{first.id}-3"
+    assert "id:" in str(refusal(tmp_path, f"id: {'a' * (batch.MAX_ID + 1)}\nitems: [a.yaml]\n"))
 
 
 def test_the_aggregate_counts_each_status_and_an_ended_run_counts_whole(home):
