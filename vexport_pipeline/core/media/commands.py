@@ -61,12 +61,16 @@ def _fit(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
 
 def video_chain(stream, s: EncodeSettings, source_size: tuple[int, int] | None = None):
     """Deinterlace (bwdif, only frames coded as fields), constant frame rate (a VFR source comes out
-    constant), scale/fit, HDR tone-mapped to SDR, square pixels, pixel format, BT.709 tags on every frame."""
+    constant), scale/fit, HDR tone-mapped to SDR, wide-gamut SDR brought to BT.709 primaries, square pixels,
+    pixel format, BT.709 tags on every frame."""
     if s.deinterlace:
         stream = stream.filter("bwdif", mode="send_frame", parity="auto", deint="interlaced")
     stream = _fit(stream.filter("fps", fps=s.fps), s, source_size)
     if s.tonemap:
         stream = _tonemap(stream, s.tonemap)
+    elif s.primaries != "bt709":  # wide-gamut SDR: the fit made it BT.709 YUV; now its colours (in linear light)
+        stream = stream.filter("zscale", pin=s.primaries, p="bt709", tin="bt709", t="bt709", min="bt709", m="bt709",
+                               rin="tv", r="tv")  # fmt: skip
     return (
         stream.filter("setsar", "1")
         .filter("format", s.pix_fmt)

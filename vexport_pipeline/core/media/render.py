@@ -46,6 +46,7 @@ def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
         and all(seek_point(source.path, a) >= a for a, _ in clip.ranges)  # an MPEG-TS cut is decoded from before it
         and _starts(source)[0] < 0.5 / v.fps  # a copy cannot hold back a picture that starts after the sound
         and (v.color_space != "unknown" or v.height >= 720)  # untagged HD is BT.709, and the copy is tagged so
+        and (s.matrix, s.primaries) == ("bt709", "bt709")  # other colours are converted, not copied
     )
 
 

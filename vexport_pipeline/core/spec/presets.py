@@ -163,6 +163,7 @@ class EncodeSettings:
     deinterlace: bool = False  # the source is interlaced: bwdif, field order from the stream
     tonemap: str | None = None  # the source is HDR ('pq' or 'hlg'): tone-mapped to SDR BT.709
     matrix: str = "bt709"  # the source's YUV matrix (swscale's name), converted to BT.709 when it is another
+    primaries: str = "bt709"  # the source's primaries where wider (SDR BT.2020, P3), converted to BT.709's
     audio_track: int = 0  # which of the source's audio streams (the default one)
     repeatable: bool = False  # a chunk: the same bytes from any worker (no threads that race the rate control)
 
@@ -398,6 +399,7 @@ def _video_fields(f: dict, quality: str, video: VideoInfo, limits: dict) -> dict
         "deinterlace": video.interlaced,
         "tonemap": video.hdr,
         "matrix": video.matrix,
+        "primaries": video.gamut,
     }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vexport_pipeline.core.media.probe import check_decodable_to, probe
-from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.render import can_copy, render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.composition import Target
@@ -322,6 +322,37 @@ def test_bt601_and_full_range_sources_keep_their_colours(tmp_path, name, encode)
     assert probe(out).video.color_space == "bt709"
     error = np.abs(_rgb(src, "bt601").astype(int) - _rgb(out).astype(int)).max(axis=2)
     assert np.percentile(error, 90) <= 8, np.percentile(error, 90)
+
+
+def test_wide_gamut_sdr_sources_are_brought_to_bt709_primaries(tmp_path):
+    """SDR in BT.2020 primaries (a 10-bit camera or grading export that is not HDR): its colours are converted, not
+    only tagged BT.709. Shown as BT.709 unconverted, saturated bars came out 116 of 255 off (p90)."""
+    bars = ["-f", "lavfi", "-i", "smptehdbars=s=1280x720:r=25:d=1"]
+    ref, src = tmp_path / "bars709.mp4", tmp_path / "bt2020.mp4"
+    lossless = ["-c:v", "libx265", "-x265-params", "lossless=1:log-level=error"]
+    tags = ["-color_primaries", "bt2020", "-color_trc", "bt2020-10", "-colorspace", "bt2020nc"]
+    wide = "zscale=tin=bt709:t=bt709:pin=bt709:p=bt2020:min=bt709:m=bt2020nc:r=tv,format=yuv420p10le"
+    for out, args in ((ref, ["-vf", "format=yuv420p", *lossless]), (src, ["-vf", wide, *lossless, *tags])):
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *bars, *args, str(out)], check=True)
+    info = probe(src)
+    assert info.video.color_primaries == "bt2020" and info.video.hdr is None and info.video.gamut == "bt2020"
+    s = PresetBook.load().resolve(Target(preset="web_720p", crf=4), info)
+    assert s.primaries == "bt2020" and not s.tonemap
+    out = tmp_path / f"out.{s.ext}"
+    render_clip(info, Clip(None, [(0.0, 1.0)]), [s], [out])
+    got = probe(out).video
+    assert (got.color_primaries, got.color_trc, got.color_space) == ("bt709", "bt709", "bt709")
+    error = np.abs(_rgb(ref, "bt709").astype(int) - _rgb(out).astype(int)).max(axis=2)
+    assert np.percentile(error, 90) <= 8, np.percentile(error, 90)
+    # an 8-bit H.264 of the target's size and rate would be stream-copied, and so keep BT.2020 colours
+    for primaries, copied in (("bt709", True), ("bt2020", False)):
+        h264 = tmp_path / f"{primaries}.mp4"
+        tag = f"setparams=color_primaries={primaries}:color_trc=bt709:colorspace=bt709"
+        args = ["-vf", f"format=yuv420p,{tag}", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25"]
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *bars, *args, str(h264)], check=True)
+        info = probe(h264)
+        s = PresetBook.load().resolve(Target(preset="web_720p"), info)
+        assert can_copy(info, Clip(None, [(0.0, 1.0)], cuts_on_keyframes=True), s) is copied, primaries
 
 
 @pytest.fixture(scope="module")
