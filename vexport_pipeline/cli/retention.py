@@ -26,8 +26,8 @@ def _human(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def retention_cmd(now_: bool, dry_run: bool, as_json: bool) -> None:
     """Archive versions past archive_after, delete those past delete_after (links revoked, the summary kept),
-    never touch a legal hold, and clean old work folders and cache files."""
-    from vexport_pipeline.core import retention
+    never touch a legal hold, and clean old work folders and cache files (in the artifact store too)."""
+    from vexport_pipeline.core import artifacts, retention
     from vexport_pipeline.core.delivery.events import EventStore
     from vexport_pipeline.core.settings import current, destinations
 
@@ -36,7 +36,8 @@ def retention_cmd(now_: bool, dry_run: bool, as_json: bool) -> None:
         events = None if dry_run else EventStore(settings.events_url or settings.paths.events_db)
         revoke = (lambda e, v: events.revoke(export_id=e, version=v)) if events else None
         stores = retention.object_stores(destinations(settings))
-        report = retention.run(settings.paths, revoke=revoke, dry_run=dry_run, stores=stores)
+        store = artifacts.configured()  # where workers hand each other files: cleaned like the work area
+        report = retention.run(settings.paths, revoke=revoke, dry_run=dry_run, stores=stores, artifacts=store)
     except VexportError as exc:
         fail(exc)
     if as_json:

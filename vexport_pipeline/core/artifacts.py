@@ -22,6 +22,7 @@ import functools
 import os
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path, PurePath, PurePosixPath
 from urllib.parse import urlsplit
@@ -99,10 +100,27 @@ def _verified_copy(read, dest: Path, expected: str | None) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A key the store holds, its size and when it was last written (epoch seconds)."""
+
+    key: str
+    size: int
+    mtime: float
+
+
 class ArtifactStore(ABC):
     """Files and small records by key."""
 
     url: str
+
+    @abstractmethod
+    def entries(self, prefix: str) -> Iterator[Entry]:
+        """Every key under the folder `prefix` (`exports/x/`, `cache/`), for retention."""
+
+    @abstractmethod
+    def remove(self, keys: list[str]) -> None:
+        """Delete `keys`; one already gone is no error."""
 
     @abstractmethod
     def put(self, key: str, src: Path, crc: str) -> None:
@@ -173,6 +191,28 @@ class FolderStore(ArtifactStore):
             return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def entries(self, prefix: str) -> Iterator[Entry]:
+        top = self.path(prefix.rstrip("/"))
+        for dirpath, dirs, names in os.walk(top):  # symlinks are neither followed nor listed
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+            for name in names:
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(full)
+                except FileNotFoundError:
+                    continue
+                if not os.path.islink(full):
+                    yield Entry(Path(full).relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
+
+    def remove(self, keys: list[str]) -> None:
+        for key in keys:
+            p = self.path(key)
+            p.unlink(missing_ok=True)
+            for folder in p.parents:  # and the folders it leaves empty, up to the store's root
+                if folder == self.root or any(folder.iterdir()):
+                    break
+                folder.rmdir()
 
 
 class S3ArtifactStore(ArtifactStore):
@@ -260,6 +300,32 @@ class S3ArtifactStore(ArtifactStore):
 
     def read(self, key: str) -> bytes | None:
         return self._or_none(key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+
+    def entries(self, prefix: str) -> Iterator[Entry]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/"
+        )
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield Entry(obj["Key"][start:], obj["Size"], obj["LastModified"].timestamp())
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("list", prefix, exc) from exc
+
+    def remove(self, keys: list[str]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
+            try:
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except (BotoCoreError, ClientError) as exc:
+                raise self._fail("delete", keys[i], exc) from exc
+            if errors := answer.get("Errors"):
+                raise self._fail("delete", errors[0].get("Key", ""), RuntimeError(errors[0].get("Message", "")))
 
 
 def open_store(url: str, endpoint_url: str | None = None) -> ArtifactStore:

@@ -23,6 +23,11 @@ S3 destinations (`object_stores`) get the same decisions per version, carried ou
 the JSON records stay in place as the record, `restore` brings them back (through `restore_object` where the
 class needs it). GCS, Azure, Dropbox and Drive destinations are not managed by retention.
 
+The artifact store (`VEXPORT_ARTIFACTS`, core/artifacts.py), where workers hand each other files, is cleaned the
+same way as the home it stands in for: an export's keys (`exports/<id>/...`: its work files and step values) go
+once none of them was written for `work_days`, all but `registration.json` (the composition as registered, which
+`reexport` reads); the shared cache's keys (`cache/...`) by age and size cap, as the local cache.
+
 A version's age comes from its id (`YYYYmmddTHHMMSSZ-xxxxxx`, as `LocalStore.begin` makes them), else from
 the folder's mtime; a work folder's and a cache file's age from their newest mtime.
 """
@@ -39,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vexport_pipeline.core.artifacts import ArtifactStore, Entry, registration_key
 from vexport_pipeline.core.errors import InputError, StorageError, VexportError
 from vexport_pipeline.core.history import registered
 from vexport_pipeline.core.intake import registry
@@ -50,6 +56,7 @@ DEFAULT_RETENTION = Retention()  # no archive_after, no delete_after: keep forev
 RECORD_SUFFIX = ".record"
 RECORD_MAX_BYTES = 4 << 20
 KINDS = ("keep", "hold", "archive", "delete", "clean_work", "clean_cache")
+ARTIFACTS = "artifacts"  # the tier of the artifact store's keys
 _STAMP = re.compile(r"^(\d{8}T\d{6}Z)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -80,7 +87,7 @@ class Action:
     bytes: int
     age_days: float
     reason: str
-    tier: str = "store"  # "store", "archive", "work", "cache"
+    tier: str = "store"  # "store", "archive", "work", "cache", "artifacts" (the artifact store: `path` is a key)
     destination: str = "default"  # where the version is: the local store and archive, or a named S3 destination
 
     def to_dict(self) -> dict:
@@ -260,9 +267,15 @@ def object_stores(destinations: dict) -> dict[str, tuple[Any, str]]:
     return {n: (d.store(), d.archive_class) for n, d in destinations.items() if d.kind == "s3"}
 
 
-def plan(home: Home, now: float | None = None, policy: Policy | None = None, stores: dict | None = None) -> Report:
-    """Every decision for this home (and the S3 `stores`, from `object_stores`) at `now` (epoch seconds, default
-    the clock); changes nothing."""
+def plan(
+    home: Home,
+    now: float | None = None,
+    policy: Policy | None = None,
+    stores: dict | None = None,
+    artifacts: ArtifactStore | None = None,
+) -> Report:
+    """Every decision for this home (and the S3 `stores`, from `object_stores`, and the `artifacts` store) at
+    `now` (epoch seconds, default the clock); changes nothing."""
     now = time.time() if now is None else now
     policy = policy or Policy()
     actions: list[Action] = []
@@ -280,6 +293,7 @@ def plan(home: Home, now: float | None = None, policy: Policy | None = None, sto
         actions += _s3_actions(home, name, store, now, policy, known)
     actions += _work_actions(home, now, policy)
     actions += _cache_actions(home, now, policy)
+    actions += _artifact_actions(artifacts, now, policy) if artifacts else []
     return Report(now, actions)
 
 
@@ -332,7 +346,13 @@ def _cache_actions(home: Home, now: float, policy: Policy) -> list[Action]:
                 st = os.lstat(os.path.join(dirpath, name))
             except FileNotFoundError:
                 continue
-            files.append((st.st_mtime, st.st_size, Path(dirpath) / name))
+            files.append((st.st_mtime, st.st_size, str(Path(dirpath) / name)))
+    return _aged_out(files, now, policy, "cache")
+
+
+def _aged_out(files: list[tuple[float, int, str]], now: float, policy: Policy, tier: str) -> list[Action]:
+    """`clean_cache` for the cache files (mtime, size, path or key) older than `cache_days`, then for the oldest
+    until the rest fit under `cache_max_bytes`."""
     files.sort()  # oldest first
     total = sum(size for _, size, _ in files)
     out = []
@@ -345,8 +365,27 @@ def _cache_actions(home: Home, now: float, policy: Policy) -> list[Action]:
         else:
             continue
         total -= size
-        out.append(Action("clean_cache", "", None, str(path), size, age / DAY, reason, "cache"))
+        out.append(Action("clean_cache", "", None, path, size, age / DAY, reason, tier))
     return out
+
+
+def _artifact_actions(store: ArtifactStore, now: float, policy: Policy) -> list[Action]:
+    """`clean_work` per export whose keys in the artifact store were all written more than `work_days` ago (its
+    registration aside); `clean_cache` for the shared cache's keys, as for the local cache."""
+    exports: dict[str, list[Entry]] = {}
+    for e in store.entries("exports/"):
+        exports.setdefault(e.key.split("/")[1], []).append(e)
+    out = []
+    for export_id, entries in sorted(exports.items()):
+        files = [e for e in entries if e.key != registration_key(export_id)]
+        age = now - max(e.mtime for e in entries)
+        if files and age >= policy.work_days * DAY:
+            reason = f"untouched for more than {policy.work_days:g} d"
+            size = sum(e.size for e in files)
+            out.append(
+                Action("clean_work", export_id, None, f"exports/{export_id}/", size, age / DAY, reason, ARTIFACTS)
+            )
+    return out + _aged_out([(e.mtime, e.size, e.key) for e in store.entries("cache/")], now, policy, ARTIFACTS)
 
 
 # acting
@@ -428,14 +467,20 @@ def _clean(home: Home, a: Action) -> None:
 
 
 def apply(
-    home: Home, report: Report, revoke: Callable[[str, str], int] | None = None, stores: dict | None = None
+    home: Home,
+    report: Report,
+    revoke: Callable[[str, str], int] | None = None,
+    stores: dict | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> Report:
     """Carry out a plan: archive, delete and clean; `revoke(export_id, version)` revokes a deleted version's
     links (`EventStore.revoke`) and returns how many. One failed action is reported and never stops the rest."""
     report.dry_run = False
     for a in report.actions:
         try:
-            if a.destination != "default":
+            if a.tier == ARTIFACTS:
+                _clean_artifacts(artifacts, a)
+            elif a.destination != "default":
                 report.revoked_links += _apply_s3(a, (stores or {})[a.destination], revoke, report.now)
             elif a.kind == "archive":
                 _archive(home, a)
@@ -448,6 +493,17 @@ def apply(
             continue
         report.done.append(a)
     return report
+
+
+def _clean_artifacts(store: ArtifactStore | None, a: Action) -> None:
+    """An export's keys (listed again: the plan may be old; its registration stays), or one cache key."""
+    if store is None:
+        raise StorageError("no artifact store is configured", where=a.path)
+    if a.kind == "clean_cache":
+        store.remove([a.path])
+        return
+    keep = registration_key(a.export_id)
+    store.remove([e.key for e in store.entries(a.path) if e.key != keep])
 
 
 def _apply_s3(a: Action, store_and_class: tuple, revoke: Callable[[str, str], int] | None, now: float) -> int:
@@ -476,10 +532,12 @@ def run(
     policy: Policy | None = None,
     dry_run: bool = False,
     stores: dict | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> Report:
-    """Plan, and apply unless `dry_run`; `stores` are the S3 destinations to manage too (`object_stores`)."""
-    report = plan(home, now, policy, stores)
-    return report if dry_run else apply(home, report, revoke, stores)
+    """Plan, and apply unless `dry_run`; `stores` are the S3 destinations to manage too (`object_stores`), and
+    `artifacts` the artifact store (`artifacts.configured()`)."""
+    report = plan(home, now, policy, stores, artifacts)
+    return report if dry_run else apply(home, report, revoke, stores, artifacts)
 
 
 def restore_from(store, export_id: str, version: str, where: str) -> Action:

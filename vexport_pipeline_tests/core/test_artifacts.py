@@ -1,6 +1,8 @@
 """The artifact store (a folder, S3 on the wire) and records whose files travel between homes."""
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from vexport_pipeline.core import artifacts
 from vexport_pipeline.core.artifacts import HomeFile, KeyRefused, attach, check_key, detach, file_key
 from vexport_pipeline.core.errors import ConfigError, StorageError
 from vexport_pipeline.core.settings import Settings
+from vexport_pipeline_tests.conftest import vexport
 
 
 @pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
@@ -150,3 +153,76 @@ def test_the_settings_refuse_a_store_they_cannot_open():
     assert (s.artifacts, s.executor, s.celery_broker) == ("s3://bucket/prefix", "celery", "redis://127.0.0.1:6379/0")
     with pytest.raises(ConfigError, match="VEXPORT_EXECUTOR"):
         Settings.from_env({"VEXPORT_EXECUTOR": "spark"})
+
+
+def _fill(store, tmp_path) -> None:
+    """Two exports' work files and step values, their registrations, and two entries of the shared cache."""
+    src = tmp_path / "f.bin"
+    for key, size in [
+        ("exports/a/renditions/web.mp4", 300_000),
+        ("exports/a/values/renditions.pickle", 2_000),
+        ("exports/b/renditions/.chunks/0.mp4", 50_000),
+        ("cache/ab/abcd.mp4", 100_000),
+        ("cache/cd/cdef.mp4", 100_000),
+    ]:
+        src.write_bytes(os.urandom(size))
+        store.put(key, src, artifacts.checksum(src))
+    for export_id in ("a", "b"):
+        store.write(artifacts.registration_key(export_id), b"id: " + export_id.encode())
+
+
+def test_retention_cleans_the_artifact_store_as_it_cleans_the_home(store, tmp_path):
+    """Workers' files in the store are cleaned as the work area and the cache are: an export's keys once none was
+    written for `work_days` (its registration stays: `reexport` reads it), cache keys by age and size cap. Before,
+    the store only ever grew."""
+    from vexport_pipeline.core import retention
+    from vexport_pipeline.core.settings import Home
+
+    _fill(store, tmp_path)
+    home, day = Home(tmp_path / "home").ensure(), retention.DAY
+    keys = lambda prefix: sorted(e.key for e in store.entries(prefix))
+    assert keys("exports/a/") == [
+        "exports/a/registration.json",
+        "exports/a/renditions/web.mp4",
+        "exports/a/values/renditions.pickle",
+    ]
+    fresh = retention.run(home, artifacts=store)
+    assert not [a for a in fresh.done if a.tier == "artifacts"] and len(keys("exports/")) == 5
+
+    now = time.time() + 8 * day  # a week and a day later: past work_days (7), not cache_days (30)
+    policy = retention.Policy(cache_max_bytes=150_000)  # the oldest cache key goes, so the rest fit
+    dry = retention.run(home, now, policy=policy, artifacts=store, dry_run=True)
+    planned = [(a.kind, a.export_id, a.path, a.bytes) for a in dry.actions if a.tier == "artifacts"]
+    assert planned[:2] == [("clean_work", "a", "exports/a/", 302_000), ("clean_work", "b", "exports/b/", 50_000)]
+    assert len(planned) == 3 and planned[2][0] == "clean_cache" and planned[2][2] in keys("cache/")
+    assert len(keys("exports/")) == 5  # a dry run changes nothing
+    report = retention.run(home, now, policy=policy, artifacts=store)
+    assert not report.errors and report.totals()["clean_work"] == {"count": 2, "bytes": 352_000}
+    assert keys("exports/") == ["exports/a/registration.json", "exports/b/registration.json"]
+    assert len(keys("cache/")) == 1 and report.totals()["clean_cache"]["count"] == 1
+    assert store.read(artifacts.registration_key("a")) == b"id: a"
+    if isinstance(store, artifacts.FolderStore):  # emptied folders go too
+        assert sorted(p.name for p in (store.root / "exports" / "a").iterdir()) == ["registration.json"]
+
+
+def test_retention_of_a_folder_store_from_the_command_line_never_follows_a_symlink(tmp_path, home):
+    """`vexport retention --now` with `VEXPORT_ARTIFACTS` set: old keys go, a symlink planted in the store (to a
+    file outside it) is neither listed nor followed, and what it points at stays."""
+    store = artifacts.open_store((tmp_path / "store").as_uri())
+    _fill(store, tmp_path)
+    outside = tmp_path / "precious.mp4"
+    outside.write_bytes(b"not the store's")
+    (store.root / "exports" / "a" / "renditions" / "evil.mp4").symlink_to(outside)
+    old = time.time() - 40 * 86400
+    for dirpath, _, names in os.walk(store.root):
+        for name in names:
+            os.utime(os.path.join(dirpath, name), (old, old), follow_symlinks=False)
+    env = {"VEXPORT_ARTIFACTS": store.url}
+    proc = vexport("retention", "--now", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    assert done["totals"]["clean_work"] == {"count": 2, "bytes": 352_000}
+    assert done["totals"]["clean_cache"] == {"count": 2, "bytes": 200_000}
+    assert outside.read_bytes() == b"not the store's" and "Traceback" not in proc.stderr
+    left = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file() or p.is_symlink())
+    assert left == ["exports/a/registration.json", "exports/a/renditions/evil.mp4", "exports/b/registration.json"]

@@ -54,6 +54,7 @@ def retention(
         home.paths,
         revoke=lambda export_id, version: event_store.revoke(export_id=export_id, version=version),
         stores=core.object_stores(store.destinations()),  # S3 destinations: archive and delete by storage class
+        artifacts=home.artifact_store(),  # the work files and shared cache that workers hand each other
     )
     for error in report.errors:
         context.log.warning(error)
