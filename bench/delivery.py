@@ -53,9 +53,9 @@ import sys, uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from vexport_pipeline.gateway.app import SERVER_OPTIONS
 app = Starlette(routes=[Mount("/s", StaticFiles(directory=sys.argv[1]))])
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), proxy_headers=False, server_header=False,
-            log_level="warning", access_log=False)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=False, **SERVER_OPTIONS)
 """
 
 

@@ -34,7 +34,7 @@ def serve(host: str, port: int) -> None:
 
     from vexport_pipeline.core.delivery.access import networks
     from vexport_pipeline.core.settings import destinations
-    from vexport_pipeline.gateway.app import Gateway, create_app
+    from vexport_pipeline.gateway.app import SERVER_OPTIONS, Gateway, create_app
     from vexport_pipeline.gateway.limits import RateLimiter
 
     settings, store, events, signer = _parts()
@@ -51,8 +51,7 @@ def serve(host: str, port: int) -> None:
         destinations=dests,
     )
     click.echo(f"vexport gateway on http://{host}:{port} (links: {settings.public_url}/d/...)")
-    # X-Forwarded-For is read by the app, from trusted proxies only; uvicorn must not rewrite the peer
-    uvicorn.run(create_app(gw), host=host, port=port, proxy_headers=False, server_header=False, log_level="warning")
+    uvicorn.run(create_app(gw), host=host, port=port, **SERVER_OPTIONS)
 
 
 @click.group()

@@ -41,6 +41,16 @@ log = logging.getLogger("vexport.gateway")
 # their own too: the default pool is cut to FILE_READERS for local files (see create_app).
 _CHECKS, _REMOTE = anyio.CapacityLimiter(8), anyio.CapacityLimiter(40)
 FILE_READERS = 4  # threads reading local files for responses (see create_app)
+# How `vexport serve` runs the app in uvicorn (B6 runs its competitor with the same): uvicorn must not rewrite the
+# peer from X-Forwarded-For (the app reads it, from trusted proxies only); uvloop's event loop (B6's tail latency);
+# h11's parser, which caps a request's headers (uvicorn's httptools protocol does not).
+SERVER_OPTIONS = {
+    "proxy_headers": False,
+    "server_header": False,
+    "log_level": "warning",
+    "loop": "uvloop",
+    "http": "h11",
+}
 
 
 async def _check(fn, *args, **kwargs):

@@ -282,6 +282,38 @@ def test_tampered_unknown_expired_and_revoked_links_are_refused_small(site):
     assert vexport("links", "revoke", "nope", env=site["env"]).returncode == 2
 
 
+def test_endless_headers_are_cut_off_and_the_gateway_serves_on(site):
+    """A client sending megabytes of headers (slowloris-like memory use) is answered 400 and dropped once its
+    headers pass h11's 16 KiB, never read whole (uvicorn's httptools parser has no such cap: the gateway names
+    h11); the next client is served."""
+    made = link(site)
+    path = made["url"].split(site["base"], 1)[1]
+    port = int(site["base"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode())
+        sent, answer = 0, b""
+        try:
+            while sent < 8 << 20 and not answer:
+                sock.sendall(b"x-filler: " + b"a" * 4000 + b"\r\n")
+                sent += 4012
+                sock.setblocking(False)
+                try:
+                    answer = sock.recv(4096)
+                except BlockingIOError:
+                    pass
+                sock.setblocking(True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # dropped while we were still sending: also a refusal
+        sock.settimeout(5)
+        try:
+            answer += sock.recv(4096)
+        except (TimeoutError, ConnectionResetError, OSError):
+            pass
+    assert sent < 1 << 20, sent  # refused within the first MiB, not after reading all 8
+    assert not answer or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert httpx.get(made["url"]).status_code == 200 and downloads(site, made["id"]) == 1
+
+
 def test_a_rate_limited_link_is_slow_and_a_busy_one_says_try_later(site):
     """--max-rate holds each download to its bytes a second; --max-concurrent refuses a second download
     while one is served (429), and takes the next once it ended."""
