@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -448,9 +449,16 @@ def damaged_at(path: Path | str, ranges: list[tuple[float, float]], limit: int =
     the file's. At most `limit` times."""
     try:
         st = os.stat(path)
-        return _damaged_at(str(path), st.st_mtime_ns, st.st_size, tuple(map(tuple, ranges)), limit)
+        key = (str(path), st.st_mtime_ns, st.st_size, tuple(map(tuple, ranges)), limit)
+        if len(_DECODING) > 256:
+            _DECODING.clear()
+        with _DECODING.setdefault(key, threading.Lock()):  # one decode: an export's checks run side by side
+            return _damaged_at(*key)
     except (OSError, av.error.FFmpegError, IndexError, ValueError):  # unreadable: the checks that read it say so
         return ()
+
+
+_DECODING: dict[tuple, threading.Lock] = {}
 
 
 @functools.lru_cache(maxsize=16)
