@@ -4,7 +4,8 @@ source timeline and the rendition once.
 The figure the tiers are judged on measures what the encode controls: the rendition against the
 clip's own timeline of the source brought to the rendition's size, rate and fit by the encode's own
 filter chain (`reference`), picture area only. Beside it, as information, the full-reference figure
-against the source at its own size (the rendition upscaled, bicubic), on every 7th scored frame.
+against the source at its own size (the rendition upscaled, bicubic), on every 7th scored frame; a rendition
+at the source's size has it already (its own figure).
 Frame subsampling by default (quick, `stride`); every frame on request."""
 
 from __future__ import annotations
@@ -99,15 +100,30 @@ def _vmaf(dist, ref, model: str, sub: int, log: Path, features: bool):
     )  # fmt: skip
 
 
+def _source_size(source: MediaInfo) -> tuple[tuple[int, int], int, int]:
+    """The source's picture size, and that size made even (what the source-size figure compares at)."""
+    size = (source.video.display_width, source.video.display_height)
+    return size, size[0] - size[0] % 2, size[1] - size[1] % 2
+
+
+def _at_source(source: MediaInfo, s: EncodeSettings, extras: bool) -> str | None:
+    """How a rendition's source-size figure is had: `own` (the rendition is the source's size, so its own figure
+    is that figure), `pass` (a pass of its own, the rendition upscaled), None (not asked for; or a crop, pad or
+    blur, where a source-size figure compares apples to pears)."""
+    size, w, h = _source_size(source)
+    if not extras or not same_picture(size, s) or min(w, h) < MIN_SIDE:
+        return None
+    return "own" if (s.width, s.height) == (w, h) else "pass"
+
+
 def _graph(
     items: list[tuple[Path, EncodeSettings]], source: MediaInfo, clip: Clip, subs: list[int], logs: list, extras: bool
 ):
     """One FFmpeg process for every rendition of one clip: the source timeline is decoded once and split to
-    each rendition's reference (and, where the rendition shows the whole picture and `extras` are asked for, the
-    source-size figure)."""
-    size = (source.video.display_width, source.video.display_height)
-    w, h = size[0] - size[0] % 2, size[1] - size[1] % 2
-    whole = [extras and same_picture(size, s) and min(w, h) >= MIN_SIDE for _, s in items]
+    each rendition's reference (and, where the rendition shows the whole picture at another size and `extras`
+    are asked for, the source-size figure)."""
+    size, w, h = _source_size(source)
+    whole = [_at_source(source, s, extras) == "pass" for _, s in items]
     src = clip_video(Path(source.path), clip).filter_multi_output("split", len(items) + sum(whole))
     refs, outs = iter(range(len(items) + sum(whole))), []
     for (rendition, s), full, (log, source_log), sub in zip(items, whole, logs, subs):
@@ -115,7 +131,7 @@ def _graph(
         dist = dist.filter_multi_output("split", 2) if full else [dist]
         pair = [rendition_picture(dist[0], s, size), scaled_reference(src[next(refs)], s, size)]
         outs.append(ffmpeg.output(_vmaf(*pair, model_for(s), sub, log, extras), "-", f="null"))
-        if full:  # the whole picture only: for a crop, pad or blur a source-size figure compares apples to pears
+        if full:
             up = as_sdr_tv(on_frame_grid(dist[1].filter("scale", w, h, flags="bicubic"), s))
             ref = as_sdr_tv(on_frame_grid(src[next(refs)].filter("fps", fps=s.fps).filter("scale", w, h), s))
             model = VMAF_4K_MODEL if min(w, h) >= 2160 else VMAF_MODEL
@@ -161,18 +177,21 @@ def score_clip(
         proc = capture(argv, timeout=timeout)
         if proc.returncode != 0 or not all(log.exists() for log, _ in logs):
             raise ProcessingError(f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=where, code="quality_failed")
-        return [_result(log, source_log, s, sub) for (log, source_log), (_, s), sub in zip(logs, items, subs)]
+        own = [_at_source(source, s, extras) == "own" for _, s in items]
+        return [_result(*log, s, sub, mine) for log, (_, s), sub, mine in zip(logs, items, subs, own)]
 
 
 def _mean(frames: list[dict], metric: str, digits: int) -> float | None:
     return round(sum(f[metric] for f in frames) / len(frames), digits) if metric in frames[0] else None
 
 
-def _result(log: Path, source_log: Path, s: EncodeSettings, sub: int) -> dict:
+def _result(log: Path, source_log: Path, s: EncodeSettings, sub: int, own: bool) -> dict:
+    """The figures of one rendition; `own`: it is the source's size, so its figure is also the source-size one."""
     data = json.loads(log.read_text())
     at_source = json.loads(source_log.read_text())["pooled_metrics"]["vmaf"]["mean"] if source_log.exists() else None
     frames = [f["metrics"] for f in data["frames"]]
     vmaf = [f["vmaf"] for f in frames]
+    at_source = sum(vmaf) / len(vmaf) if own else at_source
     rate = float(Fraction(s.fps))
     return {
         "model": model_for(s),

@@ -169,6 +169,8 @@ def test_quality_scores_against_the_source_timeline_and_tier_floor(media, tmp_pa
     assert "vmaf_below_tier" in codes(poor, "error") and poor.measurements["quality"]["subsample"] == 1
     assert poor.vmaf < ok.vmaf - 10
     assert q["reference"].startswith("source at the rendition's size") and q["vmaf_source_size"] > 80
+    # at the source's own size, the rendition's figure is the source-size figure: no second pass for it
+    assert (info.video.width, info.video.height) == (640, 360) and q["vmaf_source_size"] == q["vmaf_mean"]
     # a search's probe needs only the VMAF: the same figure, without PSNR, SSIM or the source-size figure
     from vexport_pipeline.core.validation.vmaf import score
 
