@@ -688,7 +688,7 @@ def bench_target_quality_ladder(quick: bool) -> dict:
         for side in ("fixed", "target"):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            c0, probes = cpu_seconds(), []
+            c0, probes, trials = cpu_seconds(), [], []
             if side == "fixed":
                 settings = [replace(s, crf=_old_crf(s.quality, s.video_codec)) for s in ladder]
             else:
@@ -696,6 +696,7 @@ def bench_target_quality_ladder(quick: bool) -> dict:
                 found = tune_all(info, Timeline("single", [clip], {}), ladder, cache=cache,
                                  source_sha256=sha256_file(Path(info.path)))  # fmt: skip
                 settings, probes = [f.settings for f in found], [len(f.trials) for f in found]
+                trials = [[(t.crf, t.vmaf) for t in f.trials] for f in found]  # the samples' scores
             search = cpu_seconds() - c0
             outs = [work / f"{s.label}.{s.ext}" for s in settings]
             render_clip(info, clip, settings, outs)
@@ -705,6 +706,7 @@ def bench_target_quality_ladder(quick: bool) -> dict:
                 "search_cpu_s": round(search, 1),
                 "crf": [s.crf for s in settings],
                 "probes": probes,
+                "trials": trials,
                 "kbps": [round(o.stat().st_size * 8 / clip.duration / 1e3, 1) for o in outs],
                 "vmaf": [q["vmaf_mean"] for q in scores],
             }
