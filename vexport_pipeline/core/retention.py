@@ -374,7 +374,8 @@ def _artifact_actions(store: ArtifactStore, now: float, policy: Policy) -> list[
     registration aside); `clean_cache` for the shared cache's keys, as for the local cache."""
     exports: dict[str, list[Entry]] = {}
     for e in store.entries("exports/"):
-        exports.setdefault(e.key.split("/")[1], []).append(e)
+        if _NAME.match(export_id := e.key.split("/")[1]):  # an odd key (an S3 `exports/../x`) is left alone
+            exports.setdefault(export_id, []).append(e)
     out = []
     for export_id, entries in sorted(exports.items()):
         files = [e for e in entries if e.key != registration_key(export_id)]

@@ -226,3 +226,21 @@ def test_retention_of_a_folder_store_from_the_command_line_never_follows_a_symli
     assert outside.read_bytes() == b"not the store's" and "Traceback" not in proc.stderr
     left = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file() or p.is_symlink())
     assert left == ["exports/a/registration.json", "exports/a/renditions/evil.mp4", "exports/b/registration.json"]
+
+
+def test_an_odd_key_in_the_store_does_not_stop_retention(tmp_path):
+    """S3 lists any key a bucket holds, `exports/../x` included (written by something else than vexport): it is left
+    alone, and the rest of the store is still cleaned."""
+    from vexport_pipeline.core import retention
+    from vexport_pipeline.core.settings import Home
+
+    class Listed(artifacts.FolderStore):  # the keys as an S3 listing could give them (pure logic: no bucket)
+        def entries(self, prefix):
+            yield from super().entries(prefix)
+            if prefix == "exports/":
+                yield artifacts.Entry("exports/../evil", 10, 0.0)
+
+    store = Listed(tmp_path / "store")
+    _fill(store, tmp_path)
+    report = retention.run(Home(tmp_path / "home").ensure(), time.time() + 8 * retention.DAY, artifacts=store)
+    assert not report.errors and report.totals()["clean_work"]["count"] == 2
