@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import stat
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -194,15 +195,14 @@ class FolderStore(ArtifactStore):
 
     def entries(self, prefix: str) -> Iterator[Entry]:
         top = self.path(prefix.rstrip("/"))
-        for dirpath, dirs, names in os.walk(top):  # symlinks are neither followed nor listed
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+        for dirpath, _dirs, names in os.walk(top):  # os.walk does not follow a symlinked folder
             for name in names:
                 full = os.path.join(dirpath, name)
                 try:
                     st = os.lstat(full)
                 except FileNotFoundError:
                     continue
-                if not os.path.islink(full):
+                if stat.S_ISREG(st.st_mode):  # a file: not a symlink, FIFO or socket planted in the store
                     yield Entry(Path(full).relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
 
     def remove(self, keys: list[str]) -> None:

@@ -213,6 +213,7 @@ def test_retention_of_a_folder_store_from_the_command_line_never_follows_a_symli
     outside = tmp_path / "precious.mp4"
     outside.write_bytes(b"not the store's")
     (store.root / "exports" / "a" / "renditions" / "evil.mp4").symlink_to(outside)
+    os.mkfifo(store.root / "exports" / "b" / "pipe.mp4")  # never listed, so never opened or counted
     old = time.time() - 40 * 86400
     for dirpath, _, names in os.walk(store.root):
         for name in names:
@@ -226,6 +227,7 @@ def test_retention_of_a_folder_store_from_the_command_line_never_follows_a_symli
     assert outside.read_bytes() == b"not the store's" and "Traceback" not in proc.stderr
     left = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file() or p.is_symlink())
     assert left == ["exports/a/registration.json", "exports/a/renditions/evil.mp4", "exports/b/registration.json"]
+    assert (store.root / "exports" / "b" / "pipe.mp4").exists()
 
 
 def test_an_odd_key_in_the_store_does_not_stop_retention(tmp_path):

@@ -101,8 +101,8 @@ class VideoInfo:
         """The primaries an SDR picture is converted from (zscale's name) where they are wider than BT.709's: BT.2020
         or P3; else bt709 (BT.601's are near enough and, by long practice, not converted; HDR's tone mapping converts
         its own)."""
-        wide = {"bt2020": "bt2020", "smpte431": "smpte431", "smpte432": "smpte432"}
-        return "bt709" if self.hdr else wide.get(self.color_primaries, "bt709")
+        wide = self.color_primaries in ("bt2020", "smpte431", "smpte432")
+        return self.color_primaries if wide and not self.hdr else "bt709"
 
 
 @dataclass

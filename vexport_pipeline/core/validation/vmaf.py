@@ -117,13 +117,13 @@ def _at_source(source: MediaInfo, s: EncodeSettings, extras: bool) -> str | None
 
 
 def _graph(
-    items: list[tuple[Path, EncodeSettings]], source: MediaInfo, clip: Clip, subs: list[int], logs: list, extras: bool
-):
+    items: list[tuple[Path, EncodeSettings]], source: MediaInfo, clip: Clip, subs: list[int], logs: list, extras: bool,
+    how: list[str | None],
+):  # fmt: skip
     """One FFmpeg process for every rendition of one clip: the source timeline is decoded once and split to
-    each rendition's reference (and, where the rendition shows the whole picture at another size and `extras`
-    are asked for, the source-size figure)."""
+    each rendition's reference (and, where `how` says `pass`, the source-size figure: `_at_source`)."""
     size, w, h = _source_size(source)
-    whole = [_at_source(source, s, extras) == "pass" for _, s in items]
+    whole = [way == "pass" for way in how]
     src = clip_video(Path(source.path), clip).filter_multi_output("split", len(items) + sum(whole))
     refs, outs = iter(range(len(items) + sum(whole))), []
     for (rendition, s), full, (log, source_log), sub in zip(items, whole, logs, subs):
@@ -172,13 +172,13 @@ def score_clip(
     where = str(items[0][0]) if len(items) == 1 else f"{len(items)} renditions of {Path(source.path).name}"
     with tempfile.TemporaryDirectory(prefix="vexport-vmaf-") as tmp:
         logs = [(Path(tmp) / f"vmaf{n}.json", Path(tmp) / f"vmaf{n}_source.json") for n in range(len(items))]
-        graph = _graph(items, source, clip, subs, logs, extras)
+        how = [_at_source(source, s, extras) for _, s in items]
+        graph = _graph(items, source, clip, subs, logs, extras, how)
         argv = graph.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
         proc = capture(argv, timeout=timeout)
         if proc.returncode != 0 or not all(log.exists() for log, _ in logs):
             raise ProcessingError(f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=where, code="quality_failed")
-        own = [_at_source(source, s, extras) == "own" for _, s in items]
-        return [_result(*log, s, sub, mine) for log, (_, s), sub, mine in zip(logs, items, subs, own)]
+        return [_result(*log, s, sub, way == "own") for log, (_, s), sub, way in zip(logs, items, subs, how)]
 
 
 def _mean(frames: list[dict], metric: str, digits: int) -> float | None:
@@ -188,17 +188,20 @@ def _mean(frames: list[dict], metric: str, digits: int) -> float | None:
 def _result(log: Path, source_log: Path, s: EncodeSettings, sub: int, own: bool) -> dict:
     """The figures of one rendition; `own`: it is the source's size, so its figure is also the source-size one."""
     data = json.loads(log.read_text())
-    at_source = json.loads(source_log.read_text())["pooled_metrics"]["vmaf"]["mean"] if source_log.exists() else None
     frames = [f["metrics"] for f in data["frames"]]
     vmaf = [f["vmaf"] for f in frames]
-    at_source = sum(vmaf) / len(vmaf) if own else at_source
+    mean = sum(vmaf) / len(vmaf)
+    if own or not source_log.exists():
+        at_source = mean if own else None
+    else:
+        at_source = json.loads(source_log.read_text())["pooled_metrics"]["vmaf"]["mean"]
     rate = float(Fraction(s.fps))
     return {
         "model": model_for(s),
         "reference": "source at the rendition's size, rate and fit (picture area)",
         "subsample": sub,
         "frames": len(frames),
-        "vmaf_mean": round(sum(vmaf) / len(vmaf), 2),
+        "vmaf_mean": round(mean, 2),
         "vmaf_p5": round(_percentile(vmaf, 0.05), 2),
         "vmaf_min": round(min(vmaf), 2),
         "psnr_mean": _mean(frames, "psnr_y", 2),
