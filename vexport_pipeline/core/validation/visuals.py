@@ -7,44 +7,48 @@ import base64
 from pathlib import Path
 
 import av
+import numpy as np
 import pandas as pd
 
 from vexport_pipeline.core.errors import ProcessingError
 from vexport_pipeline.core.media.probe import SAFE_OPTIONS
-from vexport_pipeline.core.media.runner import capture
-from vexport_pipeline.core.settings import ffmpeg_exe
 
 SHEET_TILES = 6
 
 
-def contact_sheet(video: Path, out: Path, duration: float, width: int = 160) -> Path:
-    """Six evenly spaced thumbnails in one row."""
-    rate = SHEET_TILES / max(duration, 0.1)
-    proc = capture(
-        [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-protocol_whitelist",
-            "file",
-            "-i",
-            f"file:{video}",
-            "-vf",
-            f"fps={rate:.6f},scale={width}:-2,tile={SHEET_TILES}x1:padding=2",
-            "-frames:v",
-            "1",
-            str(out),
-        ],
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        raise ProcessingError(
-            f"contact sheet failed: {proc.stderr.strip()[-300:]}", where=str(video), code="report_failed"
-        )
+def contact_sheet(video: Path, out: Path, duration: float, width: int = 160, pad: int = 2) -> Path:
+    """Six evenly spaced thumbnails in one row (PNG). Each is found by a seek and a decode from the keyframe before
+    it, with one decoder: a long rendition is not decoded a second time after the checks' own pass (the sheet used
+    to decode all of it). Renditions have square pixels and no rotation, so a frame is drawn as it is decoded."""
+    try:
+        with av.open(str(video), options=SAFE_OPTIONS) as c:
+            stream = c.streams.video[0]
+            height = max(2, round(stream.codec_context.height * width / stream.codec_context.width / 2) * 2)
+            times = [max(duration, 0.1) * (k + 0.5) / SHEET_TILES for k in range(SHEET_TILES)]
+            tiles = [_frame_at(c, stream, t).to_ndarray(width=width, height=height, format="rgb24") for t in times]
+        sheet = np.zeros((height, SHEET_TILES * (width + pad) - pad, 3), np.uint8)
+        for k, tile in enumerate(tiles):
+            sheet[:, k * (width + pad) : k * (width + pad) + width] = tile
+        encoder = av.CodecContext.create("png", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = sheet.shape[1], sheet.shape[0], "rgb24"
+        frame = av.VideoFrame.from_ndarray(sheet, format="rgb24")
+        out.write_bytes(b"".join(bytes(p) for p in [*encoder.encode(frame), *encoder.encode(None)]))
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise ProcessingError(f"contact sheet failed: {exc}", where=str(video), code="report_failed") from exc
     return out
+
+
+def _frame_at(c, stream, t: float):
+    """The first frame at or after `t` seconds (else the last one there is), decoded from the keyframe before it."""
+    c.seek(int(t / stream.time_base) + (stream.start_time or 0), stream=stream, backward=True)
+    last = None
+    for frame in c.decode(stream):
+        last = frame
+        if frame.time is not None and frame.time - float((stream.start_time or 0) * stream.time_base) >= t:
+            break
+    if last is None:
+        raise ValueError(f"no picture at {t:.2f} s")
+    return last
 
 
 def bitrate_per_second(video: Path) -> list[tuple[int, float]]:
@@ -60,12 +64,14 @@ def bitrate_per_second(video: Path) -> list[tuple[int, float]]:
 
 
 def plot(video: Path, out: Path, per_frame_vmaf: list | None, title: str) -> Path:
-    import matplotlib
+    # matplotlib's object API on the Agg canvas, not pyplot: no global figure state, and pyplot's import (a third of
+    # a second) is not paid by every export
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.4), dpi=80)
+    fig = Figure(figsize=(6, 2.4), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     rates = bitrate_per_second(video)
     ax.bar([s + 0.5 for s, _ in rates], [r for _, r in rates], width=0.9, color="#c9d6e8", label="video kb/s")
     ax.set_xlabel("seconds")
@@ -78,7 +84,6 @@ def plot(video: Path, out: Path, per_frame_vmaf: list | None, title: str) -> Pat
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 
