@@ -173,6 +173,27 @@ def test_a_later_search_takes_the_step_another_codec_measured_between_two_tiers(
     assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found))
 
 
+def test_a_bigger_picture_starts_at_a_higher_crf(info, monkeypatch):
+    """Content that is typical at 720p and, as B5L's clips measured, 0.2 easier per doubling of the pixels: the
+    1080p search, started from the 720p one, takes one probe (started at the 720p offset as it is, 1.3 VMAF over
+    the top of its band: two)."""
+
+    class Sized(Content):
+        def vmaf(self, s, crf):
+            at_720p = replace(s, width=1280, height=720)
+            easier = 0.2 * math.log2(s.width * s.height / (1280 * 720))
+            d = tuning.deficit(s.vmaf_target) - easier + tuning.LOG_SLOPE["h264"] * (crf - start_crf(at_720p))
+            return round(100 - math.exp(d), 2)
+
+    content = Sized(0.0)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    ladder = [_settings(info, "h264", "mp4", "high", resolution=r) for r in ("1920x1080", "1280x720")]
+    found = tune_all(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), ladder)
+    assert [len(t.trials) for t in found] == [1, 1], [t.trials for t in found]
+    assert start_crf(ladder[0]) - start_crf(ladder[1]) == pytest.approx(0.2 * math.log2(2.25) / 0.13, abs=0.01)
+    assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found))
+
+
 @pytest.mark.parametrize(("codec", "fmt"), [("vp9", "webm"), ("av1", "mp4")])
 def test_a_dark_scene_may_take_vp9_and_av1_far_under_their_usual_crf(info, monkeypatch, codec, fmt):
     """A dark scene needs VP9 and AV1 far lower than typical content (the corpus's dark clip at the master tier:
