@@ -320,7 +320,7 @@ def _prior(s: EncodeSettings, done: list[tuple[EncodeSettings, Tuned]]) -> tuple
     codecs; on the B5 corpus a tier's step moved x264, x265 and VP9 alike on that scale, while one codec's offset
     says little of another's: on the dark clip VP9 and AV1 need far lower CRFs, against typical, than x264). With
     no such codec, the same codec's offset as it is; with no search of the same codec, the median over the codecs
-    that searched this variant, else over all."""
+    that searched this variant, else over all, each brought to this codec's scale (`GAIN`)."""
     offsets = {(p.video_codec, _variant(p)): offset(p, t.trials[-1]) for p, t in done}
     same = [(p, t) for p, t in done if p.video_codec == s.video_codec]
     if same:
