@@ -303,7 +303,7 @@ def tune_all(
     done: list[tuple[EncodeSettings, Tuned]] = []
     for i in order:
         s = settings[i]
-        harder, slope = _prior(s, done)
+        harder, slope = _prior(s, done) if tunable(s) else (0.0, None)  # ProRes and such are not searched
         found[i] = tuned = tune(
             source, timeline, s, cache=cache, source_sha256=source_sha256, harder=harder, slope=slope
         )

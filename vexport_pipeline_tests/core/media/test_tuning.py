@@ -270,3 +270,19 @@ def test_a_target_the_source_is_copied_into_is_not_searched(tmp_path, monkeypatc
     assert found.trials == () and found.settings == s
     done = render_clip(info, clip, [found.settings], [tmp_path / "out.mp4"])
     assert done.copied == [True]
+
+
+def test_a_ladder_with_targets_that_are_not_searched_searches_the_others(info, monkeypatch):
+    """ProRes (its profile is the quality) beside searched targets: it keeps its settings, the others are searched
+    as usual, whatever the order (a ProRes target after a search used to fail the plan: no gain for 'prores')."""
+    content = Content(harder=0.3)
+    monkeypatch.setattr(tuning, "_probe", content.probe)
+    prores = PresetBook.load().resolve(Target(format="mov", video_codec="prores", resolution="640x360"), info)
+    ladder = [
+        _settings(info, "h264", "mp4", "medium", resolution="320x180"),
+        prores,
+        _settings(info, "vp9", "webm", "medium"),
+    ]
+    found = tune_all(info, Timeline("single", [Clip(None, [(0.0, info.duration)])], {}), ladder)
+    assert found[1].trials == () and found[1].settings == prores
+    assert all(content.vmaf(s, t.settings.crf) in band(s) for s, t in zip(ladder, found) if s is not prores)
