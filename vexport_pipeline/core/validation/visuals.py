@@ -40,11 +40,12 @@ def contact_sheet(video: Path, out: Path, duration: float, width: int = 160, pad
 
 def _frame_at(c, stream, t: float):
     """The first frame at or after `t` seconds (else the last one there is), decoded from the keyframe before it."""
-    c.seek(int(t / stream.time_base) + (stream.start_time or 0), stream=stream, backward=True)
+    start = stream.start_time or 0
+    c.seek(int(t / stream.time_base) + start, stream=stream, backward=True)
     last = None
     for frame in c.decode(stream):
         last = frame
-        if frame.time is not None and frame.time - float((stream.start_time or 0) * stream.time_base) >= t:
+        if frame.pts is not None and (frame.pts - start) * stream.time_base >= t:
             break
     if last is None:
         raise ValueError(f"no picture at {t:.2f} s")
@@ -64,8 +65,8 @@ def bitrate_per_second(video: Path) -> list[tuple[int, float]]:
 
 
 def plot(video: Path, out: Path, per_frame_vmaf: list | None, title: str) -> Path:
-    # matplotlib's object API on the Agg canvas, not pyplot: no global figure state, and pyplot's import (a third of
-    # a second) is not paid by every export
+    # matplotlib's object API on the Agg canvas, not pyplot: no global figure state to close, and pyplot's own import
+    # is not paid
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
