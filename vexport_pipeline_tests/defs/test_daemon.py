@@ -16,6 +16,7 @@ import psutil
 import pytest
 import yaml
 
+from vexport_pipeline.core.intake import inbox
 from vexport_pipeline_tests.conftest import REPO
 from vexport_pipeline_tests.defs.test_webserver import free_port
 
@@ -82,14 +83,21 @@ def encoding(folder: Path) -> list:
     return found
 
 
-def wait_for(what: str, check, timeout: float, logs: list[Path]):
+NOISE = ("skipped: Sensor function returned an empty result", "Checking for new runs for sensor", "fork() handlers")
+
+
+def wait_for(what: str, check, timeout: float, logs: list[Path], state=None):
+    """check() until it returns something true; on timeout the error shows `state()` (what the test saw) and the
+    logs without the daemon's idle ticks, so a failure in CI says what happened without a rerun."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if got := check():
             return got
         time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs if p.exists())
-    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tails}")
+    lines = {p.name: [ln for ln in p.read_text().splitlines() if not any(n in ln for n in NOISE)] for p in logs}
+    tails = "\n".join(f"--- {name}\n" + "\n".join(kept[-150:]) for name, kept in lines.items())
+    seen = f"\n--- state\n{state()}" if state else ""
+    raise AssertionError(f"{what}: not within {timeout:.0f} s{seen}\n{tails}")
 
 
 @pytest.mark.postgres
@@ -110,32 +118,38 @@ def test_the_daemon_launches_limits_and_terminates_inbox_exports_on_postgres(hom
         comp = {"id": export_id, "source": str(media["av"]), **extra}
         (home.inbox / f"{export_id}.yaml").write_text(yaml.safe_dump(comp))
     with daemon_and_webserver(env, tmp_path) as (port, logs, daemon, _):
+
+        def state() -> str:
+            runs = {e: [(r["runId"][:8], r["status"]) for r in runs_of(port, e)] for e in ("first", "second")}
+            registered = sorted(f.name for f in home.registry.glob("*.json"))
+            return f"runs: {runs}\ninbox: {inbox.listing(home)}\nregistry: {registered}"
+
         # the sensor's first tick registers both; the queue starts one, the owner limit holds the other
         first = wait_for("the first export running", lambda: [r for r in runs_of(port, "first") if r["status"] ==
-                         "STARTED"], 150, logs)[0]  # fmt: skip
+                         "STARTED"], 150, logs, state)[0]  # fmt: skip
         # the sensor may still be creating the second run (each costs the code server an execution plan)
         wait_for("the second export queued", lambda: [r["status"] for r in runs_of(port, "second")] == ["QUEUED"],
-                 60, logs)  # fmt: skip
+                 60, logs, state)  # fmt: skip
         assert runs_of(port, "first")[0]["status"] == "STARTED"  # held by the owner limit, not by the first ending
         tags = {t["key"]: t["value"] for t in first["tags"]}
         assert tags["vexport/owner"] == "default" and tags["dagster/partition"] == "first"
 
         # Terminate, as the UI's button does: the run stops, its FFmpeg is gone, nothing is delivered
-        wait_for("the first encode started", lambda: encoding(home.work / "first"), 90, logs)
+        wait_for("the first encode started", lambda: encoding(home.work / "first"), 90, logs, state)
         answer = graphql(
             port,
             "mutation T($id: String!) { terminateRun(runId: $id) { __typename ... on PythonError { message } } }",
             id=first["runId"],
         )
         assert answer["terminateRun"]["__typename"] == "TerminateRunSuccess", answer
-        wait_for("the first run canceled", lambda: runs_of(port, "first")[0]["status"] == "CANCELED", 60, logs)
+        wait_for("the first run canceled", lambda: runs_of(port, "first")[0]["status"] == "CANCELED", 60, logs, state)
         assert not encoding(home.work / "first")
         assert not (home.store / "first").exists()
         assert not list((home.work / "first").rglob(".*.partial*"))
 
         # then the queue lets the second one through, and it delivers
         done = wait_for("the second run ended", lambda: [r for r in runs_of(port, "second") if r["status"] in
-                        ("SUCCESS", "FAILURE", "CANCELED")], 150, logs)  # fmt: skip
+                        ("SUCCESS", "FAILURE", "CANCELED")], 150, logs, state)  # fmt: skip
         assert done[0]["status"] == "SUCCESS", logs[0].read_text()[-3000:]
         assert daemon.poll() is None
     summary = json.loads((home.store / "second" / "current" / "summary.json").read_text())
