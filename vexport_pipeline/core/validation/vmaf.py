@@ -191,10 +191,12 @@ def _result(log: Path, source_log: Path, s: EncodeSettings, sub: int, own: bool)
     frames = [f["metrics"] for f in data["frames"]]
     vmaf = [f["vmaf"] for f in frames]
     mean = sum(vmaf) / len(vmaf)
-    if own or not source_log.exists():
-        at_source = mean if own else None
-    else:
+    if own:
+        at_source = mean
+    elif source_log.exists():
         at_source = json.loads(source_log.read_text())["pooled_metrics"]["vmaf"]["mean"]
+    else:
+        at_source = None
     rate = float(Fraction(s.fps))
     return {
         "model": model_for(s),

@@ -35,8 +35,20 @@ def _tiles(png, width=160, pad=2) -> list[np.ndarray]:
     return [sheet[:, k * (width + pad) : k * (width + pad) + width] for k in range(SHEET_TILES)]
 
 
-def test_each_thumbnail_shows_its_own_time(bands, tmp_path):
-    png = contact_sheet(bands, tmp_path / "sheet.png", 6.0)
+@pytest.mark.parametrize("container", ["mp4", "webm", "ts"])
+def test_each_thumbnail_shows_its_own_time(bands, tmp_path, container):
+    """As an MP4, a VP9 WebM, and an MPEG-TS whose timestamps start at 7.5 s (it seeks by timestamp, so a seek can
+    land a keyframe late or past the last one: it is read once from the start instead)."""
+    video = bands
+    if container != "mp4":
+        video = tmp_path / f"bands.{container}"
+        codec = ["-c:v", "libvpx-vp9", "-crf", "40", "-b:v", "0"] if container == "webm" else ["-c", "copy"]
+        offset = ["-output_ts_offset", "7.5"] if container == "ts" else []
+        subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(bands), *codec, *offset, str(video)],
+            check=True,
+        )
+    png = contact_sheet(video, tmp_path / "sheet.png", 6.0)
     tiles = _tiles(png)
     assert tiles[0].shape == (90, 160, 3)
     for tile, colour in zip(tiles, COLOURS):
