@@ -442,6 +442,19 @@ def seek_point(path: Path | str, t: float) -> float:
     return max(0.0, keys[i] - SEEK_MARGIN) if i >= 0 else t
 
 
+# Such a container's seek compares decode timestamps, which B-frames put before the presentation times the keyframes
+# are listed at: aimed at a keyframe's time, it lands on the packet after the keyframe, and decoding starts a GOP late.
+# FFmpeg's own `-ss` aims this much earlier on such a format (fftools' "dts_heuristic"); a library seek must too.
+DTS_LEAD = 3 / 23
+
+
+def library_seek_point(path: Path | str, t: float) -> float:
+    """Where a libavformat (PyAV) seek for decoding from `t` must aim: `seek_point`, less `DTS_LEAD` in containers
+    that seek by timestamp (FFmpeg's `-ss` takes that lead itself)."""
+    at = seek_point(path, t)
+    return at - DTS_LEAD if _layout_of(path)[1] else at
+
+
 def damaged_at(path: Path | str, ranges: list[tuple[float, float]], limit: int = 50) -> tuple[float, ...]:
     """When (seconds from the source's start, within `ranges`) the source's pictures do not decode cleanly: frames
     the decoder flags as corrupt (it concealed damaged data, as an encode does without a word) and packets it cannot
@@ -469,7 +482,7 @@ def _damaged_at(path: str, mtime_ns: int, size: int, ranges: tuple, limit: int) 
         stream.thread_type = "AUTO"
         origin, base = (container.start_time or 0) / av.time_base, stream.time_base
         for start, end in ranges:
-            container.seek(int((seek_point(path, start) + origin) / base), stream=stream, backward=True)
+            container.seek(int((library_seek_point(path, start) + origin) / base), stream=stream, backward=True)
             settled = False  # a keyframe decoded since the seek
             for packet in container.demux(stream):
                 at = float(packet.pts * base) - origin if packet.pts is not None else None

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vexport_pipeline.core.errors import ProcessingError
-from vexport_pipeline.core.media.probe import SAFE_OPTIONS, SEEK_BY_TIMESTAMP
+from vexport_pipeline.core.media.probe import SAFE_OPTIONS, library_seek_point
 
 SHEET_TILES = 6
 
@@ -25,7 +25,9 @@ def contact_sheet(video: Path, out: Path, duration: float, width: int = 160, pad
             stream = c.streams.video[0]
             height = max(2, round(stream.codec_context.height * width / stream.codec_context.width / 2) * 2)
             times = [max(duration, 0.1) * (k + 0.5) / SHEET_TILES for k in range(SHEET_TILES)]
-            tiles = [f.to_ndarray(width=width, height=height, format="rgb24") for f in _frames_at(c, stream, times)]
+            tiles = [
+                f.to_ndarray(width=width, height=height, format="rgb24") for f in _frames_at(video, c, stream, times)
+            ]
         sheet = np.zeros((height, SHEET_TILES * (width + pad) - pad, 3), np.uint8)
         for k, tile in enumerate(tiles):
             sheet[:, k * (width + pad) : k * (width + pad) + width] = tile
@@ -38,18 +40,13 @@ def contact_sheet(video: Path, out: Path, duration: float, width: int = 160, pad
     return out
 
 
-def _frames_at(c, stream, times: list[float]) -> list:
-    """For each of `times` (seconds from the start, rising) the first frame at or after it, else the last there is.
-    Each is decoded from the keyframe before it, found by a seek; a container that seeks by timestamp (MPEG-TS: a
-    seek lands on a later keyframe, or past the last) is read once from the start instead."""
-    origin = (c.start_time or 0) / av.time_base
-    seekable = not set(c.format.name.split(",")) & set(SEEK_BY_TIMESTAMP)
-    frames, last, out = c.decode(stream), None, []
+def _frames_at(video: Path, c, stream, times: list[float]) -> list:
+    """For each of `times` (seconds from the start, rising) the first frame at or after it, else the last there is,
+    decoded from the keyframe before it (found by a seek that also holds where MPEG-TS seeks by timestamp)."""
+    origin, last, out = (c.start_time or 0) / av.time_base, None, []
     for t in times:
-        if seekable:
-            c.seek(int((t + origin) / stream.time_base), stream=stream, backward=True)
-            frames = c.decode(stream)
-        for frame in frames:
+        c.seek(int((library_seek_point(video, t) + origin) / stream.time_base), stream=stream, backward=True)
+        for frame in c.decode(stream):
             last = frame
             if frame.time is not None and frame.time - origin >= t:
                 break

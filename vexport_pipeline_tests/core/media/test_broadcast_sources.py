@@ -396,6 +396,35 @@ def test_damage_in_the_source_is_reported_where_it_is_though_the_encode_hides_it
     assert "decode_error" not in found["damaged"]  # the rendition itself decodes cleanly: only this check says it
 
 
+@pytest.mark.parametrize("start", [0.0, 2.0, 2.1])
+def test_damage_just_after_a_keyframe_is_found_by_a_cut_that_starts_there(tmp_path, start):
+    """An MPEG-TS with B-frames (x264's default), its payload damaged 0.24 s after the keyframe at 2 s (the TS
+    headers kept, as a noisy satellite or a bad sector leaves them). Its seek compares decode timestamps, which
+    B-frames put before the keyframe's: a seek aimed at the keyframe landed after it, decoding began at the next one
+    (4 s), and the damage of a cut starting at 2.0 or 2.1 s went unreported."""
+    from vexport_pipeline.core.media import probe as probing
+
+    clean, damaged = tmp_path / "clean.ts", tmp_path / "damaged.ts"
+    args = ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=6", "-c:v", "libx264", "-preset", "veryfast", "-bf", "2"]
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-g", "50", "-f", "mpegts", str(clean)],
+        check=True,
+    )
+    with av.open(str(clean)) as c:
+        v, origin = c.streams.video[0], c.start_time / av.time_base
+        assert v.codec_context.has_b_frames
+        pos = next(p.pos for p in c.demux(v) if p.pts is not None and float(p.pts * v.time_base) - origin >= 2.2)
+    data, rng = bytearray(clean.read_bytes()), np.random.default_rng(1)
+    first = pos // 188 * 188 + 188
+    for at in range(first, first + 19 * 188, 188):  # 19 TS packets' payloads; their headers (sync, PID) kept
+        data[at + 4 : at + 188] = rng.integers(0, 256, 184, dtype=np.uint8).tobytes()
+    damaged.write_bytes(bytes(data))
+
+    assert probing.damaged_at(clean, [(start, 6.0)]) == ()
+    found = probing.damaged_at(damaged, [(start, 6.0)])
+    assert found and all(2.2 <= t < 4.0 for t in found), found
+
+
 def test_the_checks_of_several_renditions_side_by_side_decode_the_source_once(damaged_ts):
     """Validation checks an export's renditions on as many threads as there are cores, and each asks whether the
     source is damaged: the first decodes it, the others wait for that answer (each decoded it again: B4's

@@ -37,8 +37,8 @@ def _tiles(png, width=160, pad=2) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("container", ["mp4", "webm", "ts"])
 def test_each_thumbnail_shows_its_own_time(bands, tmp_path, container):
-    """As an MP4, a VP9 WebM, and an MPEG-TS whose timestamps start at 7.5 s (it seeks by timestamp, so a seek can
-    land a keyframe late or past the last one: it is read once from the start instead)."""
+    """As an MP4, a VP9 WebM, and an MPEG-TS whose timestamps start at 7.5 s: its seek compares decode timestamps,
+    and aimed at a keyframe it landed after it, a GOP late or past the last keyframe ('no picture at 5.50 s')."""
     video = bands
     if container != "mp4":
         video = tmp_path / f"bands.{container}"
