@@ -61,26 +61,39 @@ class Timeline:
         return cls(d["export_type"], [Clip.from_dict(c) for c in d["clips"]], d.get("keyframes_near_cuts", {}))
 
 
+def picture_end(info: MediaInfo) -> float:
+    """Where the source's pictures end (seconds from its start): its duration, unless its video stream is known to
+    end more than a frame before it, as when the audio runs on after the camera stopped (an export of the whole
+    source ran to the audio's end with pictures that stop, and failed its own duration check)."""
+    v = info.video
+    if v is None or not v.duration:
+        return info.duration
+    end = v.start_time - info.start_time + v.duration
+    return round(end, 6) if 0 < end < info.duration - 1.0 / max(v.fps, 1.0) else info.duration
+
+
 def check_segments(comp: Composition, info: MediaInfo) -> list[tuple[float, float]]:
-    """Segments as (start, end) seconds, refused if they fall outside the source."""
+    """Segments as (start, end) seconds, refused if they fall outside the source's pictures."""
+    last = picture_end(info)
     if not comp.segments:
-        return [(0.0, info.duration)]
+        return [(0.0, last)]
+    ends = f"the source ends ({fmt_clock(last)})"
+    if last < info.duration:
+        ends = f"the source's pictures end ({fmt_clock(last)}; its audio runs on to {fmt_clock(info.duration)})"
     out = []
     for i, seg in enumerate(comp.segments):
-        if seg.start >= info.duration:
+        if seg.start >= last:
             raise InputError(
-                f"starts at {fmt_clock(seg.start)}, after the source ends ({fmt_clock(info.duration)})",
-                where=f"segments[{i}]",
-                code="segment_out_of_range",
+                f"starts at {fmt_clock(seg.start)}, after {ends}", where=f"segments[{i}]", code="segment_out_of_range"
             )
         end = seg.end
-        if end > info.duration + END_TOLERANCE:
+        if end > last + END_TOLERANCE:
             raise InputError(
-                f"{fmt_clock(seg.start)}-{fmt_clock(seg.end)} ends after the source ends ({fmt_clock(info.duration)})",
+                f"{fmt_clock(seg.start)}-{fmt_clock(seg.end)} ends after {ends}",
                 where=f"segments[{i}]",
                 code="segment_out_of_range",
             )
-        out.append((seg.start, min(end, info.duration)))
+        out.append((seg.start, min(end, last)))
     return out
 
 
@@ -127,9 +140,9 @@ def build_timeline(comp: Composition, info: MediaInfo, keyframes: list[float] | 
     ranges = check_segments(comp, info)
     keyframes = keyframes or []
     fps = info.video.fps if info.video else 25.0
-    half_frame = 0.5 / fps
+    half_frame, last = 0.5 / fps, picture_end(info)
     if comp.snap_to_keyframes and keyframes and comp.export_type != "clips":
-        ranges = snap(ranges, keyframes, info.duration)
+        ranges = snap(ranges, keyframes, last)
 
     def on_key(t: float) -> bool:
         i = bisect.bisect_left(keyframes, t - half_frame)
@@ -137,7 +150,7 @@ def build_timeline(comp: Composition, info: MediaInfo, keyframes: list[float] | 
 
     def clip(clip_id, rs, crossfade=0.0):
         # copyable when every range starts on a keyframe and ends on one (or at the end of the source)
-        aligned = all(on_key(s) and (on_key(e) or e >= info.duration - half_frame) for s, e in rs)
+        aligned = all(on_key(s) and (on_key(e) or e >= last - half_frame) for s, e in rs)
         return Clip(clip_id, rs, crossfade, aligned)
 
     if comp.export_type == "clips":

@@ -88,6 +88,47 @@ def test_audio_shorter_than_video_keeps_later_segments_in_sync(awkward, tmp_path
     assert max(v for t, v in levels if 0.6 < t < 1.9) < 1e-3
 
 
+def test_audio_that_outlasts_the_pictures_ends_with_them(awkward, tmp_path):
+    """2 s of pictures and 3.5 s of sound (or the 0.1 s more audio many recordings have): the whole source's export
+    ends with its pictures and passes its own checks (it ran to the audio's end, the pictures stopped, and the
+    duration check failed it after the whole encode); a segment past the pictures is refused before any work."""
+    from vexport_pipeline.core.errors import InputError
+    from vexport_pipeline.core.planning import plan_checked
+    from vexport_pipeline.core.spec.loading import parse_composition
+    from vexport_pipeline.core.validation.checks import check_file
+
+    info = probe(awkward["longaudio"])
+    assert info.duration == pytest.approx(3.5, abs=0.05) and info.video.duration == pytest.approx(2.0, abs=0.01)
+    comp = parse_composition({"id": "a", "source": "x.mp4", "targets": [{"preset": "web_720p", "quality": "draft"}]})
+    plan = plan_checked(comp, info)
+    [clip] = plan.timeline.clips
+    assert clip.ranges == [(0.0, pytest.approx(2.0, abs=0.01))]
+    out = tmp_path / "out.mp4"
+    render_clip(info, clip, list(plan.targets), [out])
+    got = probe(out)
+    assert got.video.duration == pytest.approx(2.0, abs=0.04) and got.audio.duration == pytest.approx(2.0, abs=0.05)
+    report = check_file(
+        out,
+        plan.targets[0],
+        expected_duration=clip.duration,
+        source_has_audio=True,
+        reference=(info, clip),
+        quality="off",
+    )
+    assert not [i for i in report.issues if i.code in ("duration_mismatch", "av_tail_gap", "frame_count")], report
+
+    for segment, words in (
+        ({"start": 1, "end": 3}, "ends after"),
+        ({"start": 2.5, "end": 3}, "starts at 00:00:02.500"),
+    ):
+        with pytest.raises(InputError) as refused:
+            plan_checked(parse_composition({**comp.model_dump(mode="json"), "segments": [segment]}), info)
+        assert refused.value.code == "segment_out_of_range" and refused.value.where == "segments[0]"
+        assert words in str(refused.value) and "pictures end (00:00:02.000; its audio runs on to 00:00:03.5" in str(
+            refused.value
+        )
+
+
 @pytest.mark.parametrize("name", ["offset", "shortaudio", "surround"])
 def test_av_start_offset_stays_within_20ms_of_the_source(awkward, tmp_path, name):
     src, out, _ = render(awkward[name], tmp_path)
