@@ -530,7 +530,7 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
     after its moov box probes whole): decode the last `window` seconds before `end`, in an FFmpeg process."""
     import re
 
-    from vexport_pipeline.core.media.runner import capture
+    from vexport_pipeline.core.media.runner import capture, signal_name
     from vexport_pipeline.core.settings import ffmpeg_exe
     from vexport_pipeline.core.timecode import fmt_clock
 
@@ -556,12 +556,15 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
         "null",
         "-",
     ]  # the pictures after `start`
-    proc = capture(argv, timeout=120)
-    frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
-    if proc.returncode == 0 and frames and int(frames[-1]) > 0:
-        return
+    for _ in range(2):  # a second try before a file is refused: a decode that was stopped proves nothing about it
+        proc = capture(argv, timeout=120)
+        frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
+        if proc.returncode == 0 and frames and int(frames[-1]) > 0:
+            return
     name = Path(info.path).name
     detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no picture could be decoded"
+    if proc.returncode:
+        detail += f"; FFmpeg exited with {proc.returncode if proc.returncode > 0 else signal_name(-proc.returncode)}"
     raise InputError(
         f"{name} is truncated or damaged: nothing decodes between {fmt_clock(start)} and {fmt_clock(end)}, although"
         f" it claims {info.duration:.3f} s ({detail[:200]})",

@@ -218,7 +218,7 @@ def _follow(
             raise EncodeError(f"timed out after {timeout:.0f} s", where=where, code="encode_timeout")
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -234,7 +234,7 @@ _SIGNAL_CAUSES = {
 
 def _check(rc: int, stderr: str, outputs: list[Path], where: str) -> None:
     if rc < 0:  # killed by a signal: say which, and what usually sends it
-        name = _signal_name(-rc)
+        name = signal_name(-rc)
         why = _SIGNAL_CAUSES.get(name, "")
         raise EncodeError(f"FFmpeg was stopped by {name}{why}: {stderr.strip()[-500:] or 'no message'}", where=where)
     if rc != 0:

@@ -247,6 +247,39 @@ def test_a_long_gop_mpeg_ts_is_not_taken_for_truncated(long_gop_ts):
     check_decodable_to(info, info.duration)
 
 
+def test_a_decode_check_that_is_killed_is_tried_again_before_the_file_is_refused(media, tmp_path, monkeypatch):
+    """The plan-time check decodes a source's last selected second in an FFmpeg process. Stopped by a signal (CI saw
+    it come back with no picture and nothing on stderr), it refused a healthy file as truncated, and the inbox moved
+    the file to rejected/ for good. A stopped check is run again; a truncated file is still refused, saying so."""
+    import signal
+
+    from vexport_pipeline.core.errors import InputError
+    from vexport_pipeline.core.media import runner
+
+    real, calls = runner.capture, []
+
+    def killed_once(argv, **kw):  # the first check's FFmpeg is started for real and killed at once
+        calls.append(argv)
+        if len(calls) > 1:
+            return real(argv, **kw)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    monkeypatch.setattr(runner, "capture", killed_once)
+    check_decodable_to(probe(media["av"]), 4.0)
+    assert len(calls) == 2
+
+    full = media["av"].read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full[: len(full) // 2])
+    monkeypatch.setattr(runner, "capture", real)
+    with pytest.raises(InputError) as refused:
+        check_decodable_to(probe(cut), 4.0)
+    assert refused.value.code == "media_truncated" and "nothing decodes between 00:00:03.000" in str(refused.value)
+
+
 @pytest.mark.parametrize(("start", "end"), [(0.5, 1.5), (2.5, 3.5)])
 def test_a_cut_inside_a_long_gop_mpeg_ts_starts_on_the_picture_asked_for(long_gop_ts, tmp_path, start, end):
     """A cut at 0.5 s began at the next keyframe (2.0 s) and one at 2.5 s decoded nothing (`mmco: unref short
