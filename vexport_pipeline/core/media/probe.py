@@ -448,11 +448,13 @@ def seek_point(path: Path | str, t: float) -> float:
 DTS_LEAD = 3 / 23
 
 
-def library_seek_point(path: Path | str, t: float) -> float:
-    """Where a libavformat (PyAV) seek for decoding from `t` must aim: `seek_point`, less `DTS_LEAD` in containers
-    that seek by timestamp (FFmpeg's `-ss` takes that lead itself)."""
-    at = seek_point(path, t)
-    return at - DTS_LEAD if _layout_of(path)[1] else at
+def seek_before(container, stream, path: Path | str, t: float) -> None:
+    """Seek a PyAV container so that decoding `stream` starts at the keyframe at or before `t` (seconds from the
+    container's start): `seek_point`, less `DTS_LEAD` in containers that seek by timestamp (FFmpeg's `-ss` takes
+    that lead itself)."""
+    at = seek_point(path, t) - (DTS_LEAD if _layout_of(path)[1] else 0.0)
+    origin = (container.start_time or 0) / av.time_base
+    container.seek(int((at + origin) / stream.time_base), stream=stream, backward=True)
 
 
 def damaged_at(path: Path | str, ranges: list[tuple[float, float]], limit: int = 50) -> tuple[float, ...]:
@@ -482,7 +484,7 @@ def _damaged_at(path: str, mtime_ns: int, size: int, ranges: tuple, limit: int) 
         stream.thread_type = "AUTO"
         origin, base = (container.start_time or 0) / av.time_base, stream.time_base
         for start, end in ranges:
-            container.seek(int((library_seek_point(path, start) + origin) / base), stream=stream, backward=True)
+            seek_before(container, stream, path, start)
             settled = False  # a keyframe decoded since the seek
             for packet in container.demux(stream):
                 at = float(packet.pts * base) - origin if packet.pts is not None else None
@@ -556,11 +558,13 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
         "null",
         "-",
     ]  # the pictures after `start`
-    for _ in range(2):  # a second try before a file is refused: a decode that was stopped proves nothing about it
+    for _ in range(2):  # a second try where FFmpeg gives no reason: a decode stopped by a signal proves nothing
         proc = capture(argv, timeout=120)
         frames = re.findall(r"^frame=(\d+)", proc.stdout, re.M)
         if proc.returncode == 0 and frames and int(frames[-1]) > 0:
             return
+        if proc.returncode >= 0 and proc.stderr.strip():
+            break  # FFmpeg said what is wrong with the file
     name = Path(info.path).name
     detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no picture could be decoded"
     if proc.returncode:

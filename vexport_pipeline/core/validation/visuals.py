@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vexport_pipeline.core.errors import ProcessingError
-from vexport_pipeline.core.media.probe import SAFE_OPTIONS, library_seek_point
+from vexport_pipeline.core.media.probe import SAFE_OPTIONS, seek_before
 
 SHEET_TILES = 6
 
@@ -45,7 +45,7 @@ def _frames_at(video: Path, c, stream, times: list[float]) -> list:
     decoded from the keyframe before it (found by a seek that also holds where MPEG-TS seeks by timestamp)."""
     origin, last, out = (c.start_time or 0) / av.time_base, None, []
     for t in times:
-        c.seek(int((library_seek_point(video, t) + origin) / stream.time_base), stream=stream, backward=True)
+        seek_before(c, stream, video, t)
         for frame in c.decode(stream):
             last = frame
             if frame.time is not None and frame.time - origin >= t:
