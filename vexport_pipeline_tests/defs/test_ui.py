@@ -80,12 +80,24 @@ def test_a_run_launched_from_the_ui_is_terminated_from_the_ui(home, media, tmp_p
 
             wait_for("the export_job page in the UI", job_page, 150, logs)
 
-            # Jobs / export_job: Materialize all..., partition `ui`, Launch 1 run, then the toast's View
+            # Jobs / export_job: Materialize all..., the preset All (the instance's one partition, `ui`), Launch 1
+            # run, then the toast's View. The dialog's rows still move while it loads partition health: a click on
+            # the partition field once landed on the "Missing" preset that had moved under it (0 partitions, and no
+            # `ui` in the list), so the choice is checked and made again until the dialog offers one run
             materialize.click()
-            page.get_by_text("Select a partition or create one").click(timeout=30000)
-            page.get_by_role("menuitem").filter(has=page.get_by_text("ui", exact=True)).click(timeout=30000)
-            page.get_by_text("Launch runs to materialize").click()  # closes the partition list
-            page.get_by_role("button", name="Launch 1 run").click(timeout=30000)
+            dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+            launch_one = dialog.get_by_role("button", name="Launch 1 run")
+
+            def partition_ui_chosen() -> bool:
+                dialog.get_by_role("button", name="All", exact=True).click(timeout=30000)
+                try:
+                    launch_one.wait_for(timeout=5000)
+                    return dialog.get_by_text("ui", exact=True).count() > 0
+                except Exception:
+                    return False
+
+            wait_for("partition `ui` chosen in the launch dialog", partition_ui_chosen, 90, logs)
+            launch_one.click(timeout=30000)
             page.get_by_role("link", name="View", exact=True).click(timeout=30000)
             page.wait_for_url("**/runs/*", timeout=30000)
             run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
