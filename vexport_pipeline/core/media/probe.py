@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import functools
 import os
 import threading
@@ -151,6 +152,22 @@ def _seconds(value, time_base) -> float | None:
     return float(value * time_base) if value is not None and time_base is not None else None
 
 
+def _stream_duration(s) -> float | None:
+    """A stream's duration: from the stream header, or for Matroska and WebM (which have none) from the DURATION
+    tag its muxer writes per track (FFmpeg and mkvmerge do, as HH:MM:SS.nnnnnnnnn). The tag is where the track
+    ends on the file's clock, so a track that starts late (a remuxed broadcast recording) lasts that much less."""
+    if (d := _seconds(s.duration, s.time_base)) is not None:
+        return d
+    tag = next((v for k, v in (s.metadata or {}).items() if k.upper().split("-")[0] == "DURATION"), None)
+    try:
+        h, m, sec = str(tag).strip().split(":")
+        end = int(h) * 3600 + int(m) * 60 + float(sec)
+    except (ValueError, AttributeError):
+        return None
+    d = end - (_seconds(s.start_time, s.time_base) or 0.0)
+    return d if math.isfinite(d) and d > 0 else None
+
+
 def mp4_faststart(path: Path) -> bool | None:
     """True when the top-level 'moov' atom comes before 'mdat' (progressive download works)."""
     try:
@@ -289,7 +306,7 @@ def _video_info(container, s, name: str, where: str) -> VideoInfo:
         fps=round(float(rate), 3),
         fps_exact=str(rate),
         frames=int(s.frames or 0),
-        duration=_seconds(s.duration, s.time_base),
+        duration=_stream_duration(s),
         start_time=_seconds(s.start_time, s.time_base) or 0.0,
         bit_rate=cc.bit_rate or None,
         vfr=abs(float(base) - float(rate)) > 0.01 * float(rate),
@@ -306,7 +323,7 @@ def _audio_info(a) -> AudioInfo:
         sample_rate=int(ac.sample_rate or 0),
         channels=int(ac.channels or 0),
         layout=getattr(ac.layout, "name", "") or "",
-        duration=_seconds(a.duration, a.time_base),
+        duration=_stream_duration(a),
         start_time=_seconds(a.start_time, a.time_base) or 0.0,
         bit_rate=ac.bit_rate or None,
     )
@@ -354,6 +371,12 @@ def _media_info(container, path: Path, where: str) -> MediaInfo:
     default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
     audio = _audio_info(astreams[default]) if astreams else None
     duration = container.duration / av.time_base if container.duration else None
+    start = (container.start_time or 0) / av.time_base
+    if duration and "matroska" in container.format.name and 0 < start < duration:
+        # Matroska's segment duration, as FFmpeg writes and reads it, runs from 0 to the last frame's end: a file
+        # whose timestamps start at 5 s (a remuxed MPEG-TS) and holds 3.5 s claimed 8.5 s, and was refused as
+        # truncated after 3.5
+        duration -= start
     if duration is None and video and video.duration:
         duration = video.duration
     return MediaInfo(
@@ -362,7 +385,7 @@ def _media_info(container, path: Path, where: str) -> MediaInfo:
         duration=round(duration or 0.0, 6),
         size_bytes=path.stat().st_size,
         bit_rate=container.bit_rate or None,
-        start_time=(container.start_time or 0) / av.time_base,
+        start_time=start,
         video=video,
         audio=audio,
         stream_count=len(container.streams),

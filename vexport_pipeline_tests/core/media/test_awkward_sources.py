@@ -88,16 +88,42 @@ def test_audio_shorter_than_video_keeps_later_segments_in_sync(awkward, tmp_path
     assert max(v for t, v in levels if 0.6 < t < 1.9) < 1e-3
 
 
-def test_audio_that_outlasts_the_pictures_ends_with_them(awkward, tmp_path):
+def longaudio_in(container: str, awkward, tmp_path: Path) -> Path:
+    """The 2 s picture / 3.5 s sound source as MP4; remuxed to Matroska with its timestamps starting at 5 s (as a
+    broadcast recording remuxed with `-c copy` keeps them); or encoded to WebM (VP9 and Opus)."""
+    import subprocess
+
+    from vexport_pipeline.core.settings import ffmpeg_exe
+
+    if container == "mp4":
+        return awkward["longaudio"]
+    out = tmp_path / f"longaudio.{container}"
+    args = {
+        "mkv": ["-c", "copy", "-output_ts_offset", "5"],
+        "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"],
+    }[container]
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(awkward["longaudio"]), *args, str(out)],
+        check=True,
+    )
+    return out
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv", "webm"])
+def test_audio_that_outlasts_the_pictures_ends_with_them(container, awkward, tmp_path):
     """2 s of pictures and 3.5 s of sound (or the 0.1 s more audio many recordings have): the whole source's export
     ends with its pictures and passes its own checks (it ran to the audio's end, the pictures stopped, and the
-    duration check failed it after the whole encode); a segment past the pictures is refused before any work."""
+    duration check failed it after the whole encode); a segment past the pictures is refused before any work.
+    Matroska and WebM carry no stream durations, only a DURATION tag per track (WebM ran to the audio's end), and
+    Matroska's duration counts from 0, not from its first timestamp (the MKV starting at 5 s claimed 8.5 s and
+    was refused as truncated)."""
     from vexport_pipeline.core.errors import InputError
     from vexport_pipeline.core.planning import plan_checked
     from vexport_pipeline.core.spec.loading import parse_composition
     from vexport_pipeline.core.validation.checks import check_file
 
-    info = probe(awkward["longaudio"])
+    info = probe(longaudio_in(container, awkward, tmp_path))
+    assert info.start_time == pytest.approx(5.0 if container == "mkv" else 0.0, abs=0.05)
     assert info.duration == pytest.approx(3.5, abs=0.05) and info.video.duration == pytest.approx(2.0, abs=0.01)
     comp = parse_composition({"id": "a", "source": "x.mp4", "targets": [{"preset": "web_720p", "quality": "draft"}]})
     plan = plan_checked(comp, info)
