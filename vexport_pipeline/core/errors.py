@@ -66,6 +66,14 @@ class EncodeError(ProcessingError):
     default_code = "encode_failed"
 
 
+class Interrupted(ProcessingError):
+    """A check stopped from outside (a signal: the machine short of memory, a supervisor), twice: nothing is known
+    against the input, and a later try can succeed."""
+
+    default_code = "interrupted"
+    transient = True
+
+
 class ValidationFailed(ProcessingError):
     default_code = "validation_failed"
 

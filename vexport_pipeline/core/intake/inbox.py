@@ -1,8 +1,10 @@
 """The inbox: compositions (YAML/JSON) and bare videos dropped in a folder become registered exports.
 
 Accepted files move to `accepted/`; invalid ones to `rejected/` with a `.error.txt` beside them, so a
-bad file is reported once and never retried forever. Sources inside the inbox move under the media
-root, so a video referenced by a manifest is not also taken as a bare video.
+bad file is reported once and never retried forever. A file that failed for a reason that can pass (a check
+stopped by a signal, a full disk, a store locked too long) stays and is tried again on the next passes, up to
+`TRIES` in all, before it is refused. Sources inside the inbox move under the media root, so a video referenced
+by a manifest is not also taken as a bare video.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from . import registry
 MANIFEST_EXTS = {".yaml", ".yml", ".json"}
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mxf", ".ts", ".mts"}
 DEFAULT_PROFILE = {"export_type": "single", "targets": [{"preset": "web_720p"}]}
+TRIES = 3  # passes a file that failed for a passing reason gets before it is refused
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,56 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Held:
-    """A file left in the inbox for a later pass: its owner is at their hourly rate (`reason` says until when), or
-    the pass ran out of time before it (`waiting`)."""
+    """A file left in the inbox for a later pass: its owner is at their hourly rate (`reason` says until when), it
+    failed for a reason that can pass (`reason` says which, and the tries so far), or the pass ran out of time
+    before it (`waiting`)."""
 
     file: str
     reason: str
     waiting: bool = False
+
+
+class _Retries:
+    """The files that failed for a passing reason, kept in the inbox's hidden `.retries.json` by name with the size
+    and modification time each had (a file replaced since then starts again at its first try)."""
+
+    def __init__(self, home: Home):
+        self.path = home.inbox / ".retries.json"
+        try:
+            rows = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            rows = {}
+        self.rows: dict = rows if isinstance(rows, dict) else {}
+        self.changed = False
+
+    def failed(self, path: Path, message: str) -> int:
+        """Count one more failed try of `path`; returns the tries so far."""
+        try:
+            st = path.lstat()
+            mark = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            mark = None
+        row = self.rows.get(path.name)
+        before = row.get("tries") if isinstance(row, dict) and row.get("file") == mark else 0
+        tries = (before if isinstance(before, int) else 0) + 1
+        self.rows[path.name] = {"tries": tries, "file": mark, "error": message[:500]}
+        self.changed = True
+        return tries
+
+    def reason(self, name: str) -> str | None:
+        row = self.rows.get(name)
+        return f"tried {row.get('tries')} of {TRIES} times: {row.get('error')}" if isinstance(row, dict) else None
+
+    def forget(self, name: str) -> None:
+        self.changed |= self.rows.pop(name, None) is not None
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        rows = {k: v for k, v in self.rows.items() if os.path.lexists(self.path.parent / k)}
+        tmp = self.path.with_name(".retries.json.tmp")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, self.path)
 
 
 def default_profile() -> dict:
@@ -176,6 +223,7 @@ def process(
     taken: dict[str, str] = {}
     stop = time.monotonic() + budget_s if budget_s is not None else None
     slowest: float | None = None  # the longest one file took in this pass (None: none yet)
+    retries = _Retries(home)
     for p in sorted(entries, key=lambda p: (p.suffix.lower() not in MANIFEST_EXTS, p.name)):  # explicit ids first
         is_manifest = p.suffix.lower() in MANIFEST_EXTS
         if not is_manifest and (p.suffix.lower() not in VIDEO_EXTS or os.path.normpath(p) in claimed):
@@ -194,14 +242,31 @@ def process(
             taken[record.export_id] = p.name
             usage.add(record.owner)
             accepted.append(Accepted(record, p.name))
+            retries.forget(p.name)
         except RateLimited as exc:
             held.append(Held(p.name, str(exc)))
         except VexportError as exc:
-            _reject(home, p, str(exc), rejected)
-        except Exception as exc:  # one broken file must never stop the sensor: reject it with the reason
-            _reject(home, p, f"{p.name}: could not be read ({type(exc).__name__}: {str(exc)[:300]})", rejected)
+            if exc.transient:
+                _again(home, p, str(exc), retries, rejected, held)
+            else:
+                retries.forget(p.name)
+                _reject(home, p, str(exc), rejected)
+        except Exception as exc:  # one file must never stop the sensor: tried again, then refused with the reason
+            why = f"{p.name}: could not be read ({type(exc).__name__}: {str(exc)[:300]})"
+            _again(home, p, why, retries, rejected, held)
         slowest = max(slowest or 0.0, time.monotonic() - started)
+    retries.save()
     return accepted, rejected, held
+
+
+def _again(home: Home, path: Path, message: str, retries: _Retries, rejected: list, held: list) -> None:
+    """A try that failed for a reason that can pass: left for the next pass, or refused after `TRIES` tries."""
+    tries = retries.failed(path, message)
+    if tries < TRIES:
+        held.append(Held(path.name, f"{message} (tried {tries} of {TRIES} times; tried again on the next pass)"))
+        return
+    retries.forget(path.name)
+    _reject(home, path, f"{message} (tried {tries} times)", rejected)
 
 
 def _check_free(export_id: str, name: str, taken: dict[str, str], busy: Callable[[str], str | None]) -> None:
@@ -226,8 +291,7 @@ def _take_manifest(
     if source.is_relative_to(home.inbox.resolve()):
         _regular(source)  # a video dropped beside the manifest: no hard link to a file kept elsewhere
     admit(comp, source)
-    source = _adopt(home, comp.id, source)
-    return registry.register(home, comp, source, manifest=m, via="inbox", checked=True)
+    return _register(home, comp, source, manifest=m)
 
 
 def _take_video(home: Home, v: Path, taken: dict, busy: Callable, usage: owners.Usage) -> registry.Registered:
@@ -236,8 +300,19 @@ def _take_video(home: Home, v: Path, taken: dict, busy: Callable, usage: owners.
     comp = parse_composition({**default_profile(), "id": export_id, "source": v.name}, file=v.name)
     usage.check(comp.owner)
     admit(comp, v)
-    source = _adopt(home, comp.id, v.resolve())
-    return registry.register(home, comp, source, manifest=None, via="inbox", checked=True)
+    return _register(home, comp, v.resolve(), manifest=None)
+
+
+def _register(home: Home, comp: Composition, source: Path, manifest: Path | None) -> registry.Registered:
+    """Register the export, its source moved under the media root first if it sits in the inbox; moved back if
+    the registration fails, so the next pass finds the file where it was dropped."""
+    adopted = _adopt(home, comp.id, source)
+    try:
+        return registry.register(home, comp, adopted, manifest=manifest, via="inbox", checked=True)
+    except BaseException:
+        if adopted != source:
+            os.replace(adopted, source)
+        raise
 
 
 def _reject(home: Home, path: Path, message: str, rejected: list[Rejected]) -> None:
@@ -255,9 +330,13 @@ def listing(home: Home) -> dict[str, list[dict]]:
     """What `vexport inbox` shows: files waiting, taken and refused (with the reason)."""
     home.ensure()
     out: dict[str, list[dict]] = {"pending": [], "accepted": [], "rejected": []}
+    retries = _Retries(home)
     for p in sorted(home.inbox.iterdir()):
         if not p.name.startswith(".") and not p.is_dir():
-            out["pending"].append({"file": p.name})
+            row = {"file": p.name}
+            if reason := retries.reason(p.name):
+                row["reason"] = reason
+            out["pending"].append(row)
     for kind in ("accepted", "rejected"):
         folder = home.inbox / kind
         for p in sorted(folder.iterdir()) if folder.is_dir() else []:

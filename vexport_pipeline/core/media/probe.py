@@ -13,7 +13,7 @@ from pathlib import Path
 
 import av
 
-from vexport_pipeline.core.errors import InputError
+from vexport_pipeline.core.errors import InputError, Interrupted
 
 # Demuxers a source may use. Playlists and concat lists (hls, concat, dash...) can reference
 # other files or URLs, so they are refused outright.
@@ -589,6 +589,12 @@ def check_decodable_to(info: MediaInfo, end: float, *, window: float = 1.0) -> N
         if proc.returncode >= 0 and proc.stderr.strip():
             break  # FFmpeg said what is wrong with the file
     name = Path(info.path).name
+    if proc.returncode < 0 and not proc.stderr.strip():
+        raise Interrupted(
+            f"{name}: the check that decodes {fmt_clock(start)}-{fmt_clock(end)} was stopped by"
+            f" {signal_name(-proc.returncode)} twice, so nothing is known against the file; try again",
+            where="source",
+        )
     detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no picture could be decoded"
     if proc.returncode:
         detail += f"; FFmpeg exited with {proc.returncode if proc.returncode > 0 else signal_name(-proc.returncode)}"
