@@ -37,6 +37,17 @@ def running_ffmpeg(pid: int | None = None) -> list:
 BT709 = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"  # tagged, as cameras do
 
 
+def killed_at_once(argv: list[str]) -> subprocess.CompletedProcess:
+    """What `runner.capture` returns for an FFmpeg started for real and SIGKILLed at once (as CI saw a decode check
+    end: no picture, nothing on stderr)."""
+    import signal
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def make_clip(path: Path, *, seconds=4, size="640x360", rate=25, audio=True, gop=25, extra_v=()):
     cmd = [
         ffmpeg_exe(),

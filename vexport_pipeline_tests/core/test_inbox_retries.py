@@ -5,12 +5,11 @@ FFmpeg processes; the signal that stops them is sent by the test."""
 
 import errno
 import json
-import signal
-import subprocess
 
 from vexport_pipeline.core.intake import inbox, registry
 from vexport_pipeline.core.media import runner
 from vexport_pipeline.core.settings import current
+from vexport_pipeline_tests.conftest import killed_at_once
 
 
 def killed_checks(monkeypatch, passes: list[bool]):
@@ -18,12 +17,7 @@ def killed_checks(monkeypatch, passes: list[bool]):
     real = runner.capture
 
     def capture(argv, **kw):
-        if not passes[0] or "null" not in argv:
-            return real(argv, **kw)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate()
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        return killed_at_once(argv) if passes[0] and "null" in argv else real(argv, **kw)
 
     monkeypatch.setattr(runner, "capture", capture)
 

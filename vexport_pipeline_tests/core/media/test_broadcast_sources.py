@@ -251,21 +251,15 @@ def test_a_decode_check_that_is_killed_is_tried_again_before_the_file_is_refused
     """The plan-time check decodes a source's last selected second in an FFmpeg process. Stopped by a signal (CI saw
     it come back with no picture and nothing on stderr), it refused a healthy file as truncated, and the inbox moved
     the file to rejected/ for good. A stopped check is run again; a truncated file is still refused, saying so."""
-    import signal
-
     from vexport_pipeline.core.errors import InputError
     from vexport_pipeline.core.media import runner
+    from vexport_pipeline_tests.conftest import killed_at_once
 
     real, calls = runner.capture, []
 
     def killed_once(argv, **kw):  # the first check's FFmpeg is started for real and killed at once
         calls.append(argv)
-        if len(calls) > 1:
-            return real(argv, **kw)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate()
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        return real(argv, **kw) if len(calls) > 1 else killed_at_once(argv)
 
     monkeypatch.setattr(runner, "capture", killed_once)
     check_decodable_to(probe(media["av"]), 4.0)
