@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bisect
-import math
 import functools
+import math
 import os
 import threading
 from dataclasses import asdict, dataclass, field
