@@ -187,8 +187,13 @@ def _source_input(source: Path, start: float, end: float):
     containers FFmpeg seeks by timestamp (MPEG-TS), read from just before the last keyframe at or before `start`
     and trim the pictures and sound up to `start` (`probe.seek_point`)."""
     at = seek_point(source, start)
-    # file: prefix and a file-only protocol list: a source name can never become a URL.
-    inp = ffmpeg.input(f"file:{source}", ss=_num(at), t=_num(end - at), protocol_whitelist="file")
+    # file: prefix and a file-only protocol list: a source name can never become a URL. A picture that changes
+    # size mid-stream (a broadcast recording across programmes, a browser's adaptive WebM) goes on through the
+    # same filters, the scaler taking each size as it comes: rebuilt at the change, `setpts=PTS-STARTPTS` started
+    # the second part at zero again and the fps filter dropped all of it (4 s came out as 2).
+    inp = ffmpeg.input(
+        f"file:{source}", ss=_num(at), t=_num(end - at), protocol_whitelist="file", **{"reinit_filter:v": 0}
+    )
     return _Range(inp, start - at, video_track(source))
 
 

@@ -363,6 +363,33 @@ def _picture(videos: list) -> int | None:
     return next((k for k, v in enumerate(videos) if not v.disposition & av.stream.Disposition.attached_pic), None)
 
 
+def _measured(container, vstream, video: VideoInfo, astream, audio: AudioInfo | None) -> float | None:
+    """Durations read from the packets, for a file that declares none: a WebM written live (a browser's
+    MediaRecorder, OBS's streaming output) has no duration, cues or DURATION tags, and was refused as having "no
+    measurable duration". Demuxes the picture and sound streams to their last packet (no decoding: a few seconds
+    for an hour) and sets each stream's duration; returns the file's, from its first timestamp to its last end."""
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    streams = [st for st in (vstream, astream) if st is not None]
+    container.seek(0)  # from the first packet: reading the first picture's fields has taken some
+    for packet in container.demux(streams):
+        if packet.pts is None or packet.time_base is None:
+            continue
+        k, t = packet.stream.index, float(packet.pts * packet.time_base)
+        first[k] = min(first.get(k, t), t)
+        last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+    container.seek(0)
+    for info, st in ((video, vstream), (audio, astream)):
+        if info is None or st is None or st.index not in last:
+            continue
+        if st.start_time is None:
+            info.start_time = first[st.index]
+        if last[st.index] > info.start_time:
+            info.duration = last[st.index] - info.start_time
+    starts = [i.start_time for i, st in ((video, vstream), (audio, astream)) if i and st and st.index in last]
+    return max(last.values()) - min(starts) if starts else None
+
+
 def _media_info(container, path: Path, where: str) -> MediaInfo:
     videos = list(container.streams.video)
     picture = _picture(videos)
@@ -371,6 +398,8 @@ def _media_info(container, path: Path, where: str) -> MediaInfo:
     default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
     audio = _audio_info(astreams[default]) if astreams else None
     duration = container.duration / av.time_base if container.duration else None
+    if not duration and video and not video.duration:
+        duration = _measured(container, videos[picture], video, astreams[default] if astreams else None, audio)
     start = (container.start_time or 0) / av.time_base
     if duration and "matroska" in container.format.name and 0 < start < duration:
         # Matroska's segment duration, as FFmpeg writes and reads it, runs from 0 to the last frame's end: a file

@@ -192,3 +192,53 @@ def test_a_16x16_source_is_scored(awkward, tmp_path):
     render_clip(info, clip, [s], [out])
     q = score(out, info, clip, s)
     assert q["vmaf_mean"] > 50 and q["vmaf_source_size"] is None
+
+
+def ffmpeg_make(out: Path, *args: str) -> Path:
+    import subprocess
+
+    from vexport_pipeline.core.settings import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(out)], check=True)
+    return out
+
+
+def test_a_picture_that_changes_size_midway_is_exported_whole(tmp_path):
+    """A broadcast recording across programmes (or a browser's adaptive WebM) changes picture size mid-stream: here
+    2 s of 640x360 then 2 s of 1280x720 in one MPEG-TS. FFmpeg rebuilt the filters at the change, the timestamps
+    started at zero again and the second part was dropped (2.04 s of 4 came out, failing validation)."""
+    lavfi = ["-f", "lavfi", "-i"]
+    x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"]
+    small = ffmpeg_make(tmp_path / "a.ts", *lavfi, "testsrc2=s=640x360:r=25:d=2", *x264)
+    big = ffmpeg_make(tmp_path / "b.ts", *lavfi, "testsrc=s=1280x720:r=25:d=2", *x264, "-output_ts_offset", "2")
+    src = tmp_path / "changes.ts"
+    src.write_bytes(small.read_bytes() + big.read_bytes())
+    info, out, path = render(src, tmp_path)
+    assert info.duration == pytest.approx(4.0, abs=0.05) and (info.video.width, info.video.height) == (640, 360)
+    assert out.video.duration == pytest.approx(4.0, abs=0.04) and count_frames(path)[0] == 100
+    # the last second shows the second programme (testsrc's grey ramp and colour bars), scaled to the same size
+    with av.open(str(path)) as c:
+        got = next(f for f in c.decode(video=0) if f.time > 2.999)
+    with av.open(str(big)) as c:  # 1 s into it: its clock starts at 3.4 s (MPEG-TS's 1.4 s and the 2 s offset)
+        ref = next(f for f in c.decode(video=0) if f.time > 4.399)
+    got = got.reformat(width=320, height=180, format="gray").to_ndarray().astype(float)
+    want = ref.reformat(width=320, height=180, format="gray").to_ndarray().astype(float)
+    assert abs(got - want).mean() < 12
+
+
+def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
+    """A WebM written live (a browser's MediaRecorder, a streaming output) declares no duration, cues or DURATION
+    tags: it was refused as having "no measurable duration". Its packets give it: 3 s, pictures and sound."""
+    src = ffmpeg_make(
+        tmp_path / "live.webm",
+        *["-f", "lavfi", "-i", "testsrc2=s=640x360:r=30:d=3", "-f", "lavfi", "-i", "sine=d=3"],
+        *["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "500k", "-c:a", "libopus"],
+        *["-live", "1", "-f", "webm"],
+    )
+    with av.open(str(src)) as c:
+        assert not c.duration and all(not s.duration and "DURATION" not in s.metadata for s in c.streams)
+    info, out, path = render(src, tmp_path)
+    assert info.duration == pytest.approx(3.0, abs=0.03)
+    assert info.video.duration == pytest.approx(3.0, abs=0.01) and info.audio.duration == pytest.approx(3.0, abs=0.03)
+    assert out.video.duration == pytest.approx(3.0, abs=0.04) and count_frames(path)[0] == 90
+    assert out.audio.duration == pytest.approx(3.0, abs=0.05)
