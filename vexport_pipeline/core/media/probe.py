@@ -293,6 +293,11 @@ def _video_info(container, s, name: str, where: str) -> VideoInfo:
         disp_w, disp_h = disp_h, disp_w
     rate = Fraction(s.average_rate or s.guessed_rate or s.base_rate or Fraction(25)).limit_denominator(1001)
     base = Fraction(s.base_rate or s.guessed_rate or rate).limit_denominator(1001)
+    if rate != base and abs(base - rate) <= base / 100 and base <= 240:
+        # within 1% of the rate its timestamps are on: constant, and the average is off by how the stream's
+        # duration was counted (a fragmented MP4's counts the audio's longer tail: 25 fps read as 24.807, and the
+        # export came out at 24.807 fps)
+        rate = base
     return VideoInfo(
         codec=cc.codec.canonical_name,
         profile=cc.profile,
@@ -363,30 +368,30 @@ def _picture(videos: list) -> int | None:
     return next((k for k, v in enumerate(videos) if not v.disposition & av.stream.Disposition.attached_pic), None)
 
 
-def _measured(container, vstream, video: VideoInfo, astream, audio: AudioInfo | None) -> float | None:
+def _measured(path: Path, vstream, video: VideoInfo, astream, audio: AudioInfo | None) -> float | None:
     """Durations read from the packets, for a file that declares none: a WebM written live (a browser's
     MediaRecorder, OBS's streaming output) has no duration, cues or DURATION tags, and was refused as having "no
     measurable duration". Demuxes the picture and sound streams to their last packet (no decoding: a few seconds
-    for an hour) and sets each stream's duration; returns the file's, from its first timestamp to its last end."""
+    for an hour), in a container of its own (a raw elementary stream cannot seek back), and sets each stream's
+    duration; returns the file's, from its first timestamp to its last end (None: no packet has a timestamp)."""
     first: dict[int, float] = {}
     last: dict[int, float] = {}
-    streams = [st for st in (vstream, astream) if st is not None]
-    container.seek(0)  # from the first packet: reading the first picture's fields has taken some
-    for packet in container.demux(streams):
-        if packet.pts is None or packet.time_base is None:
+    pairs = [(info, st.index, st.start_time) for info, st in ((video, vstream), (audio, astream)) if info and st]
+    with av.open(str(path), options=SAFE_OPTIONS) as container:
+        for packet in container.demux([container.streams[k] for _, k, _ in pairs]):
+            if packet.pts is None or packet.time_base is None:
+                continue
+            k, t = packet.stream.index, float(packet.pts * packet.time_base)
+            first[k] = min(first.get(k, t), t)
+            last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+    for info, k, declared_start in pairs:
+        if k not in last:
             continue
-        k, t = packet.stream.index, float(packet.pts * packet.time_base)
-        first[k] = min(first.get(k, t), t)
-        last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
-    container.seek(0)
-    for info, st in ((video, vstream), (audio, astream)):
-        if info is None or st is None or st.index not in last:
-            continue
-        if st.start_time is None:
-            info.start_time = first[st.index]
-        if last[st.index] > info.start_time:
-            info.duration = last[st.index] - info.start_time
-    starts = [i.start_time for i, st in ((video, vstream), (audio, astream)) if i and st and st.index in last]
+        if declared_start is None:
+            info.start_time = first[k]
+        if last[k] > info.start_time:
+            info.duration = last[k] - info.start_time
+    starts = [info.start_time for info, k, _ in pairs if k in last]
     return max(last.values()) - min(starts) if starts else None
 
 
@@ -399,13 +404,22 @@ def _media_info(container, path: Path, where: str) -> MediaInfo:
     audio = _audio_info(astreams[default]) if astreams else None
     duration = container.duration / av.time_base if container.duration else None
     if not duration and video and not video.duration:
-        duration = _measured(container, videos[picture], video, astreams[default] if astreams else None, audio)
+        duration = _measured(path, videos[picture], video, astreams[default] if astreams else None, audio)
     start = (container.start_time or 0) / av.time_base
     if duration and "matroska" in container.format.name and 0 < start < duration:
         # Matroska's segment duration, as FFmpeg writes and reads it, runs from 0 to the last frame's end: a file
         # whose timestamps start at 5 s (a remuxed MPEG-TS) and holds 3.5 s claimed 8.5 s, and was refused as
         # truncated after 3.5
         duration -= start
+    if container.format.name == "asf":
+        # ASF (WMV) gives every stream the file's play time, from 0, as its duration, and FFmpeg adds a stream's
+        # start to it: a WMV whose pictures start at 46 ms and end at 3.046 s claimed 3.092 s, and its export failed
+        # its duration check
+        ends = [st.duration * st.time_base for st in container.streams if st.duration and st.time_base]
+        duration = float(max(ends)) if ends else duration
+        for info in (video, audio):
+            if info and info.duration and info.start_time > 0:
+                info.duration = max(0.0, info.duration - info.start_time)
     if duration is None and video and video.duration:
         duration = video.duration
     return MediaInfo(
@@ -428,7 +442,9 @@ def require_video(info: MediaInfo, *, where: str = "source") -> MediaInfo:
     if info.video is None:
         raise InputError(f"{name} has no video stream", where=where, code="media_no_video")
     if not info.duration or info.duration <= 0:
-        raise InputError(f"{name} has no measurable duration", where=where, code="media_corrupt")
+        raw = set(info.format_name.split(",")) & {"h264", "hevc", "mpegvideo"}
+        hint = " (a raw video stream carries no timestamps: put it in MP4 or Matroska first)" if raw else ""
+        raise InputError(f"{name} has no measurable duration{hint}", where=where, code="media_corrupt")
     return info
 
 

@@ -242,3 +242,48 @@ def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
     assert info.video.duration == pytest.approx(3.0, abs=0.01) and info.audio.duration == pytest.approx(3.0, abs=0.03)
     assert out.video.duration == pytest.approx(3.0, abs=0.04) and count_frames(path)[0] == 90
     assert out.audio.duration == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_fragmented_mp4_keeps_its_frame_rate(tmp_path):
+    """A fragmented MP4 (OBS's crash-safe recordings, `frag_keyframe+empty_moov`) whose sound runs 23 ms past the
+    pictures: FFmpeg gives its video stream the file's duration, so 75 frames at 25 fps averaged 24.807 fps, and
+    the export came out at 24.807 fps. An average within 1% of the rate the timestamps are on is that rate."""
+    src = ffmpeg_make(
+        tmp_path / "frag.mp4",
+        *["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=3", "-f", "lavfi", "-i", "sine=d=3"],
+        *["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-movflags", "frag_keyframe+empty_moov"],
+    )
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].average_rate != 25  # what FFmpeg reports
+    info, out, path = render(src, tmp_path)
+    assert info.video.fps_exact == "25" and not info.video.vfr
+    assert out.video.fps_exact == "25" and out.video.duration == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_wmv_whose_pictures_start_late_is_as_long_as_it_plays(tmp_path):
+    """ASF gives each stream the file's play time from 0 as its duration, and FFmpeg adds the stream's start: a WMV
+    whose pictures start at 46 ms (after the first audio packet) claimed 3.092 s for 3.046, and its export failed
+    its duration check after the whole encode."""
+    src = ffmpeg_make(
+        tmp_path / "old.wmv",
+        *["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=3", "-f", "lavfi", "-i", "sine=d=3"],
+        *["-c:v", "wmv2", "-c:a", "wmav2"],
+    )
+    info, out, path = render(src, tmp_path)
+    assert info.video.start_time > 0.02 and info.video.duration == pytest.approx(3.0, abs=0.01)
+    assert info.duration == pytest.approx(info.video.start_time + 3.0, abs=0.01)
+    assert out.duration == pytest.approx(info.duration, abs=0.045) and count_frames(path)[0] == 75
+
+
+def test_a_raw_video_stream_is_refused_saying_why(tmp_path):
+    """A raw H.264 stream (no container) has no timestamps to measure: refused with what to do, not an internal
+    error (the packet scan that measures a live WebM could not seek back in it)."""
+    from vexport_pipeline.core.errors import InputError
+    from vexport_pipeline.core.media.probe import require_video
+
+    src = ffmpeg_make(
+        tmp_path / "raw.h264", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=1", "-c:v", "libx264", "-f", "h264"
+    )
+    with pytest.raises(InputError) as refused:
+        require_video(probe(src))
+    assert refused.value.code == "media_corrupt" and "put it in MP4 or Matroska first" in str(refused.value)
