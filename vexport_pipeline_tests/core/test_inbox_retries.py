@@ -92,3 +92,14 @@ def test_a_replaced_file_starts_again_and_a_bad_one_is_refused_at_once(home, med
     accepted, rejected, held = inbox.process(home, current().policy, min_age_s=0)
     assert sorted(a.record.export_id for a in accepted) == ["b", "clip"] and not rejected and not held
     assert not video.exists() and (home.media / "inbox" / "clip" / "clip.mp4").is_file()
+
+
+def test_a_pass_that_cannot_write_its_tries_still_ends_well(home, media, monkeypatch):
+    """The tries are kept in a file in the inbox; where it cannot be written (here its temporary name is taken by a
+    folder, as a full disk would stop it) the pass still returns what it did, and the file is tried again."""
+    killed_checks(monkeypatch, [True])
+    (home.inbox / "c.yaml").write_text(f"id: c\nsource: {media['av']}\ntargets: [{{preset: web_720p}}]\n")
+    (home.inbox / ".retries.json.tmp").mkdir()
+    for _ in range(3):  # uncounted, so never refused
+        accepted, rejected, held = inbox.process(home, current().policy, min_age_s=0)
+        assert not accepted and not rejected and "tried 1 of 3 times" in held[0].reason

@@ -9,6 +9,7 @@ by a manifest is not also taken as a bare video.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -97,8 +98,12 @@ class _Retries:
             return
         rows = {k: v for k, v in self.rows.items() if os.path.lexists(self.path.parent / k)}
         tmp = self.path.with_name(".retries.json.tmp")
-        tmp.write_text(json.dumps(rows))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(rows))
+            os.replace(tmp, self.path)
+        except OSError:  # a full disk: this pass's tries go uncounted, and the pass itself still ends well
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def default_profile() -> dict:
