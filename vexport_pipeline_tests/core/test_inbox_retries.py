@@ -5,6 +5,10 @@ FFmpeg processes; the signal that stops them is sent by the test."""
 
 import errno
 import json
+import os
+import threading
+
+import pytest
 
 from vexport_pipeline.core.intake import inbox, registry
 from vexport_pipeline.core.media import runner
@@ -95,11 +99,36 @@ def test_a_replaced_file_starts_again_and_a_bad_one_is_refused_at_once(home, med
 
 
 def test_a_pass_that_cannot_write_its_tries_still_ends_well(home, media, monkeypatch):
-    """The tries are kept in a file in the inbox; where it cannot be written (here its temporary name is taken by a
-    folder, as a full disk would stop it) the pass still returns what it did, and the file is tried again."""
+    """The tries are kept in a file in the inbox; where it cannot be written (here its name is taken by a folder,
+    as a full disk would stop it) the pass still returns what it did, and the file is tried again."""
     killed_checks(monkeypatch, [True])
     (home.inbox / "c.yaml").write_text(f"id: c\nsource: {media['av']}\ntargets: [{{preset: web_720p}}]\n")
-    (home.inbox / ".retries.json.tmp").mkdir()
+    (home.inbox / ".retries.json").mkdir()
     for _ in range(3):  # uncounted, so never refused
         accepted, rejected, held = inbox.process(home, current().policy, min_age_s=0)
         assert not accepted and not rejected and "tried 1 of 3 times" in held[0].reason
+    assert [p.name for p in home.inbox.iterdir() if p.name.startswith(".retries")] == [".retries.json"]
+
+
+@pytest.mark.parametrize("planted", ["fifo", "symlink", "tmp-symlink"])
+def test_a_tries_file_planted_in_the_inbox_neither_hangs_the_pass_nor_writes_elsewhere(
+    planted, home, media, tmp_path, monkeypatch
+):
+    """Anyone who may drop files in the inbox can leave a FIFO under the tries file's name (reading it would wait
+    for a writer forever) or a link to a file elsewhere (writing through it would overwrite that file)."""
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me\n")
+    tries = home.inbox / ".retries.json"
+    if planted == "fifo":
+        os.mkfifo(tries)
+    else:  # the file itself, or the name an earlier version wrote it under first
+        (tries if planted == "symlink" else home.inbox / ".retries.json.tmp").symlink_to(outside)
+    (home.inbox / "d.yaml").write_text(f"id: d\nsource: {media['av']}\ntargets: [{{preset: web_720p}}]\n")
+    killed_checks(monkeypatch, [True])  # held, so the tries are written
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(inbox.process(home, current().policy, min_age_s=0)))
+    worker.start()
+    worker.join(60)
+    assert done, "the pass hung on the planted tries file"
+    assert [h.file for h in done[0][2]] == ["d.yaml"]
+    assert outside.read_text() == "keep me\n" and tries.is_file() and not tries.is_symlink()

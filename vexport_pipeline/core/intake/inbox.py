@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,8 +66,8 @@ class _Retries:
 
     def __init__(self, home: Home):
         self.path = home.inbox / ".retries.json"
-        try:
-            rows = json.loads(self.path.read_text())
+        try:  # only a regular file of its own: the inbox is open to others, and a FIFO there would hang the pass
+            rows = json.loads(self.path.read_text()) if stat.S_ISREG(self.path.lstat().st_mode) else {}
         except (OSError, ValueError):
             rows = {}
         self.rows: dict = rows if isinstance(rows, dict) else {}
@@ -97,13 +98,16 @@ class _Retries:
         if not self.changed:
             return
         rows = {k: v for k, v in self.rows.items() if os.path.lexists(self.path.parent / k)}
-        tmp = self.path.with_name(".retries.json.tmp")
-        try:
-            tmp.write_text(json.dumps(rows))
+        tmp = None
+        try:  # a new file of its own (never through a link someone left in the inbox), then put in place
+            fd, tmp = tempfile.mkstemp(prefix=".retries.", dir=self.path.parent)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(rows))
             os.replace(tmp, self.path)
         except OSError:  # a full disk: this pass's tries go uncounted, and the pass itself still ends well
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 def default_profile() -> dict:
