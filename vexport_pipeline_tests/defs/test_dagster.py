@@ -418,6 +418,34 @@ def test_one_bad_inbox_file_never_stops_the_sensor_or_the_good_files(home, media
     assert private.exists()
 
 
+def test_a_file_for_an_export_whose_run_has_not_ended_waits_for_it(home, media, monkeypatch):
+    """A new version of a composition dropped while the export's run is still working: it was moved to rejected/
+    ("submit it again once that export has finished"); it now waits in the inbox, the tick saying for which run,
+    and is taken on the first tick after that run ends."""
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    from vexport_pipeline.defs.tags import EXPORT_TAG
+
+    monkeypatch.setenv("VEXPORT_INBOX_MIN_AGE", "0")
+    resource = HomeResource(root=str(home.root), media_roots=[str(media["dir"])])
+    with dg.instance_for_test() as instance:
+        run = DagsterRun(job_name="export_job", status=DagsterRunStatus.STARTED, tags={EXPORT_TAG: "promo"})
+        instance.add_run(run)
+        (home.inbox / "promo.yaml").write_text(
+            f"id: promo\nsource: {media['av']}\ntargets: [{{preset: web_720p, quality: draft}}]\n"
+        )
+        tick = composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
+        assert not tick.run_requests
+        why = f"promo.yaml: export id 'promo' waits for run {run.run_id[:8]} (started) to end"
+        assert why in tick.skip_reason.skip_message
+        assert (home.inbox / "promo.yaml").is_file() and not (home.inbox / "rejected").exists()
+
+        instance.report_run_canceled(run)
+        tick = composition_sensor(dg.build_sensor_context(instance=instance, resources={"home": resource}))
+        assert [r.partition_key for r in tick.run_requests] == ["promo"]
+        assert (home.inbox / "accepted" / "promo.yaml").is_file()
+
+
 def test_a_tick_that_dies_after_taking_a_file_loses_no_run(home, media, monkeypatch):
     """The inbox pass took the file (moved to accepted/, registered) but the tick never returned its run
     request: the next tick asks for it, with the same run key."""

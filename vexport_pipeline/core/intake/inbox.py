@@ -214,8 +214,9 @@ def process(
 ) -> tuple[list[Accepted], list[Rejected], list[Held]]:
     """One pass over the inbox. Files younger than `min_age_s` may still be being written: next pass. Each
     file is handled in its own guard: whatever goes wrong with one is reported in `rejected/` and never stops
-    the others. `busy(export_id)` names the run still working on an id, which then is not taken again. A file
-    whose owner is at their hourly rate stays where it is (`held`) until a pass after their next slot opens.
+    the others. `busy(export_id)` names the run still working on an id: a file for that id stays where it is
+    (`held`) until the run has ended. A file whose owner is at their hourly rate stays until a pass after their next
+    slot opens.
     With `budget_s`, the pass takes files (oldest names first, manifests before bare videos) within that much time
     and leaves the rest, `held`, for the next pass: each file costs its plan-time media checks (a probe and a decode
     of the last selected second, about half a second), and a sensor tick must stay short. A file is started only
@@ -252,7 +253,7 @@ def process(
             usage.add(record.owner)
             accepted.append(Accepted(record, p.name))
             retries.forget(p.name)
-        except RateLimited as exc:
+        except (RateLimited, _Busy) as exc:
             held.append(Held(p.name, str(exc)))
         except VexportError as exc:
             if exc.transient:
@@ -278,16 +279,22 @@ def _again(home: Home, path: Path, message: str, retries: _Retries, rejected: li
     _reject(home, path, f"{message} (tried {tries} times)", rejected)
 
 
+class _Busy(Exception):
+    """The export id's earlier run is still queued or working: the file waits in the inbox for it to end."""
+
+
 def _check_free(export_id: str, name: str, taken: dict[str, str], busy: Callable[[str], str | None]) -> None:
-    other = taken.get(export_id)
-    holder = f"{other}, taken in the same pass" if other else busy(export_id)
-    if holder:
+    """Refuse a second file for an id taken in this same pass (which of the two was meant is not known); hold one
+    whose id's earlier run has not ended (it is the newer version, taken once that run ends)."""
+    if other := taken.get(export_id):
         raise InputError(
-            f"export id {export_id!r} is already in use by {holder}; give this composition another id or submit"
-            " it again once that export has finished",
+            f"export id {export_id!r} is already in use by {other}, taken in the same pass; give this composition"
+            " another id",
             where=name,
             code="export_id_busy",
         )
+    if run := busy(export_id):
+        raise _Busy(f"export id {export_id!r} waits for {run} to end")
 
 
 def _take_manifest(
