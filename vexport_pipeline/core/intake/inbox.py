@@ -327,7 +327,8 @@ def _register(home: Home, comp: Composition, source: Path, manifest: Path | None
         return registry.register(home, comp, adopted, manifest=manifest, via="inbox", checked=True)
     except BaseException:
         if adopted != source:
-            os.replace(adopted, source)
+            with contextlib.suppress(OSError):  # the registration's own error is the one to report
+                os.replace(adopted, source)
         raise
 
 

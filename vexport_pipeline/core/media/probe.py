@@ -378,12 +378,15 @@ def _measured(path: Path, vstream, video: VideoInfo, astream, audio: AudioInfo |
     last: dict[int, float] = {}
     pairs = [(info, st.index, st.start_time) for info, st in ((video, vstream), (audio, astream)) if info and st]
     with av.open(str(path), options=SAFE_OPTIONS) as container:
-        for packet in container.demux([container.streams[k] for _, k, _ in pairs]):
-            if packet.pts is None or packet.time_base is None:
-                continue
-            k, t = packet.stream.index, float(packet.pts * packet.time_base)
-            first[k] = min(first.get(k, t), t)
-            last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+        try:
+            for packet in container.demux([container.streams[k] for _, k, _ in pairs]):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                k, t = packet.stream.index, float(packet.pts * packet.time_base)
+                first[k] = min(first.get(k, t), t)
+                last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+        except av.error.FFmpegError:  # damaged past some point: measured to there (the decode check says the rest)
+            pass
     for info, k, declared_start in pairs:
         if k not in last:
             continue
