@@ -37,6 +37,12 @@ def running_ffmpeg(pid: int | None = None) -> list:
 BT709 = "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv"  # tagged, as cameras do
 
 
+def ffmpeg_make(out: Path, *args: str) -> Path:
+    """`out` made by FFmpeg from `args` (inputs, filters, codecs); FFmpeg's own errors only."""
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(out)], check=True)
+    return out
+
+
 def killed_at_once(argv: list[str]) -> subprocess.CompletedProcess:
     """What `runner.capture` returns for an FFmpeg started for real and SIGKILLed at once (as CI saw a decode check
     end: no picture, nothing on stderr)."""
@@ -253,28 +259,8 @@ def awkward(tmp_path_factory, media):
     """Sources that break naive pipelines: VFR, rotated, odd-sized 4:4:4, 10-bit HEVC, 5.1, short audio,
     non-zero start."""
     d = tmp_path_factory.mktemp("awkward")
-    out = {}
-    for name, args in AWKWARD.items():
-        out[name] = d / f"{name}.mp4"
-        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(out[name])], check=True)
-    out["rotated"] = d / "rotated.mp4"
-    subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-display_rotation",
-            "90",
-            "-i",
-            str(media["av"]),
-            "-c",
-            "copy",
-            str(out["rotated"]),
-        ],
-        check=True,
-    )
+    out = {name: ffmpeg_make(d / f"{name}.mp4", *args) for name, args in AWKWARD.items()}
+    out["rotated"] = ffmpeg_make(d / "rotated.mp4", "-display_rotation", "90", "-i", str(media["av"]), "-c", "copy")
     return out
 
 

@@ -43,6 +43,10 @@ ALLOWED_FORMATS = {
     "yuv4mpegpipe",
     "nut",
 }
+# Containers whose durations, as FFmpeg reads them, run from 0 to where the file or a stream ends, not from its
+# first timestamp: Matroska's segment duration and track DURATION tags, ASF's play time (which FFmpeg gives every
+# stream and then adds each stream's start to for the file's).
+ENDS_FROM_ZERO = {"matroska", "asf"}
 # Matrix tags (FFmpeg's names) that swscale converts from under its own names; others are taken for BT.709.
 SWSCALE_MATRIX = {
     "bt470bg": "bt601",
@@ -152,19 +156,20 @@ def _seconds(value, time_base) -> float | None:
     return float(value * time_base) if value is not None and time_base is not None else None
 
 
-def _stream_duration(s) -> float | None:
-    """A stream's duration: from the stream header, or for Matroska and WebM (which have none) from the DURATION
-    tag its muxer writes per track (FFmpeg and mkvmerge do, as HH:MM:SS.nnnnnnnnn). The tag is where the track
-    ends on the file's clock, so a track that starts late (a remuxed broadcast recording) lasts that much less."""
-    if (d := _seconds(s.duration, s.time_base)) is not None:
-        return d
-    tag = next((v for k, v in (s.metadata or {}).items() if k.upper().split("-")[0] == "DURATION"), None)
-    try:
-        h, m, sec = str(tag).strip().split(":")
-        end = int(h) * 3600 + int(m) * 60 + float(sec)
-    except (ValueError, AttributeError):
-        return None
-    d = end - (_seconds(s.start_time, s.time_base) or 0.0)
+def _stream_duration(s, ends: bool) -> float | None:
+    """A stream's duration. Matroska and WebM have none in the stream header, only the DURATION tag their muxers
+    write per track (FFmpeg and mkvmerge, as HH:MM:SS.nnnnnnnnn). That tag, like every duration of a container in
+    ENDS_FROM_ZERO (`ends`), is where the stream ends on the file's clock, so the stream's start is taken off."""
+    start = _seconds(s.start_time, s.time_base) or 0.0
+    if (d := _seconds(s.duration, s.time_base)) is None:
+        tag = next((v for k, v in (s.metadata or {}).items() if k.upper().split("-")[0] == "DURATION"), None)
+        try:
+            h, m, sec = str(tag).strip().split(":")
+            d = int(h) * 3600 + int(m) * 60 + float(sec)
+        except (ValueError, AttributeError):
+            return None
+        ends = True
+    d = d - start if ends else d
     return d if math.isfinite(d) and d > 0 else None
 
 
@@ -274,7 +279,7 @@ def _colour(frame, cc) -> dict:
     }
 
 
-def _video_info(container, s, name: str, where: str) -> VideoInfo:
+def _video_info(container, s, name: str, where: str, ends: bool) -> VideoInfo:
     """The first video stream, with its rotation read from the first decoded frame."""
     cc = s.codec_context
     try:
@@ -311,7 +316,7 @@ def _video_info(container, s, name: str, where: str) -> VideoInfo:
         fps=round(float(rate), 3),
         fps_exact=str(rate),
         frames=int(s.frames or 0),
-        duration=_stream_duration(s),
+        duration=_stream_duration(s, ends),
         start_time=_seconds(s.start_time, s.time_base) or 0.0,
         bit_rate=cc.bit_rate or None,
         vfr=abs(float(base) - float(rate)) > 0.01 * float(rate),
@@ -321,14 +326,14 @@ def _video_info(container, s, name: str, where: str) -> VideoInfo:
     )
 
 
-def _audio_info(a) -> AudioInfo:
+def _audio_info(a, ends: bool) -> AudioInfo:
     ac = a.codec_context
     return AudioInfo(
         codec=ac.codec.canonical_name,
         sample_rate=int(ac.sample_rate or 0),
         channels=int(ac.channels or 0),
         layout=getattr(ac.layout, "name", "") or "",
-        duration=_stream_duration(a),
+        duration=_stream_duration(a, ends),
         start_time=_seconds(a.start_time, a.time_base) or 0.0,
         bit_rate=ac.bit_rate or None,
     )
@@ -402,27 +407,21 @@ def _media_info(container, path: Path, where: str) -> MediaInfo:
     videos = list(container.streams.video)
     picture = _picture(videos)
     astreams = list(container.streams.audio)
-    video = _video_info(container, videos[picture], path.name, where) if picture is not None else None
+    ends = bool(set(container.format.name.split(",")) & ENDS_FROM_ZERO)
+    video = _video_info(container, videos[picture], path.name, where, ends) if picture is not None else None
     default = next((k for k, a in enumerate(astreams) if a.disposition & av.stream.Disposition.default), 0)
-    audio = _audio_info(astreams[default]) if astreams else None
+    audio = _audio_info(astreams[default], ends) if astreams else None
     duration = container.duration / av.time_base if container.duration else None
     if not duration and video and not video.duration:
         duration = _measured(path, videos[picture], video, astreams[default] if astreams else None, audio)
     start = (container.start_time or 0) / av.time_base
-    if duration and "matroska" in container.format.name and 0 < start < duration:
-        # Matroska's segment duration, as FFmpeg writes and reads it, runs from 0 to the last frame's end: a file
-        # whose timestamps start at 5 s (a remuxed MPEG-TS) and holds 3.5 s claimed 8.5 s, and was refused as
-        # truncated after 3.5
-        duration -= start
-    if container.format.name == "asf":
-        # ASF (WMV) gives every stream the file's play time, from 0, as its duration, and FFmpeg adds a stream's
-        # start to it: a WMV whose pictures start at 46 ms and end at 3.046 s claimed 3.092 s, and its export failed
-        # its duration check
-        ends = [st.duration * st.time_base for st in container.streams if st.duration and st.time_base]
-        duration = float(max(ends)) if ends else duration
-        for info in (video, audio):
-            if info and info.duration and info.start_time > 0:
-                info.duration = max(0.0, info.duration - info.start_time)
+    if duration and ends:
+        # the file's length runs from its first timestamp to the last stream's end: a Matroska remux of a TS whose
+        # timestamps start at 5 s claimed 8.5 s for 3.5 (refused as truncated), a WMV whose pictures start 46 ms in
+        # claimed 3.092 s for 3.046 (failed its duration check)
+        last = [i.start_time + i.duration for i in (video, audio) if i and i.duration]
+        length = (max(last) if last else duration) - start
+        duration = length if length > 0 else duration
     if duration is None and video and video.duration:
         duration = video.duration
     return MediaInfo(

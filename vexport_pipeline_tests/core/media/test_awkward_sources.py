@@ -11,6 +11,7 @@ from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.presets import PresetBook
 from vexport_pipeline.core.validation.vmaf import score
+from vexport_pipeline_tests.conftest import ffmpeg_make
 
 
 def render(src: Path, tmp_path: Path, **target):
@@ -91,22 +92,13 @@ def test_audio_shorter_than_video_keeps_later_segments_in_sync(awkward, tmp_path
 def longaudio_in(container: str, awkward, tmp_path: Path) -> Path:
     """The 2 s picture / 3.5 s sound source as MP4; remuxed to Matroska with its timestamps starting at 5 s (as a
     broadcast recording remuxed with `-c copy` keeps them); or encoded to WebM (VP9 and Opus)."""
-    import subprocess
-
-    from vexport_pipeline.core.settings import ffmpeg_exe
-
     if container == "mp4":
         return awkward["longaudio"]
-    out = tmp_path / f"longaudio.{container}"
     args = {
         "mkv": ["-c", "copy", "-output_ts_offset", "5"],
         "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"],
     }[container]
-    subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(awkward["longaudio"]), *args, str(out)],
-        check=True,
-    )
-    return out
+    return ffmpeg_make(tmp_path / f"longaudio.{container}", "-i", str(awkward["longaudio"]), *args)
 
 
 @pytest.mark.parametrize("container", ["mp4", "mkv", "webm"])
@@ -192,15 +184,6 @@ def test_a_16x16_source_is_scored(awkward, tmp_path):
     render_clip(info, clip, [s], [out])
     q = score(out, info, clip, s)
     assert q["vmaf_mean"] > 50 and q["vmaf_source_size"] is None
-
-
-def ffmpeg_make(out: Path, *args: str) -> Path:
-    import subprocess
-
-    from vexport_pipeline.core.settings import ffmpeg_exe
-
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(out)], check=True)
-    return out
 
 
 def test_a_picture_that_changes_size_midway_is_exported_whole(tmp_path):

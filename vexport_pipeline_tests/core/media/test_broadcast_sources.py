@@ -15,6 +15,7 @@ from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.presets import PresetBook
 from vexport_pipeline.core.validation.analyze import analyze
+from vexport_pipeline_tests.conftest import ffmpeg_make, killed_at_once
 
 TONE = ["-f", "lavfi", "-i", "sine=f=440:d=2:r=48000"]
 HDR = "zscale=tin=bt709:t={t}:pin=bt709:p=bt2020:min=bt709:m=bt2020nc:npl=100,format=yuv420p10le"
@@ -157,9 +158,7 @@ SOURCES = {
 def sources(tmp_path_factory):
     d = tmp_path_factory.mktemp("broadcast")
     for name, args in SOURCES.items():
-        subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-t", "2", str(d / name)], check=True
-        )
+        ffmpeg_make(d / name, *args, "-t", "2")
     return d
 
 
@@ -227,12 +226,7 @@ def long_gop_ts(tmp_path_factory):
     path = tmp_path_factory.mktemp("ts") / "long_gop.ts"
     video = ["-c:v", "libx264", "-preset", "veryfast", "-x264-params", "open-gop=1:keyint=50:bframes=3"]
     args = ["-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=4", *TONE[:-1], "sine=f=440:d=4:r=48000", *video]
-    subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, "-c:a", "aac", "-output_ts_offset", "7.5",
-         "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return ffmpeg_make(path, *args, "-c:a", "aac", "-output_ts_offset", "7.5", "-f", "mpegts")
 
 
 def _gray_frames(path) -> list:
@@ -253,7 +247,6 @@ def test_a_decode_check_that_is_killed_is_tried_again_before_the_file_is_refused
     the file to rejected/ for good. A stopped check is run again; a truncated file is still refused, saying so."""
     from vexport_pipeline.core.errors import InputError
     from vexport_pipeline.core.media import runner
-    from vexport_pipeline_tests.conftest import killed_at_once
 
     real, calls = runner.capture, []
 
@@ -297,11 +290,7 @@ def test_a_recording_cut_mid_gop_keeps_its_sound_before_the_first_picture_and_pa
     from vexport_pipeline.core.validation.checks import check_file
 
     cut = tmp_path / "mid_gop.ts"
-    subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-ss", "1.3", "-i", str(long_gop_ts), "-c", "copy",
-         "-f", "mpegts", str(cut)],
-        check=True,
-    )  # fmt: skip
+    ffmpeg_make(cut, "-ss", "1.3", "-i", str(long_gop_ts), "-c", "copy", "-f", "mpegts")
     info = probe(cut)
     lead = info.video.start_time - info.audio.start_time
     assert lead > 0.5
@@ -340,7 +329,7 @@ def test_bt601_and_full_range_sources_keep_their_colours(tmp_path, name, encode)
     tags = "" if full else ",setparams=colorspace=bt470bg:color_primaries=bt470bg:color_trc=smpte170m:range=tv"
     vf = f"scale=out_color_matrix=bt601:out_range={'pc' if full else 'tv'},format={fmt}{tags}"
     args = ["-f", "lavfi", "-i", "smptehdbars=s=1280x720:r=25:d=1", "-vf", vf, *encode]
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args, str(src)], check=True)
+    ffmpeg_make(src, *args)
     info = probe(src)
     assert info.video.matrix == "bt601"
     s = PresetBook.load().resolve(Target(preset="web_720p", crf=4), info)
@@ -360,7 +349,7 @@ def test_wide_gamut_sdr_sources_are_brought_to_bt709_primaries(tmp_path):
     tags = ["-color_primaries", "bt2020", "-color_trc", "bt2020-10", "-colorspace", "bt2020nc"]
     wide = "zscale=tin=bt709:t=bt709:pin=bt709:p=bt2020:min=bt709:m=bt2020nc:r=tv,format=yuv420p10le"
     for out, args in ((ref, ["-vf", "format=yuv420p", *lossless]), (src, ["-vf", wide, *lossless, *tags])):
-        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *bars, *args, str(out)], check=True)
+        ffmpeg_make(out, *bars, *args)
     info = probe(src)
     assert info.video.color_primaries == "bt2020" and info.video.hdr is None and info.video.gamut == "bt2020"
     s = PresetBook.load().resolve(Target(preset="web_720p", crf=4), info)
