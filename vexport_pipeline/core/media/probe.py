@@ -571,6 +571,38 @@ def _damaged_at(path: str, mtime_ns: int, size: int, ranges: tuple, limit: int) 
     return tuple(sorted(bad)[:limit])
 
 
+def picture_sizes(path: Path | str, ranges: list[tuple[float, float]]) -> frozenset[tuple[int, int]]:
+    """The picture sizes (width, height) the source's keyframes decode to within `ranges` (seconds from the
+    source's start); empty when they cannot be read. A picture changes size only at a keyframe (a new sequence
+    header), so decoding keyframes alone finds every size: a broadcast recording changes at a programme boundary,
+    the probe sees only the first."""
+    try:
+        st = os.stat(path)
+        return _picture_sizes(str(path), st.st_mtime_ns, st.st_size, tuple(map(tuple, ranges)))
+    except (OSError, av.error.FFmpegError, IndexError, ValueError):
+        return frozenset()
+
+
+@functools.lru_cache(maxsize=16)
+def _picture_sizes(path: str, mtime_ns: int, size: int, ranges: tuple) -> frozenset[tuple[int, int]]:
+    sizes: set[tuple[int, int]] = set()
+    with av.open(path, options=SAFE_OPTIONS) as container:
+        stream = container.streams.video[_layout(path, mtime_ns, size)[0]]
+        stream.codec_context.skip_frame = "NONKEY"
+        origin, base = (container.start_time or 0) / av.time_base, stream.time_base
+        for start, end in ranges:
+            seek_before(container, stream, path, start)
+            for packet in container.demux(stream):
+                at = float(packet.pts * base) - origin if packet.pts is not None else None
+                if at is not None and at >= end:
+                    break
+                if packet.is_keyframe:
+                    sizes.update((f.width, f.height) for f in stream.codec_context.decode(packet))
+            sizes.update((f.width, f.height) for f in stream.codec_context.decode(None))  # the decoder's delay
+            stream.codec_context.flush_buffers()
+    return frozenset(sizes)
+
+
 def count_frames(path: Path | str) -> tuple[int, int, list[str]]:
     """Decode every video and audio frame; return (video frames, audio samples, errors)."""
     errors: list[str] = []

@@ -16,7 +16,7 @@ from vexport_pipeline.core.spec.presets import CODECS, EncodeSettings, fit_size_
 from . import loudness as loud
 from .cache import RenditionCache, rendition_key
 from .commands import TWO_PASS, build_clip_command, build_cut_command, build_join_command, clip_audio, pass_log_index
-from .probe import MediaInfo, seek_point
+from .probe import MediaInfo, picture_sizes, seek_point
 from .runner import Progress, RunResult, run_ffmpeg
 from .timeline import Clip
 
@@ -47,6 +47,8 @@ def can_copy(source: MediaInfo, clip: Clip, s: EncodeSettings) -> bool:
         and _starts(source)[0] < 0.5 / v.fps  # a copy cannot hold back a picture that starts after the sound
         and (v.color_space != "unknown" or v.height >= 720)  # untagged HD is BT.709, and the copy is tagged so
         and (s.matrix, s.primaries) == ("bt709", "bt709")  # other colours are converted, not copied
+        and picture_sizes(source.path, clip.ranges) == {(v.width, v.height)}  # no size change mid-stream (last:
+        # it decodes the keyframes)
     )
 
 

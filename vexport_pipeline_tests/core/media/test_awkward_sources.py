@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import pytest
 
-from vexport_pipeline.core.media.probe import count_frames, probe
+from vexport_pipeline.core.media.probe import count_frames, picture_sizes, probe
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.spec.composition import Target
@@ -207,6 +207,30 @@ def test_a_picture_that_changes_size_midway_is_exported_whole(tmp_path):
     got = got.reformat(width=320, height=180, format="gray").to_ndarray().astype(float)
     want = ref.reformat(width=320, height=180, format="gray").to_ndarray().astype(float)
     assert abs(got - want).mean() < 12
+
+
+def test_a_picture_that_changes_size_after_a_part_the_target_could_copy_is_encoded_whole(tmp_path):
+    """2 s of 1280x720 H.264 (tagged BT.709, no sound: all a stream copy to a 720p H.264 MP4 asks) then 2 s of
+    640x360. The probe sees only the first size, so the export was stream-copied, change and all, and failed its
+    quality check ("input width must match"). Every keyframe's size is read first: this one is encoded."""
+    lavfi = ["-f", "lavfi", "-i"]
+    x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-an", "-f", "mpegts"]
+    tags = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+    big = ffmpeg_make(tmp_path / "a.ts", *lavfi, "testsrc=s=1280x720:r=25:d=2", *x264, *tags)
+    small = ffmpeg_make(tmp_path / "b.ts", *lavfi, "testsrc2=s=640x360:r=25:d=2", *x264, "-output_ts_offset", "2")
+    src = tmp_path / "changes.ts"
+    src.write_bytes(big.read_bytes() + small.read_bytes())
+    assert picture_sizes(src, [(0.0, 1.9)]) == {(1280, 720)}
+    assert picture_sizes(src, [(0.0, 4.0)]) == {(1280, 720), (640, 360)}
+    info = probe(src)
+    assert (info.video.width, info.video.height) == (1280, 720)
+    s = PresetBook.load().resolve(Target(format="mp4", video_codec="h264", resolution="720p", quality="low"), info)
+    clip, path = Clip(None, [(0.0, info.duration)], cuts_on_keyframes=True), tmp_path / "out.mp4"
+    assert render_clip(info, clip, [s], [path])
+    with av.open(str(path)) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+    assert sizes == {(1280, 720)} and count_frames(path)[0] == 100
+    assert score(path, info, clip, s)["vmaf_mean"] > 80
 
 
 def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
