@@ -43,6 +43,34 @@ def ffmpeg_make(out: Path, *args: str) -> Path:
     return out
 
 
+def sound_change_ts(out: Path) -> Path:
+    """4 s of MPEG-TS whose sound changes at 2 s, as a broadcast recording's does at a programme boundary: a 440 Hz
+    stereo 48 kHz tone, then a 660 Hz 5.1 44.1 kHz one (the picture 640x360 throughout)."""
+    parts = []
+    for k, (tone, rate, channels) in enumerate([(440, 48000, 2), (660, 44100, 6)]):
+        parts.append(
+            ffmpeg_make(
+                out.with_name(f"{out.stem}.{k}.ts"),
+                *("-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=2"),
+                *("-f", "lavfi", "-i", f"sine=f={tone}:r={rate}:d=2"),
+                *("-ac", str(channels), "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac"),
+                *("-output_ts_offset", str(2 * k), "-f", "mpegts"),
+            )
+        )
+    out.write_bytes(b"".join(p.read_bytes() for p in parts))
+    for p in parts:
+        p.unlink()
+    return out
+
+
+def tone_hz(samples, rate: int) -> float:
+    """The strongest frequency of a mono signal."""
+    import numpy as np
+
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
 def killed_at_once(argv: list[str]) -> subprocess.CompletedProcess:
     """What `runner.capture` returns for an FFmpeg started for real and SIGKILLed at once (as CI saw a decode check
     end: no picture, nothing on stderr)."""

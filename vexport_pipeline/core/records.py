@@ -38,6 +38,8 @@ class ExportSource:
     work_source: Path  # the same file linked into the export's work area
     sha256: str
     manifest: str | None = None
+    probed: MediaInfo | None = None  # the source as probed, where `info` describes a copy whose sound was conformed
+    sound_changes: tuple[str, ...] = ()  # the sound's formats in order, where it changes mid-stream ("5.1 44.1 kHz")
 
     @property
     def loudness(self) -> tuple[float, float] | None:
@@ -63,6 +65,8 @@ class ExportSource:
             "work_source": str(self.work_source),
             "sha256": self.sha256,
             "manifest": self.manifest,
+            "probed": self.probed.to_dict() if self.probed else None,
+            "sound_changes": list(self.sound_changes),
         }
 
     @classmethod
@@ -78,6 +82,8 @@ class ExportSource:
             work_source=Path(d["work_source"]),
             sha256=d["sha256"],
             manifest=d.get("manifest"),
+            probed=MediaInfo.from_dict(d["probed"]) if d.get("probed") else None,
+            sound_changes=tuple(d.get("sound_changes", ())),
         )
 
 

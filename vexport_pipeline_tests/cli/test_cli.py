@@ -3,12 +3,14 @@
 import json
 import subprocess
 
+import av
+import numpy as np
 import pytest
 
 from vexport_pipeline.core.media.probe import count_frames, probe
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.validation.playback import chromium
-from vexport_pipeline_tests.conftest import passed, vexport, write_manifest
+from vexport_pipeline_tests.conftest import passed, sound_change_ts, tone_hz, vexport, write_manifest
 
 CONTRACT_TOP = {"export_id", "status", "source", "output_duration", "renditions", "bundles", "errors"}
 CONTRACT_RENDITION = {
@@ -277,3 +279,30 @@ def test_a_validation_failure_is_summarised_in_vexport_words(home, media, tmp_pa
     data = json.loads(out.read_text())
     assert [e["code"] for e in data["errors"]] == ["validation_failed"]
     assert "dagster" not in json.dumps(data["errors"]).lower() and "dagster" not in proc.stdout.lower()
+
+
+def test_a_recording_whose_sound_changes_format_is_delivered_whole(home, media, tmp_path):
+    """Stereo 48 kHz then 5.1 44.1 kHz in one MPEG-TS: FFmpeg rebuilt its filter graph at the change and the
+    export came out with 2 s of 4 and failed validation. `source` now reads a copy whose sound keeps one format;
+    the summary still describes the user's file."""
+    src = sound_change_ts(media["dir"] / "programmes.ts")
+    manifest = write_manifest(
+        tmp_path / "proj",
+        {"id": "programmes", "source": str(src), "segments": [{"start": 1, "end": 3.5}],
+         "targets": [{"preset": "web_720p", "quality": "draft"}]},
+    )  # fmt: skip
+    out = tmp_path / "out.json"
+    proc = vexport("export", manifest, "--json", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["status"] == "delivered" and data["source"]["audio_codec"] == "aac"
+    assert data["source"]["duration"] == pytest.approx(4.0, abs=0.05)
+    (r,) = data["renditions"]
+    assert passed(r["validation"]) and r["duration"] == pytest.approx(2.5, abs=0.05)
+    got = probe(r["path"])
+    assert got.audio.duration == pytest.approx(2.5, abs=0.05) and abs(count_frames(r["path"])[0] - 62.5) <= 1
+    with av.open(r["path"]) as c:
+        frames = list(c.decode(audio=0))
+    sound, rate = np.concatenate([f.to_ndarray()[0] for f in frames]), frames[0].sample_rate
+    assert tone_hz(sound[: int(0.8 * rate)], rate) == pytest.approx(440, abs=5)  # 1.0 to 1.8 s of the source
+    assert tone_hz(sound[int(1.2 * rate) : int(2.4 * rate)], rate) == pytest.approx(660, abs=5)  # 2.2 to 3.4 s

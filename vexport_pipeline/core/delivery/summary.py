@@ -8,10 +8,11 @@ from vexport_pipeline.core.records import Checked, ExportSource, Rendition
 
 
 def source_block(src: ExportSource) -> dict:
-    v, a = src.info.video, src.info.audio
+    info = src.probed or src.info  # the user's file, not a copy made to read it
+    v, a = info.video, info.audio
     return {
         "uri": "file://" + str(src.source_path),
-        "duration": src.info.duration,
+        "duration": info.duration,
         "width": v.display_width if v else None,
         "height": v.display_height if v else None,
         "fps": v.fps if v else None,

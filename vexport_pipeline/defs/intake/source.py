@@ -7,9 +7,12 @@ import dagster as dg
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.intake import registry
+from vexport_pipeline.core.media.conform import conform, sound_formats
 from vexport_pipeline.core.media.probe import probe, require_video
+from vexport_pipeline.core.media.render import partial_path
 from vexport_pipeline.core.planning import plan_checked, plan_export
 from vexport_pipeline.core.records import ExportSource
+from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.jobs import run_tags
@@ -26,6 +29,16 @@ def _link_into(work: Path, source: Path) -> Path:
         os.link(source, dst)
     except OSError:
         dst.symlink_to(source)
+    return dst
+
+
+def _conformed(context: dg.AssetExecutionContext, work: Path, info, formats: list) -> Path:
+    dst = work / "source.conformed.ts"
+    part = partial_path(dst)
+    conform(ffmpeg_exe(), info, part)
+    os.replace(part, dst)
+    changes = ", ".join(f"at {f.at:.3f} s to {f}" for f in formats[1:])
+    context.log.info(f"the sound changes format mid-stream ({formats[0]}, {changes}): read as stereo 48 kHz")
     return dst
 
 
@@ -55,6 +68,11 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         # refused here if sure to fail; the presets are read once: the resolved targets travel with the export
         plan = plan_export(comp, info) if record.checks_hold() else plan_checked(comp, info)
         work_source = _link_into(paths.work / comp.id, record.source_path)
+        probed, formats = info, sound_formats(info)
+        if len(formats) > 1:  # read from here on as a file whose sound keeps one format (core/media/conform.py)
+            work_source = _conformed(context, paths.work / comp.id, info, formats)
+            info = require_video(probe(work_source))
+            plan = plan_export(comp, info)
         value = ExportSource(
             export_id=comp.id,
             owner=record.owner,
@@ -67,6 +85,8 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             work_source=work_source,
             sha256=sha256_file(record.source_path),
             manifest=record.manifest,
+            probed=probed if probed is not info else None,
+            sound_changes=tuple(f"{f} from {f.at:.3f} s" for f in formats) if len(formats) > 1 else (),
         )
     v = info.video
     return dg.Output(
@@ -82,5 +102,6 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             "size_bytes": info.size_bytes,
             "sha256": value.sha256,
             "targets": ", ".join(value.labels),
+            **({"sound_changes": "; ".join(value.sound_changes)} if value.sound_changes else {}),
         },
     )

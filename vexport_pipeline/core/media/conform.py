@@ -1,0 +1,95 @@
+"""Sound that changes format mid-stream, made one format before anything else reads it.
+
+A broadcast recording changes its sound at a programme boundary (stereo 48 kHz to 5.1 44.1 kHz, say). FFmpeg
+rebuilds the whole filter graph at such a change, and every filter's state (the `setpts` that starts each segment
+at zero, the `fps` filter, a crossfade) starts again with it: the export lost everything after the change. So such
+a source is remuxed once, its pictures copied packet for packet and its sound decoded and resampled to what every
+target delivers (stereo 48 kHz, 24-bit PCM as SMPTE 302M, lossless), in MPEG-TS like the source, each stream's start
+kept relative to the others.
+The rest of the pipeline reads that file as the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from .commands import GLOBAL_ARGS
+from .probe import SAFE_OPTIONS, MediaInfo, video_track
+from .runner import run_ffmpeg
+
+CHANGING = ("mpegts", "mpeg")  # containers whose sound can change format mid-stream (broadcast, DVD)
+
+
+@dataclass(frozen=True)
+class SoundFormat:
+    at: float  # seconds from the source's start
+    sample_rate: int
+    layout: str
+
+    def __str__(self) -> str:
+        return f"{self.layout} {self.sample_rate / 1000:g} kHz"
+
+
+def sound_formats(info: MediaInfo) -> list[SoundFormat]:
+    """The used audio track's format and each change of it, in order (one entry: it never changes). Decodes the
+    track (about 2 s an hour of AAC); only in containers where a change can happen, else []."""
+    if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
+        return []
+    out: list[SoundFormat] = []
+    with av.open(str(info.path), options=SAFE_OPTIONS) as container:
+        origin = (container.start_time or 0) / av.time_base
+        stream = container.streams.audio[info.audio_index]
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:  # damage is the decode checks' to report
+                continue
+            for f in frames:
+                if not out or (f.sample_rate, f.layout.name) != (out[-1].sample_rate, out[-1].layout):
+                    at = round(float(f.time) - origin, 3) if f.time is not None else 0.0
+                    out.append(SoundFormat(at, f.sample_rate, f.layout.name))
+    return out
+
+
+def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
+    """The source's picture copied and its sound (the used track) as stereo 48 kHz PCM."""
+    return [
+        ffmpeg_exe,
+        *GLOBAL_ARGS,
+        "-y",
+        "-protocol_whitelist",
+        "file",
+        "-i",
+        f"file:{source.path}",
+        "-map",
+        f"0:v:{video_track(source.path)}",
+        "-map",
+        f"0:a:{source.audio_index}",
+        "-c:v",
+        "copy",
+        "-c:a",
+        "s302m",
+        "-strict",
+        "experimental",
+        "-ac",
+        "2",
+        "-ar",
+        "48000",
+        "-f",
+        "mpegts",
+        str(out),
+    ]
+
+
+def conform(ffmpeg_exe: str, source: MediaInfo, out: Path, timeout: float | None = None) -> None:
+    """Write `out` (removed again if FFmpeg fails or is interrupted)."""
+    run_ffmpeg(
+        conform_command(ffmpeg_exe, source, out),
+        duration=source.duration,
+        outputs=[out],
+        timeout=timeout,
+        where="conforming the sound",
+    )

@@ -1,0 +1,55 @@
+"""A source whose sound changes format mid-stream (a broadcast recording across programmes)."""
+
+import av
+import numpy as np
+import pytest
+
+from vexport_pipeline.core.media.conform import conform, sound_formats
+from vexport_pipeline.core.media.probe import count_frames, probe
+from vexport_pipeline.core.media.render import render_clip
+from vexport_pipeline.core.media.timeline import Clip
+from vexport_pipeline.core.settings import ffmpeg_exe
+from vexport_pipeline.core.spec.composition import Target
+from vexport_pipeline.core.spec.presets import PresetBook
+from vexport_pipeline_tests.conftest import make_clip, sound_change_ts, tone_hz
+
+
+def _sound(path) -> tuple[np.ndarray, int]:
+    """The first channel of the file's sound, and its rate."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(audio=0))
+    return np.concatenate([f.to_ndarray()[0].astype(float) for f in frames]), frames[0].sample_rate
+
+
+@pytest.fixture(scope="module")
+def changing(tmp_path_factory):
+    return sound_change_ts(tmp_path_factory.mktemp("sound") / "changes.ts")
+
+
+def test_the_changes_are_found_and_a_steady_file_has_none(changing, media):
+    found = sound_formats(probe(changing))
+    assert [(f.sample_rate, f.layout) for f in found] == [(48000, "stereo"), (44100, "5.1")]
+    assert found[1].at == pytest.approx(2.0, abs=0.05) and str(found[1]) == "5.1 44.1 kHz"
+    steady = make_clip(changing.with_name("steady.ts"), extra_v=("-f", "mpegts"))
+    assert [str(f) for f in sound_formats(probe(steady))] == ["mono 48 kHz"]
+    assert sound_formats(probe(media["av"])) == []  # MP4: one format a track, nothing to read
+
+
+def test_a_conformed_source_exports_whole_with_both_programmes_sound(changing, tmp_path):
+    """Read as it is, FFmpeg rebuilt the filter graph at the change and restarted every segment's clock: 2 s of 4
+    came out and validation failed. Conformed, the export has both tones where they were, in sync."""
+    out = tmp_path / "conformed.ts"
+    conform(ffmpeg_exe(), probe(changing), out)
+    info = probe(out)
+    assert [str(f) for f in sound_formats(info)] == ["stereo 48 kHz"]
+    assert info.duration == pytest.approx(4.0, abs=0.05)
+    s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
+    path = tmp_path / "out.mp4"
+    render_clip(info, Clip(None, [(0.0, info.duration)]), [s], [path])
+    got = probe(path)
+    assert got.video.duration == pytest.approx(4.0, abs=0.041) and count_frames(path)[0] >= 99
+    assert got.audio.duration == pytest.approx(4.0, abs=0.05)
+    assert (got.audio.channels, got.audio.sample_rate) == (2, 48000)
+    sound, rate = _sound(path)
+    assert tone_hz(sound[int(0.5 * rate) : int(1.5 * rate)], rate) == pytest.approx(440, abs=5)
+    assert tone_hz(sound[int(2.5 * rate) : int(3.5 * rate)], rate) == pytest.approx(660, abs=5)
