@@ -30,6 +30,7 @@ CACHE_VERSION = 2
 # the built-in preset data they read.
 BUILDER_MODULES = (
     "vexport_pipeline.core.media.commands",
+    "vexport_pipeline.core.media.conform",  # what the source's sound is read as, where its format changes
     "vexport_pipeline.core.media.hardware",
     "vexport_pipeline.core.media.render",
     "vexport_pipeline.core.media.loudness",
