@@ -588,19 +588,42 @@ def _picture_sizes(path: str, mtime_ns: int, size: int, ranges: tuple) -> frozen
     sizes: set[tuple[int, int]] = set()
     with av.open(path, options=SAFE_OPTIONS) as container:
         stream = container.streams.video[_layout(path, mtime_ns, size)[0]]
-        stream.codec_context.skip_frame = "NONKEY"
+        cc = stream.codec_context
+        cc.skip_frame = "NONKEY"
         origin, base = (container.start_time or 0) / av.time_base, stream.time_base
+        headers = None  # the sequence headers of the last keyframe decoded: the same again, the same size
         for start, end in ranges:
             seek_before(container, stream, path, start)
             for packet in container.demux(stream):
                 at = float(packet.pts * base) - origin if packet.pts is not None else None
                 if at is not None and at >= end:
                     break
-                if packet.is_keyframe:
-                    sizes.update((f.width, f.height) for f in stream.codec_context.decode(packet))
-            sizes.update((f.width, f.height) for f in stream.codec_context.decode(None))  # the decoder's delay
-            stream.codec_context.flush_buffers()
+                if packet.is_keyframe and (headers is None or sequence_headers(bytes(packet), cc.name) != headers):
+                    headers = sequence_headers(bytes(packet), cc.name)
+                    sizes.update((f.width, f.height) for f in [*cc.decode(packet), *cc.decode(None)])
+                    cc.flush_buffers()
     return frozenset(sizes)
+
+
+SPS_TYPES = {"h264": (lambda b: b & 0x1F, {7}), "hevc": (lambda b: (b >> 1) & 0x3F, {32, 33})}  # SPS (and VPS)
+
+
+def sequence_headers(data: bytes, codec: str) -> bytes | None:
+    """The H.264 or HEVC sequence headers (SPS, and HEVC's VPS) a packet carries, joined; b"" where it carries none
+    (in MP4 they are in the stream's extradata), None for other codecs (a keyframe of theirs is always decoded).
+    Annex B (MPEG-TS, raw) or 4-byte length-prefixed (MP4, Matroska)."""
+    if codec not in SPS_TYPES:
+        return None
+    kind, wanted = SPS_TYPES[codec]
+    if data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        units = [u.rstrip(b"\x00") for u in data.split(b"\x00\x00\x01")]
+    else:
+        units, i = [], 0
+        while i + 4 <= len(data):
+            n = int.from_bytes(data[i : i + 4], "big")
+            units.append(data[i + 4 : i + 4 + n])
+            i += 4 + n
+    return b"".join(u for u in units if u and kind(u[0]) in wanted)
 
 
 def count_frames(path: Path | str) -> tuple[int, int, list[str]]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import pytest
 
-from vexport_pipeline.core.media.probe import count_frames, picture_sizes, probe
+from vexport_pipeline.core.media.probe import count_frames, picture_sizes, probe, sequence_headers
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.spec.composition import Target
@@ -231,6 +231,21 @@ def test_a_picture_that_changes_size_after_a_part_the_target_could_copy_is_encod
         sizes = {(f.width, f.height) for f in c.decode(video=0)}
     assert sizes == {(1280, 720)} and count_frames(path)[0] == 100
     assert score(path, info, clip, s)["vmaf_mean"] > 80
+
+
+def test_sequence_headers_are_read_from_annex_b_and_length_prefixed_packets(media, tmp_path):
+    """The size check decodes a keyframe only where its sequence headers differ from the last one decoded."""
+    ts = ffmpeg_make(tmp_path / "a.ts", "-i", str(media["av"]), "-c", "copy", "-f", "mpegts")
+    for path, kind in ((ts, "annex b"), (media["av"], "mp4")):
+        with av.open(str(path)) as c:
+            keys = [bytes(p) for p in c.demux(video=0) if p.is_keyframe and p.size]
+        found = {sequence_headers(k, "h264") for k in keys}
+        if kind == "mp4":  # in the stream's extradata, not in the packets
+            assert found == {b""}
+        else:  # x264 repeats the same SPS before every keyframe: one SPS NAL (type 7), start codes stripped
+            (sps,) = found
+            assert sps[0] & 0x1F == 7 and not sps.startswith(b"\x00")
+        assert sequence_headers(keys[0], "vp9") is None
 
 
 def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
