@@ -573,25 +573,32 @@ def _damaged_at(path: str, mtime_ns: int, size: int, ranges: tuple, limit: int) 
 
 def picture_sizes(path: Path | str, ranges: list[tuple[float, float]]) -> frozenset[tuple[int, int]]:
     """The picture sizes (width, height) the source's keyframes decode to within `ranges` (seconds from the
-    source's start); empty when they cannot be read. A picture changes size only at a keyframe (a new sequence
-    header), so decoding keyframes alone finds every size: a broadcast recording changes at a programme boundary,
-    the probe sees only the first."""
+    source's start); empty when they cannot be read. A broadcast recording changes size at a programme boundary,
+    and the probe sees only the first."""
+    return frozenset((w, h) for _, w, h, _ in picture_shapes(path, ranges))
+
+
+def picture_shapes(path: Path | str, ranges: list[tuple[float, float]]) -> tuple[tuple[float, int, int, str], ...]:
+    """Each shape the source's picture takes within `ranges`, when it first does: (seconds from the source's start,
+    width, height, sample aspect ratio as "num:den"); () when it cannot be read. A picture changes shape only at a
+    keyframe (a new sequence header), so decoding keyframes alone finds every shape, and a keyframe whose sequence
+    headers are those of the last one decoded is not decoded at all."""
     try:
         st = os.stat(path)
-        return _picture_sizes(str(path), st.st_mtime_ns, st.st_size, tuple(map(tuple, ranges)))
+        return _picture_shapes(str(path), st.st_mtime_ns, st.st_size, tuple(map(tuple, ranges)))
     except (OSError, av.error.FFmpegError, IndexError, ValueError):
-        return frozenset()
+        return ()
 
 
 @functools.lru_cache(maxsize=16)
-def _picture_sizes(path: str, mtime_ns: int, size: int, ranges: tuple) -> frozenset[tuple[int, int]]:
-    sizes: set[tuple[int, int]] = set()
+def _picture_shapes(path: str, mtime_ns: int, size: int, ranges: tuple) -> tuple[tuple[float, int, int, str], ...]:
+    shapes: dict[tuple[int, int, str], float] = {}
     with av.open(path, options=SAFE_OPTIONS) as container:
         stream = container.streams.video[_layout(path, mtime_ns, size)[0]]
         cc = stream.codec_context
         cc.skip_frame = "NONKEY"
         origin, base = (container.start_time or 0) / av.time_base, stream.time_base
-        headers = None  # the sequence headers of the last keyframe decoded: the same again, the same size
+        headers = None  # the sequence headers of the last keyframe decoded: the same again, the same shape
         for start, end in ranges:
             seek_before(container, stream, path, start)
             for packet in container.demux(stream):
@@ -600,9 +607,12 @@ def _picture_sizes(path: str, mtime_ns: int, size: int, ranges: tuple) -> frozen
                     break
                 if packet.is_keyframe and (headers is None or sequence_headers(bytes(packet), cc.name) != headers):
                     headers = sequence_headers(bytes(packet), cc.name)
-                    sizes.update((f.width, f.height) for f in [*cc.decode(packet), *cc.decode(None)])
+                    for f in [*cc.decode(packet), *cc.decode(None)]:
+                        sar = cc.sample_aspect_ratio or Fraction(1)
+                        shape = (f.width, f.height, f"{sar.numerator}:{sar.denominator}")
+                        shapes.setdefault(shape, round(max(at or 0.0, start), 3))  # the keyframe's, or the range's
                     cc.flush_buffers()
-    return frozenset(sizes)
+    return tuple(sorted((t, w, h, sar) for (w, h, sar), t in shapes.items()))
 
 
 SPS_TYPES = {"h264": (lambda b: b & 0x1F, {7}), "hevc": (lambda b: (b >> 1) & 0x3F, {32, 33})}  # SPS (and VPS)

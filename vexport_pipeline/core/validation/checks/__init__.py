@@ -36,6 +36,7 @@ CHECKS: tuple[Check, ...] = (
     conformance.stream_layout,
     conformance.against_source,
     conformance.source_damage,
+    conformance.source_shape,
     conformance.colour_tags,
     content.decoded,
     content.black_and_silence,

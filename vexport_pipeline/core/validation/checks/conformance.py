@@ -206,6 +206,43 @@ def source_damage(ctx: CheckContext) -> list[Issue]:
     ]
 
 
+def source_shape(ctx: CheckContext) -> list[Issue]:
+    """A source whose picture changes aspect ratio mid-stream (an SD broadcast switching between 4:3 and 16:9 at
+    the same 720x576): FFmpeg's filters keep the first part's shape, so the other part comes out squeezed or
+    stretched, and nothing else would say so (a change of size alone is scaled to fit, and is fine)."""
+    if ctx.reference is None:
+        return []
+    from vexport_pipeline.core.media.probe import picture_shapes
+    from vexport_pipeline.core.timecode import fmt_clock
+
+    info, clip = ctx.reference
+    seen: list[tuple[float, Fraction]] = []
+    for at, w, h, sar in picture_shapes(info.path, clip.ranges):
+        aspect = Fraction(w) * Fraction(sar.replace(":", "/")) / h
+        if not seen or abs(aspect / seen[-1][1] - 1) > 0.01:
+            seen.append((at, aspect))
+    if len(seen) < 2:
+        return []
+    changes = ", ".join(f"at {fmt_clock(at)} to {_ratio(a)}" for at, a in seen[1:])
+    return [
+        ctx.warning(
+            "source_aspect_changes",
+            f"the source's picture changes aspect ratio mid-stream ({_ratio(seen[0][1])}, then {changes}, source"
+            " time): every part is shown at the first part's shape, so the parts after a change come out squeezed"
+            " or stretched",
+            "cut the composition at the change and export each part as its own clip",
+        )
+    ]
+
+
+def _ratio(aspect: Fraction) -> str:
+    """1.333 -> '4:3', 1.778 -> '16:9', else the number."""
+    for w, h in ((4, 3), (16, 9), (1, 1), (9, 16), (21, 9)):
+        if abs(aspect / Fraction(w, h) - 1) <= 0.01:
+            return f"{w}:{h}"
+    return f"{float(aspect):.3f}:1"
+
+
 def _runs(times: tuple[float, ...], gap: float = 1.0) -> list[float]:
     """The first time of each run of damage (times less than `gap` apart are one run)."""
     return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] >= gap]
