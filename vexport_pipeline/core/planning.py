@@ -117,11 +117,11 @@ def _work_problem(targets: list[EncodeSettings], timeline: Timeline) -> list[str
     ]
 
 
-def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = None) -> Plan:
+def plan_export(comp: Composition, info: MediaInfo, book: PresetBook | None = None, *, offset: float = 0.0) -> Plan:
     """Resolve every target against the source and refuse the composition, listing every problem,
-    if any target is sure to fail. Nothing is encoded or written."""
+    if any target is sure to fail. Nothing is encoded or written. `offset`: as `build_timeline`'s."""
     book = book or PresetBook.load()
-    timeline = build_timeline(comp, info)
+    timeline = build_timeline(comp, info, offset=offset)
     targets, problems = [], []
     for i, t in enumerate(comp.targets):
         where = f"targets[{i}]"

@@ -10,7 +10,7 @@ import pytest
 from vexport_pipeline.core.media.probe import count_frames, probe
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.validation.playback import chromium
-from vexport_pipeline_tests.conftest import passed, sound_change_ts, tone_hz, vexport, write_manifest
+from vexport_pipeline_tests.conftest import ffmpeg_make, passed, tone_hz, vexport, write_manifest
 
 CONTRACT_TOP = {"export_id", "status", "source", "output_duration", "renditions", "bundles", "errors"}
 CONTRACT_RENDITION = {
@@ -282,13 +282,27 @@ def test_a_validation_failure_is_summarised_in_vexport_words(home, media, tmp_pa
 
 
 def test_a_recording_whose_sound_changes_format_is_delivered_whole(home, media, tmp_path):
-    """Stereo 48 kHz then 5.1 44.1 kHz in one MPEG-TS: FFmpeg rebuilt its filter graph at the change and the
-    export came out with 2 s of 4 and failed validation. `source` now reads a copy whose sound keeps one format;
-    the summary still describes the user's file."""
-    src = sound_change_ts(media["dir"] / "programmes.ts")
+    """Stereo 48 kHz then 5.1 44.1 kHz in one MPEG-TS (the change at 3 s), beside a second sound track that starts
+    0.5 s before the pictures and the first: FFmpeg rebuilt its filter graph at the change and the export came out
+    with the part after it missing. `source` now reads a copy whose sound keeps one format; the copy lacks the
+    second track, so it starts 0.5 s later, and the cut is still made at the source's times. The summary still
+    describes the user's file."""
+    lavfi = ["-f", "lavfi", "-i"]
+    codecs = ["-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25"]
+    tracks = ["-c:a", "aac", "-disposition:a:0", "default", "-disposition:a:1", "0", "-f", "mpegts"]
+    first = ffmpeg_make(
+        tmp_path / "1.ts", "-itsoffset", "0.5", *lavfi, "testsrc2=s=640x360:r=25:d=2.5", "-itsoffset", "0.5",
+        *lavfi, "sine=f=440:r=48000:d=2.5", *lavfi, "sine=f=880:r=48000:d=3", *codecs, "-ac", "2", *tracks,
+    )  # fmt: skip
+    second = ffmpeg_make(
+        tmp_path / "2.ts", *lavfi, "testsrc2=s=640x360:r=25:d=2", *lavfi, "sine=f=660:r=44100:d=2",
+        *lavfi, "sine=f=880:r=48000:d=2", *codecs, "-ac:a:0", "6", "-ac:a:1", "2", "-output_ts_offset", "3", *tracks,
+    )  # fmt: skip
+    src = media["dir"] / "programmes.ts"
+    src.write_bytes(first.read_bytes() + second.read_bytes())
     manifest = write_manifest(
         tmp_path / "proj",
-        {"id": "programmes", "source": str(src), "segments": [{"start": 1, "end": 3.5}],
+        {"id": "programmes", "source": str(src), "segments": [{"start": 2, "end": 4}],
          "targets": [{"preset": "web_720p", "quality": "draft"}]},
     )  # fmt: skip
     out = tmp_path / "out.json"
@@ -296,13 +310,14 @@ def test_a_recording_whose_sound_changes_format_is_delivered_whole(home, media, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     assert data["status"] == "delivered" and data["source"]["audio_codec"] == "aac"
-    assert data["source"]["duration"] == pytest.approx(4.0, abs=0.05)
+    assert data["source"]["duration"] == pytest.approx(5.0, abs=0.05)
     (r,) = data["renditions"]
-    assert passed(r["validation"]) and r["duration"] == pytest.approx(2.5, abs=0.05)
+    assert passed(r["validation"]) and r["duration"] == pytest.approx(2.0, abs=0.05)
     got = probe(r["path"])
-    assert got.audio.duration == pytest.approx(2.5, abs=0.05) and abs(count_frames(r["path"])[0] - 62.5) <= 1
+    assert got.audio.duration == pytest.approx(2.0, abs=0.05) and abs(count_frames(r["path"])[0] - 50) <= 1
     with av.open(r["path"]) as c:
         frames = list(c.decode(audio=0))
     sound, rate = np.concatenate([f.to_ndarray()[0] for f in frames]), frames[0].sample_rate
-    assert tone_hz(sound[: int(0.8 * rate)], rate) == pytest.approx(440, abs=5)  # 1.0 to 1.8 s of the source
-    assert tone_hz(sound[int(1.2 * rate) : int(2.4 * rate)], rate) == pytest.approx(660, abs=5)  # 2.2 to 3.4 s
+    # 2.55-2.95 s of the source: still the first programme (cut at the copy's times, it was 3.05-3.45 s, the second)
+    assert tone_hz(sound[int(0.55 * rate) : int(0.95 * rate)], rate) == pytest.approx(440, abs=5)
+    assert tone_hz(sound[int(1.1 * rate) : int(1.9 * rate)], rate) == pytest.approx(660, abs=5)  # 3.1-3.9 s

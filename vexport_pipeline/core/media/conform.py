@@ -4,8 +4,7 @@ A broadcast recording changes its sound at a programme boundary (stereo 48 kHz t
 rebuilds the whole filter graph at such a change, and every filter's state (the `setpts` that starts each segment
 at zero, the `fps` filter, a crossfade) starts again with it: the export lost everything after the change. So such
 a source is remuxed once, its pictures copied packet for packet and its sound decoded and resampled to what every
-target delivers (stereo 48 kHz, 24-bit PCM as SMPTE 302M, lossless), in MPEG-TS like the source, each stream's start
-kept relative to the others.
+target delivers (stereo 48 kHz, 24-bit PCM as SMPTE 302M, lossless), in MPEG-TS like the source, every timestamp kept.
 The rest of the pipeline reads that file as the source.
 """
 
@@ -35,31 +34,49 @@ class SoundFormat:
 
 def sound_formats(info: MediaInfo) -> list[SoundFormat]:
     """The used audio track's format and each change of it, in order (one entry: it never changes). Decodes the
-    track (about 2 s an hour of AAC); only in containers where a change can happen, else []."""
+    track (about 2 s an hour of AAC); only in containers where a change can happen, else []. A file that stops
+    reading cleanly keeps what was read up to there (its damage is the decode checks' to report)."""
     if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
         return []
     out: list[SoundFormat] = []
-    with av.open(str(info.path), options=SAFE_OPTIONS) as container:
-        origin = (container.start_time or 0) / av.time_base
-        stream = container.streams.audio[info.audio_index]
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:  # damage is the decode checks' to report
-                continue
-            for f in frames:
-                if not out or (f.sample_rate, f.layout.name) != (out[-1].sample_rate, out[-1].layout):
-                    at = round(float(f.time) - origin, 3) if f.time is not None else 0.0
-                    out.append(SoundFormat(at, f.sample_rate, f.layout.name))
+    try:
+        with av.open(str(info.path), options=SAFE_OPTIONS) as container:
+            origin = (container.start_time or 0) / av.time_base
+            stream = container.streams.audio[info.audio_index]
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                for f in frames:
+                    if not out or (f.sample_rate, f.layout.name) != (out[-1].sample_rate, out[-1].layout):
+                        at = round(float(f.time) - origin, 3) if f.time is not None else 0.0
+                        out.append(SoundFormat(at, f.sample_rate, f.layout.name))
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass
     return out
 
 
+def changes_within(formats: list[SoundFormat], ranges: list[tuple[float, float]], margin: float = 1.0) -> bool:
+    """Whether a change falls within (or `margin` seconds around: FFmpeg reads a little past a cut) any range."""
+    return any(a - margin <= f.at <= b + margin for f in formats[1:] for a, b in ranges)
+
+
+def origin(path: Path | str) -> float:
+    """A file's first timestamp (seconds): where its times, and FFmpeg's `-ss`, count from."""
+    with av.open(str(path), options=SAFE_OPTIONS) as container:
+        return (container.start_time or 0) / av.time_base
+
+
 def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
-    """The source's picture copied and its sound (the used track) as stereo 48 kHz PCM."""
+    """The source's picture copied (the packets before its first keyframe too) and its sound (the used track) as
+    stereo 48 kHz PCM, every timestamp as it was (FFmpeg would otherwise close up a jump in them, and the MPEG-TS
+    muxer add its own delay), so that a time in the source is the same time in the copy."""
     return [
         ffmpeg_exe,
         *GLOBAL_ARGS,
         "-y",
+        "-copyts",
         "-protocol_whitelist",
         "file",
         "-i",
@@ -70,6 +87,7 @@ def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
         f"0:a:{source.audio_index}",
         "-c:v",
         "copy",
+        "-copyinkf",
         "-c:a",
         "s302m",
         "-strict",
@@ -78,6 +96,8 @@ def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
         "2",
         "-ar",
         "48000",
+        "-mpegts_copyts",
+        "1",
         "-f",
         "mpegts",
         str(out),

@@ -597,35 +597,54 @@ def _picture_shapes(path: str, mtime_ns: int, size: int, ranges: tuple) -> tuple
         stream = container.streams.video[_layout(path, mtime_ns, size)[0]]
         cc = stream.codec_context
         cc.skip_frame = "NONKEY"
+        annex_b = bool(set(container.format.name.split(",")) & set(SEEK_BY_TIMESTAMP))
         origin, base = (container.start_time or 0) / av.time_base, stream.time_base
-        headers = None  # the sequence headers of the last keyframe decoded: the same again, the same shape
+        headers, decoded_at = None, -math.inf  # the sequence headers of the last keyframe decoded, and when
         for start, end in ranges:
             seek_before(container, stream, path, start)
             for packet in container.demux(stream):
                 at = float(packet.pts * base) - origin if packet.pts is not None else None
                 if at is not None and at >= end:
                     break
-                if packet.is_keyframe and (headers is None or sequence_headers(bytes(packet), cc.name) != headers):
-                    headers = sequence_headers(bytes(packet), cc.name)
-                    for f in [*cc.decode(packet), *cc.decode(None)]:
-                        sar = cc.sample_aspect_ratio or Fraction(1)
-                        shape = (f.width, f.height, f"{sar.numerator}:{sar.denominator}")
-                        shapes.setdefault(shape, round(max(at or 0.0, start), 3))  # the keyframe's, or the range's
-                    cc.flush_buffers()
+                if not packet.is_keyframe:
+                    continue
+                these = sequence_headers(bytes(packet), cc.name, annex_b)
+                # the same headers, the same shape; a codec without them (ProRes, DNxHR, MJPEG: every frame a
+                # keyframe) is looked at every few seconds, not decoded whole
+                if (these is not None and these == headers) or (these is None and (at or 0.0) - decoded_at < 5.0):
+                    continue
+                try:
+                    frames = [*cc.decode(packet), *cc.decode(None)]
+                except av.error.FFmpegError:  # damage: the next keyframe is tried; `damaged_at` reports it
+                    frames = []
+                cc.flush_buffers()
+                if frames:  # a keyframe that decoded to nothing (an I-frame without a recovery point) settles nothing
+                    headers, decoded_at = these, at if at is not None else decoded_at
+                for f in frames:
+                    sar = cc.sample_aspect_ratio or Fraction(1)
+                    shape = (f.width, f.height, f"{sar.numerator}:{sar.denominator}")
+                    shapes.setdefault(shape, round(max(at or 0.0, start), 3))  # the keyframe's, or the range's
     return tuple(sorted((t, w, h, sar) for (w, h, sar), t in shapes.items()))
 
 
-SPS_TYPES = {"h264": (lambda b: b & 0x1F, {7}), "hevc": (lambda b: (b >> 1) & 0x3F, {32, 33})}  # SPS (and VPS)
+# Which units are sequence headers: H.264's SPS, HEVC's VPS and SPS (NAL types), MPEG-2's sequence header (start
+# code B3) and its sequence and display extensions (B5 with extension id 1 or 2; a picture's own extension differs
+# on every picture).
+SEQUENCE_UNITS = {
+    "h264": lambda u: u[0] & 0x1F == 7,
+    "hevc": lambda u: (u[0] >> 1) & 0x3F in (32, 33),
+    "mpeg2video": lambda u: u[0] == 0xB3 or (u[0] == 0xB5 and len(u) > 1 and u[1] >> 4 in (1, 2)),
+}
 
 
-def sequence_headers(data: bytes, codec: str) -> bytes | None:
-    """The H.264 or HEVC sequence headers (SPS, and HEVC's VPS) a packet carries, joined; b"" where it carries none
-    (in MP4 they are in the stream's extradata), None for other codecs (a keyframe of theirs is always decoded).
-    Annex B (MPEG-TS, raw) or 4-byte length-prefixed (MP4, Matroska)."""
-    if codec not in SPS_TYPES:
+def sequence_headers(data: bytes, codec: str, annex_b: bool) -> bytes | None:
+    """The sequence headers a packet carries, joined (what sets the picture's size and shape); b"" where it carries
+    none (in MP4 and Matroska, H.264's are in the stream's extradata), None for a codec not parsed here. `annex_b`:
+    units after start codes (MPEG-TS, MPEG-PS, raw streams; MPEG-2 always), else 4-byte length-prefixed."""
+    wanted = SEQUENCE_UNITS.get(codec)
+    if wanted is None:
         return None
-    kind, wanted = SPS_TYPES[codec]
-    if data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+    if annex_b or codec == "mpeg2video":
         units = [u.rstrip(b"\x00") for u in data.split(b"\x00\x00\x01")]
     else:
         units, i = [], 0
@@ -633,7 +652,7 @@ def sequence_headers(data: bytes, codec: str) -> bytes | None:
             n = int.from_bytes(data[i : i + 4], "big")
             units.append(data[i + 4 : i + 4 + n])
             i += 4 + n
-    return b"".join(u for u in units if u and kind(u[0]) in wanted)
+    return b"".join(u for u in units if u and wanted(u))
 
 
 def count_frames(path: Path | str) -> tuple[int, int, list[str]]:

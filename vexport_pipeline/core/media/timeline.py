@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.spec.composition import Composition
@@ -72,8 +72,13 @@ def picture_end(info: MediaInfo) -> float:
     return round(end, 6) if 0 < end < info.duration - 1.0 / max(v.fps, 1.0) else info.duration
 
 
-def check_segments(comp: Composition, info: MediaInfo) -> list[tuple[float, float]]:
-    """Segments as (start, end) seconds, refused if they fall outside the source's pictures."""
+def check_segments(comp: Composition, info: MediaInfo, offset: float = 0.0) -> list[tuple[float, float]]:
+    """Segments as (start, end) seconds, refused if they fall outside the source's pictures; with an `offset`
+    (`build_timeline`), checked in the source's times and returned in the file's."""
+    if offset:
+        as_source = replace(info, start_time=info.start_time - offset, duration=info.duration + offset)
+        shifted = check_segments(comp, as_source, 0.0)
+        return [(round(max(0.0, a - offset), 6), round(max(0.0, b - offset), 6)) for a, b in shifted]
     last = picture_end(info)
     if not comp.segments:
         return [(0.0, last)]
@@ -136,8 +141,12 @@ def clip_ids(explicit: list[str | None], count: int) -> list[str]:
     return out
 
 
-def build_timeline(comp: Composition, info: MediaInfo, keyframes: list[float] | None = None) -> Timeline:
-    ranges = check_segments(comp, info)
+def build_timeline(
+    comp: Composition, info: MediaInfo, keyframes: list[float] | None = None, *, offset: float = 0.0
+) -> Timeline:
+    """`offset`: how much later than the source `info`'s file starts (a copy of it that lacks the source's earliest
+    streams, core/media/conform.py): the composition's times are the source's, the ranges the copy's."""
+    ranges = check_segments(comp, info, offset)
     keyframes = keyframes or []
     fps = info.video.fps if info.video else 25.0
     half_frame, last = 0.5 / fps, picture_end(info)

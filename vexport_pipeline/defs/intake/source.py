@@ -7,9 +7,10 @@ import dagster as dg
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.intake import registry
-from vexport_pipeline.core.media.conform import conform, sound_formats
+from vexport_pipeline.core.media.conform import changes_within, conform, origin, sound_formats
 from vexport_pipeline.core.media.probe import probe, require_video
 from vexport_pipeline.core.media.render import partial_path
+from vexport_pipeline.core.media.timeline import check_segments
 from vexport_pipeline.core.planning import plan_checked, plan_export
 from vexport_pipeline.core.records import ExportSource
 from vexport_pipeline.core.settings import ffmpeg_exe
@@ -68,11 +69,13 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         # refused here if sure to fail; the presets are read once: the resolved targets travel with the export
         plan = plan_export(comp, info) if record.checks_hold() else plan_checked(comp, info)
         work_source = _link_into(paths.work / comp.id, record.source_path)
-        probed, formats = info, sound_formats(info)
-        if len(formats) > 1:  # read from here on as a file whose sound keeps one format (core/media/conform.py)
+        probed, formats, offset = info, sound_formats(info), 0.0
+        if changes_within(formats, check_segments(comp, info)):  # read from here on as a file whose sound keeps
+            # one format (core/media/conform.py), its times the source's unless it lacks the source's first streams
             work_source = _conformed(context, paths.work / comp.id, info, formats)
+            offset = round(origin(work_source) - origin(record.source_path), 6)
             info = require_video(probe(work_source))
-            plan = plan_export(comp, info)
+            plan = plan_export(comp, info, offset=offset)
         value = ExportSource(
             export_id=comp.id,
             owner=record.owner,
@@ -86,7 +89,8 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             sha256=sha256_file(record.source_path),
             manifest=record.manifest,
             probed=probed if probed is not info else None,
-            sound_changes=tuple(f"{f} from {f.at:.3f} s" for f in formats) if len(formats) > 1 else (),
+            sound_changes=tuple(f"{f} from {f.at:.3f} s" for f in formats) if probed is not info else (),
+            offset=offset,
         )
     v = info.video
     return dg.Output(

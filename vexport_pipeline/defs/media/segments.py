@@ -15,7 +15,8 @@ from vexport_pipeline.defs.partitions import exports
 )
 def segments(context: dg.AssetExecutionContext, source: ExportSource) -> dg.Output[Timeline]:
     with reported():
-        timeline = build_timeline(source.composition, source.info, keyframe_times(source.info.path))
+        keyframes = keyframe_times(source.info.path)
+        timeline = build_timeline(source.composition, source.info, keyframes, offset=source.offset)
     rows = [
         (
             c.clip_id,

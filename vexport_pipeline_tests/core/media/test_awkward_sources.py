@@ -271,13 +271,13 @@ def test_sequence_headers_are_read_from_annex_b_and_length_prefixed_packets(medi
     for path, kind in ((ts, "annex b"), (media["av"], "mp4")):
         with av.open(str(path)) as c:
             keys = [bytes(p) for p in c.demux(video=0) if p.is_keyframe and p.size]
-        found = {sequence_headers(k, "h264") for k in keys}
+        found = {sequence_headers(k, "h264", annex_b=kind == "annex b") for k in keys}
         if kind == "mp4":  # in the stream's extradata, not in the packets
             assert found == {b""}
         else:  # x264 repeats the same SPS before every keyframe: one SPS NAL (type 7), start codes stripped
             (sps,) = found
             assert sps[0] & 0x1F == 7 and not sps.startswith(b"\x00")
-        assert sequence_headers(keys[0], "vp9") is None
+        assert sequence_headers(keys[0], "vp9", annex_b=False) is None
 
 
 def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from vexport_pipeline.core.media.conform import conform, sound_formats
+from vexport_pipeline.core.media.conform import SoundFormat, changes_within, conform, sound_formats
 from vexport_pipeline.core.media.probe import count_frames, probe
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
@@ -53,3 +53,19 @@ def test_a_conformed_source_exports_whole_with_both_programmes_sound(changing, t
     sound, rate = _sound(path)
     assert tone_hz(sound[int(0.5 * rate) : int(1.5 * rate)], rate) == pytest.approx(440, abs=5)
     assert tone_hz(sound[int(2.5 * rate) : int(3.5 * rate)], rate) == pytest.approx(660, abs=5)
+
+
+def test_only_a_change_within_the_clip_asks_for_a_copy():
+    formats = [SoundFormat(0.0, 48000, "stereo"), SoundFormat(600.0, 44100, "5.1")]
+    assert changes_within(formats, [(590.0, 610.0)]) and changes_within(formats, [(0.0, 599.5)])  # FFmpeg reads on
+    assert not changes_within(formats, [(0.0, 300.0), (700.0, 800.0)]) and not changes_within(formats[:1], [(0, 1e4)])
+
+
+def test_a_recording_that_breaks_off_keeps_the_formats_read_up_to_there(changing, tmp_path):
+    """Half of the file, cut mid-packet, then noise: what was read is kept, and nothing is raised (a source that
+    exported before must not fail at intake for this check)."""
+    data = changing.read_bytes()
+    broken = tmp_path / "broken.ts"
+    broken.write_bytes(data[: len(data) // 2 + 77] + bytes(range(256)) * 64)
+    found = sound_formats(probe(broken))
+    assert [str(f) for f in found][:1] == ["stereo 48 kHz"]
