@@ -9,6 +9,7 @@ import collections
 import ctypes
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -232,14 +233,27 @@ _SIGNAL_CAUSES = {
 }
 
 
+_ADDRESS = re.compile(r"^\[(?P<who>[^\]@]+?)(?: @ 0x[0-9a-f]+)?\] ")  # "[h264 @ 0x55d0...] ", FFmpeg's prefix
+
+
+def said(stderr: str, limit: int = 2000) -> str:
+    """FFmpeg's messages as a person reads them: without the memory addresses it prefixes each line with, each line
+    once, the last `limit` characters; "no message" where it said nothing."""
+    lines: list[str] = []
+    for line in stderr.strip().splitlines():
+        line = _ADDRESS.sub(lambda m: f"[{m['who'].strip()}] ", line.strip())
+        if line and line not in lines and not line.startswith("Last message repeated"):
+            lines.append(line)
+    return "\n".join(lines)[-limit:] or "no message"
+
+
 def _check(rc: int, stderr: str, outputs: list[Path], where: str) -> None:
     if rc < 0:  # killed by a signal: say which, and what usually sends it
         name = signal_name(-rc)
         why = _SIGNAL_CAUSES.get(name, "")
-        raise EncodeError(f"FFmpeg was stopped by {name}{why}: {stderr.strip()[-500:] or 'no message'}", where=where)
+        raise EncodeError(f"FFmpeg was stopped by {name}{why}: {said(stderr, 500)}", where=where)
     if rc != 0:
-        tail = stderr.strip()[-2000:]
-        raise EncodeError(f"FFmpeg exited with code {rc}: {tail or 'no message'}", where=where)
+        raise EncodeError(f"FFmpeg exited with code {rc}: {said(stderr)}", where=where)
     missing = [str(p) for p in outputs if not p.exists() or p.stat().st_size == 0]
     if missing:
         raise EncodeError(f"FFmpeg wrote no output for {', '.join(missing)}", where=where)

@@ -22,7 +22,7 @@ from vexport_pipeline.core.errors import ProcessingError
 from vexport_pipeline.core.media.cache import RenditionCache, rendition_key
 from vexport_pipeline.core.media.commands import clip_video
 from vexport_pipeline.core.media.probe import MediaInfo
-from vexport_pipeline.core.media.runner import capture
+from vexport_pipeline.core.media.runner import capture, said
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.presets import VMAF_TOLERANCE, EncodeSettings
@@ -177,7 +177,7 @@ def score_clip(
         argv = graph.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
         proc = capture(argv, timeout=timeout)
         if proc.returncode != 0 or not all(log.exists() for log, _ in logs):
-            raise ProcessingError(f"libvmaf failed: {proc.stderr.strip()[-500:]}", where=where, code="quality_failed")
+            raise ProcessingError(f"libvmaf failed: {said(proc.stderr, 500)}", where=where, code="quality_failed")
         return [_result(*log, s, sub, way == "own") for log, (_, s), sub, way in zip(logs, items, subs, how)]
 
 

@@ -167,3 +167,22 @@ def test_interrupted_parallel_checks_stop_their_ffmpeg():
         signal.signal(signal.SIGINT, previous)
     time.sleep(0.2)
     assert ffmpeg_children() == []
+
+
+def test_ffmpeg_messages_reach_people_without_memory_addresses_or_repeats():
+    """libvmaf's refusal as it reached an export's summary (2026-12-08), and a decoder's repeated complaint."""
+    from vexport_pipeline.core.media.runner import said
+
+    stderr = (
+        "[Parsed_libvmaf_15 @ 0x7f0b34009d40] input width must match.\n"
+        "[Parsed_libvmaf_15 @ 0x7f0b34009d40] input height must match.\n"
+        "[fc#0 @ 0x555e8dc95000] Error reinitializing filters!\n"
+        "[h264 @ 0x5574d9a5a8c0] mmco: unref short failure\n"
+        "[h264 @ 0x5574d9a5a8c1] mmco: unref short failure\n"
+        "    Last message repeated 3 times\n"
+    )
+    assert said(stderr) == (
+        "[Parsed_libvmaf_15] input width must match.\n[Parsed_libvmaf_15] input height must match.\n"
+        "[fc#0] Error reinitializing filters!\n[h264] mmco: unref short failure"
+    )
+    assert said("") == "no message" and said("x" * 50 + "\nend", limit=3) == "end"
