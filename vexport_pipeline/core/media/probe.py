@@ -379,19 +379,9 @@ def _measured(path: Path, vstream, video: VideoInfo, astream, audio: AudioInfo |
     measurable duration". Demuxes the picture and sound streams to their last packet (no decoding: a few seconds
     for an hour), in a container of its own (a raw elementary stream cannot seek back), and sets each stream's
     duration; returns the file's, from its first timestamp to its last end (None: no packet has a timestamp)."""
-    first: dict[int, float] = {}
-    last: dict[int, float] = {}
     pairs = [(info, st.index, st.start_time) for info, st in ((video, vstream), (audio, astream)) if info and st]
-    with av.open(str(path), options=SAFE_OPTIONS) as container:
-        try:
-            for packet in container.demux([container.streams[k] for _, k, _ in pairs]):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                k, t = packet.stream.index, float(packet.pts * packet.time_base)
-                first[k] = min(first.get(k, t), t)
-                last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
-        except av.error.FFmpegError:  # damaged past some point: measured to there (the decode check says the rest)
-            pass
+    st = os.stat(path)
+    first, last = _packet_spans(str(path), st.st_mtime_ns, st.st_size, tuple(k for _, k, _ in pairs))
     for info, k, declared_start in pairs:
         if k not in last:
             continue
@@ -401,6 +391,25 @@ def _measured(path: Path, vstream, video: VideoInfo, astream, audio: AudioInfo |
             info.duration = last[k] - info.start_time
     starts = [info.start_time for info, k, _ in pairs if k in last]
     return max(last.values()) - min(starts) if starts else None
+
+
+@functools.lru_cache(maxsize=16)
+def _packet_spans(path: str, mtime_ns: int, size: int, streams: tuple[int, ...]) -> tuple[dict, dict]:
+    """({stream index: first timestamp}, {stream index: last end}) in seconds, by demuxing; kept per file version,
+    as an export probes its source several times."""
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    with av.open(path, options=SAFE_OPTIONS) as container:
+        try:
+            for packet in container.demux([container.streams[k] for k in streams]):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                k, t = packet.stream.index, float(packet.pts * packet.time_base)
+                first[k] = min(first.get(k, t), t)
+                last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+        except av.error.FFmpegError:  # damaged past some point: measured to there (the decode check says the rest)
+            pass
+    return first, last
 
 
 def _media_info(container, path: Path, where: str) -> MediaInfo:

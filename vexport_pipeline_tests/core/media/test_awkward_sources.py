@@ -5,7 +5,14 @@ from pathlib import Path
 import av
 import pytest
 
-from vexport_pipeline.core.media.probe import count_frames, picture_shapes, picture_sizes, probe, sequence_headers
+from vexport_pipeline.core.media.probe import (
+    _packet_spans,
+    count_frames,
+    picture_shapes,
+    picture_sizes,
+    probe,
+    sequence_headers,
+)
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.spec.composition import Target
@@ -296,6 +303,11 @@ def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
     assert info.video.duration == pytest.approx(3.0, abs=0.01) and info.audio.duration == pytest.approx(3.0, abs=0.03)
     assert out.video.duration == pytest.approx(3.0, abs=0.04) and count_frames(path)[0] == 90
     assert out.audio.duration == pytest.approx(3.0, abs=0.05)
+    # an export probes its source several times: the packets are read once per version of the file
+    scans = _packet_spans.cache_info().misses
+    assert probe(src).duration == info.duration and _packet_spans.cache_info().misses == scans
+    src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])  # a new version (the recording cut short)
+    assert probe(src).duration < 2.0 and _packet_spans.cache_info().misses == scans + 1
 
 
 def test_a_fragmented_mp4_keeps_its_frame_rate(tmp_path):
