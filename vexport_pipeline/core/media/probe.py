@@ -27,6 +27,7 @@ ALLOWED_FORMATS = {
     "matroska",
     "webm",
     "avi",
+    "dv",  # raw DV, as MiniDV camcorders are captured over FireWire (.dv)
     "mpegts",
     "mxf",
     "flv",

@@ -310,6 +310,20 @@ def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
     assert probe(src).duration < 2.0 and _packet_spans.cache_info().misses == scans + 1
 
 
+def test_a_raw_dv_capture_is_read(tmp_path):
+    """A MiniDV tape captured over FireWire is a raw DV file (.dv), PAL 720x576 at 4:3 with 16-bit PCM: it was
+    refused as "not a readable media file (Invalid argument)", its demuxer not among the allowed ones."""
+    src = ffmpeg_make(
+        tmp_path / "tape.dv",
+        *["-f", "lavfi", "-i", "testsrc2=s=720x576:r=25:d=2", "-f", "lavfi", "-i", "sine=r=48000:d=2"],
+        *["-target", "pal-dv", "-aspect", "4:3"],
+    )
+    info, out, path = render(src, tmp_path)
+    assert info.format_name == "dv" and info.video.codec == "dvvideo" and info.video.sar == "16/15"
+    assert (out.video.width, out.video.height) == (960, 720) and count_frames(path)[0] == 50
+    assert out.audio.duration == pytest.approx(2.0, abs=0.05)
+
+
 def test_a_fragmented_mp4_keeps_its_frame_rate(tmp_path):
     """A fragmented MP4 (OBS's crash-safe recordings, `frag_keyframe+empty_moov`) whose sound runs 23 ms past the
     pictures: FFmpeg gives its video stream the file's duration, so 75 frames at 25 fps averaged 24.807 fps, and
