@@ -32,7 +32,10 @@ from vexport_pipeline.core.spec.loading import load_composition, parse_compositi
 from . import registry
 
 MANIFEST_EXTS = {".yaml", ".yml", ".json"}
-VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mxf", ".ts", ".mts"}
+# Bare videos the inbox takes (with the default profile): the names of the containers `probe` reads, camcorders' and
+# broadcast recorders' among them (AVCHD .mts/.m2ts, DVD .vob, MiniDV .dv, old phones' .3gp); other files stay put
+VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mxf", ".ts", ".mts", ".m2ts", ".m2t", ".mpg",
+              ".mpeg", ".vob", ".dv", ".flv", ".wmv", ".asf", ".3gp", ".3g2", ".ogv"}  # fmt: skip
 DEFAULT_PROFILE = {"export_type": "single", "targets": [{"preset": "web_720p"}]}
 TRIES = 3  # passes a file that failed for a passing reason gets before it is refused
 
