@@ -17,3 +17,7 @@ def test_camera_and_recorder_files_are_taken_and_other_files_left_alone(home, me
     assert sorted(a.file for a in accepted) == ["00001.m2ts", "tape.dv", "vts_01_1.mpg"], rejected
     assert not rejected and not held
     assert (home.inbox / "notes.txt").is_file() and sorted(p.name for p in home.inbox.iterdir()) == ["notes.txt"]
+    # and `vexport inbox` says why it stays
+    [row] = inbox.listing(home)["pending"]
+    assert row["file"] == "notes.txt" and row["reason"].startswith("left alone: not a composition (.json")
+    assert ".m2ts" in row["reason"]

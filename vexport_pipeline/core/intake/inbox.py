@@ -354,7 +354,7 @@ def listing(home: Home) -> dict[str, list[dict]]:
     for p in sorted(home.inbox.iterdir()):
         if not p.name.startswith(".") and not p.is_dir():
             row = {"file": p.name}
-            if reason := retries.reason(p.name):
+            if reason := retries.reason(p.name) or _never_taken(p):
                 row["reason"] = reason
             out["pending"].append(row)
     for kind in ("accepted", "rejected"):
@@ -368,6 +368,14 @@ def listing(home: Home) -> dict[str, list[dict]]:
                 row["reason"] = reason.read_text().strip()
             out[kind].append(row)
     return out
+
+
+def _never_taken(p: Path) -> str | None:
+    """Why the sensor will never take `p` (it leaves it where it is), or None."""
+    if p.suffix.lower() in MANIFEST_EXTS | VIDEO_EXTS:
+        return None
+    manifests, videos = ", ".join(sorted(MANIFEST_EXTS)), ", ".join(sorted(VIDEO_EXTS))
+    return f"left alone: not a composition ({manifests}) or a video ({videos}) by its name"
 
 
 def _waiting(home: Home) -> list[tuple[str, float]]:
