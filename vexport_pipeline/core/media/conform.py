@@ -10,13 +10,17 @@ The rest of the pipeline reads that file as the source.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
+from vexport_pipeline.core.settings import ffmpeg_exe
+
 from .commands import GLOBAL_ARGS
 from .probe import SAFE_OPTIONS, MediaInfo, video_track
+from .render import partial_path
 from .runner import run_ffmpeg
 
 CHANGING = ("mpegts", "mpeg")  # containers whose sound can change format mid-stream (broadcast, DVD)
@@ -113,3 +117,31 @@ def conform(ffmpeg_exe: str, source: MediaInfo, out: Path, timeout: float | None
         timeout=timeout,
         where="conforming the sound",
     )
+
+
+@dataclass(frozen=True)
+class Conformed:
+    """The copy an export reads instead of its source."""
+
+    path: Path
+    offset: float  # how much later than the source it starts (it lacks the source's earliest streams); usually 0
+    formats: tuple[SoundFormat, ...]  # the source's sound formats, in order
+
+    def changes(self) -> tuple[str, ...]:
+        return tuple(f"{f} from {f.at:.3f} s" for f in self.formats)
+
+    def __str__(self) -> str:
+        changes = ", ".join(f"at {f.at:.3f} s to {f}" for f in self.formats[1:])
+        return f"the sound changes format mid-stream ({self.formats[0]}, {changes}): read as stereo 48 kHz"
+
+
+def conformed_copy(source: MediaInfo, ranges: list[tuple[float, float]], work: Path) -> Conformed | None:
+    """`work`/source.conformed.ts, where the source's sound changes format within `ranges`; else None."""
+    formats = sound_formats(source)
+    if not changes_within(formats, ranges):
+        return None
+    dst = work / "source.conformed.ts"
+    part = partial_path(dst)
+    conform(ffmpeg_exe(), source, part)
+    os.replace(part, dst)
+    return Conformed(dst, round(origin(dst) - origin(source.path), 6), tuple(formats))

@@ -7,13 +7,11 @@ import dagster as dg
 from vexport_pipeline.core.errors import InputError
 from vexport_pipeline.core.files import sha256_file
 from vexport_pipeline.core.intake import registry
-from vexport_pipeline.core.media.conform import changes_within, conform, origin, sound_formats
+from vexport_pipeline.core.media.conform import conformed_copy
 from vexport_pipeline.core.media.probe import probe, require_video
-from vexport_pipeline.core.media.render import partial_path
 from vexport_pipeline.core.media.timeline import check_segments
 from vexport_pipeline.core.planning import plan_checked, plan_export
 from vexport_pipeline.core.records import ExportSource
-from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.defs import progress
 from vexport_pipeline.defs.failures import reported
 from vexport_pipeline.defs.jobs import run_tags
@@ -30,16 +28,6 @@ def _link_into(work: Path, source: Path) -> Path:
         os.link(source, dst)
     except OSError:
         dst.symlink_to(source)
-    return dst
-
-
-def _conformed(context: dg.AssetExecutionContext, work: Path, info, formats: list) -> Path:
-    dst = work / "source.conformed.ts"
-    part = partial_path(dst)
-    conform(ffmpeg_exe(), info, part)
-    os.replace(part, dst)
-    changes = ", ".join(f"at {f.at:.3f} s to {f}" for f in formats[1:])
-    context.log.info(f"the sound changes format mid-stream ({formats[0]}, {changes}): read as stereo 48 kHz")
     return dst
 
 
@@ -69,13 +57,11 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         # refused here if sure to fail; the presets are read once: the resolved targets travel with the export
         plan = plan_export(comp, info) if record.checks_hold() else plan_checked(comp, info)
         work_source = _link_into(paths.work / comp.id, record.source_path)
-        probed, formats, offset = info, sound_formats(info), 0.0
-        if changes_within(formats, check_segments(comp, info)):  # read from here on as a file whose sound keeps
-            # one format (core/media/conform.py), its times the source's unless it lacks the source's first streams
-            work_source = _conformed(context, paths.work / comp.id, info, formats)
-            offset = round(origin(work_source) - origin(record.source_path), 6)
-            info = require_video(probe(work_source))
-            plan = plan_export(comp, info, offset=offset)
+        probed, copy = info, conformed_copy(info, check_segments(comp, info), paths.work / comp.id)
+        if copy:  # read from here on: its sound keeps one format (core/media/conform.py)
+            context.log.info(str(copy))
+            work_source, info = copy.path, require_video(probe(copy.path))
+            plan = plan_export(comp, info, offset=copy.offset)
         value = ExportSource(
             export_id=comp.id,
             owner=record.owner,
@@ -88,9 +74,9 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             work_source=work_source,
             sha256=sha256_file(record.source_path),
             manifest=record.manifest,
-            probed=probed if probed is not info else None,
-            sound_changes=tuple(f"{f} from {f.at:.3f} s" for f in formats) if probed is not info else (),
-            offset=offset,
+            probed=probed if copy else None,
+            sound_changes=copy.changes() if copy else (),
+            offset=copy.offset if copy else 0.0,
         )
     v = info.video
     return dg.Output(
