@@ -56,13 +56,21 @@ def sound_formats(info: MediaInfo) -> list[SoundFormat]:
                     if not out or (f.sample_rate, f.layout.name) != (out[-1].sample_rate, out[-1].layout):
                         at = round(float(f.time) - origin, 3) if f.time is not None else 0.0
                         out.append(SoundFormat(at, f.sample_rate, f.layout.name))
+                if len(out) > MAX_CHANGES:  # damaged or hostile: enough to know, and a message stays short
+                    break
     except (av.error.FFmpegError, OSError, IndexError):
         pass
     return out
 
 
+MAX_CHANGES = 10  # sound_formats stops after this many changes
+
+
 def changes_within(formats: list[SoundFormat], ranges: list[tuple[float, float]], margin: float = 1.0) -> bool:
-    """Whether a change falls within (or `margin` seconds around: FFmpeg reads a little past a cut) any range."""
+    """Whether a change falls within (or `margin` seconds around: FFmpeg reads a little past a cut) any range; a
+    sound that changed more than MAX_CHANGES times may change anywhere (it was not read to its end)."""
+    if len(formats) > MAX_CHANGES:
+        return True
     return any(a - margin <= f.at <= b + margin for f in formats[1:] for a, b in ranges)
 
 
@@ -132,7 +140,8 @@ class Conformed:
 
     def __str__(self) -> str:
         changes = ", ".join(f"at {f.at:.3f} s to {f}" for f in self.formats[1:])
-        return f"the sound changes format mid-stream ({self.formats[0]}, {changes}): read as stereo 48 kHz"
+        more = " and on" if len(self.formats) > MAX_CHANGES else ""
+        return f"the sound changes format mid-stream ({self.formats[0]}, {changes}{more}): read as stereo 48 kHz"
 
 
 def conformed_copy(source: MediaInfo, ranges: list[tuple[float, float]], work: Path) -> Conformed | None:

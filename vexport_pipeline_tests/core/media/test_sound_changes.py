@@ -4,14 +4,21 @@ import av
 import numpy as np
 import pytest
 
-from vexport_pipeline.core.media.conform import SoundFormat, changes_within, conform, sound_formats
+from vexport_pipeline.core.media.conform import (
+    MAX_CHANGES,
+    SoundFormat,
+    changes_within,
+    conform,
+    conformed_copy,
+    sound_formats,
+)
 from vexport_pipeline.core.media.probe import count_frames, probe
 from vexport_pipeline.core.media.render import render_clip
 from vexport_pipeline.core.media.timeline import Clip
 from vexport_pipeline.core.settings import ffmpeg_exe
 from vexport_pipeline.core.spec.composition import Target
 from vexport_pipeline.core.spec.presets import PresetBook
-from vexport_pipeline_tests.conftest import make_clip, sound_change_ts, tone_hz
+from vexport_pipeline_tests.conftest import ffmpeg_make, make_clip, sound_change_ts, tone_hz
 
 
 def _sound(path) -> tuple[np.ndarray, int]:
@@ -69,3 +76,25 @@ def test_a_recording_that_breaks_off_keeps_the_formats_read_up_to_there(changing
     broken.write_bytes(data[: len(data) // 2 + 77] + bytes(range(256)) * 64)
     found = sound_formats(probe(broken))
     assert [str(f) for f in found][:1] == ["stereo 48 kHz"]
+
+
+def test_a_sound_that_changes_all_the_time_is_read_only_so_far_and_conformed(tmp_path):
+    """Damaged or hostile: the format flips every 0.2 s, 19 changes in 4 s. The scan stops after MAX_CHANGES (the
+    run's log and metadata stay short) and the copy is made, wherever the clip is."""
+    parts = [
+        ffmpeg_make(
+            tmp_path / f"{k}.ts",
+            *("-f", "lavfi", "-i", f"sine=f=440:r={48000 if k % 2 else 44100}:d=0.2"),
+            *("-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=0.2", "-ac", str(1 + k % 2)),
+            *("-c:a", "aac", "-c:v", "libx264", "-preset", "ultrafast", "-output_ts_offset", f"{0.2 * k:.1f}"),
+            *("-f", "mpegts"),
+        )
+        for k in range(20)
+    ]
+    src = tmp_path / "flips.ts"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    found = sound_formats(probe(src))
+    assert len(found) == MAX_CHANGES + 1 and changes_within(found, [(3.9, 4.0)])
+    copy = conformed_copy(probe(src), [(3.5, 4.0)], tmp_path)
+    assert copy and str(copy).endswith(" and on): read as stereo 48 kHz") and len(str(copy)) < 600
+    assert [str(f) for f in sound_formats(probe(copy.path))] == ["stereo 48 kHz"]
