@@ -589,8 +589,9 @@ def picture_sizes(path: Path | str, ranges: list[tuple[float, float]]) -> frozen
 
 
 def picture_shapes(path: Path | str, ranges: list[tuple[float, float]]) -> tuple[tuple[float, int, int, str], ...]:
-    """Each shape the source's picture takes within `ranges`, when it first does: (seconds from the source's start,
-    width, height, sample aspect ratio as "num:den"); () when it cannot be read. A picture changes shape only at a
+    """Each shape the source's picture takes within `ranges`, in order, with when it starts: (seconds from the
+    source's start, width, height, sample aspect ratio as "num:den"), a new entry at each change (at most
+    MAX_SHAPES + 1); () when it cannot be read. A picture changes shape only at a
     keyframe (a new sequence header), so decoding keyframes alone finds every shape, and a keyframe whose sequence
     headers are those of the last one decoded is not decoded at all."""
     try:
@@ -602,7 +603,7 @@ def picture_shapes(path: Path | str, ranges: list[tuple[float, float]]) -> tuple
 
 @functools.lru_cache(maxsize=16)
 def _picture_shapes(path: str, mtime_ns: int, size: int, ranges: tuple) -> tuple[tuple[float, int, int, str], ...]:
-    shapes: dict[tuple[int, int, str], float] = {}
+    shapes: list[tuple[float, int, int, str]] = []
     with av.open(path, options=SAFE_OPTIONS) as container:
         stream = container.streams.video[_layout(path, mtime_ns, size)[0]]
         cc = stream.codec_context
@@ -633,8 +634,14 @@ def _picture_shapes(path: str, mtime_ns: int, size: int, ranges: tuple) -> tuple
                 for f in frames:
                     sar = cc.sample_aspect_ratio or Fraction(1)
                     shape = (f.width, f.height, f"{sar.numerator}:{sar.denominator}")
-                    shapes.setdefault(shape, round(max(at or 0.0, start), 3))  # the keyframe's, or the range's
-    return tuple(sorted((t, w, h, sar) for (w, h, sar), t in shapes.items()))
+                    if not shapes or shapes[-1][1:] != shape:  # the keyframe's time, or the range's start
+                        shapes.append((round(max(at or 0.0, start), 3), *shape))
+                if len(shapes) > MAX_SHAPES:  # damaged or hostile: enough to know
+                    return tuple(shapes)
+    return tuple(shapes)
+
+
+MAX_SHAPES = 20  # picture_shapes stops after this many changes
 
 
 # Which units are sequence headers: H.264's SPS, HEVC's VPS and SPS (NAL types), MPEG-2's sequence header (start

@@ -241,34 +241,37 @@ def test_a_picture_that_changes_size_after_a_part_the_target_could_copy_is_encod
 
 
 def test_a_picture_that_changes_aspect_ratio_midway_is_reported(tmp_path):
-    """An SD broadcast switching from 4:3 to 16:9 at the same 720x576: FFmpeg's filters keep the first part's shape
-    (the 16:9 part came out squeezed into 960x720, and validation passed it). Not fixed: the report says so, where."""
+    """An SD broadcast switching from 4:3 to 16:9 and back at the same 720x576 (an advert, the programme, an advert):
+    FFmpeg's filters keep the first part's shape (the 16:9 part came out squeezed into 960x720, and validation
+    passed it). Not fixed: the report says so, where, each switch."""
     from vexport_pipeline.core.validation.checks import check_file
 
     x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-f", "mpegts"]
     parts = [
         ffmpeg_make(tmp_path / f"{k}.ts", "-f", "lavfi", "-i", "testsrc2=s=720x576:r=25:d=2", *x264,
                     "-aspect", aspect, "-output_ts_offset", str(2 * k))
-        for k, aspect in enumerate(["4:3", "16:9"])
+        for k, aspect in enumerate(["4:3", "16:9", "4:3"])
     ]  # fmt: skip
     src = tmp_path / "switching.ts"
     src.write_bytes(b"".join(p.read_bytes() for p in parts))
     info = probe(src)
-    assert [(w, h, sar) for _, w, h, sar in picture_shapes(src, [(0.0, 4.0)])] == [
+    assert [(w, h, sar) for _, w, h, sar in picture_shapes(src, [(0.0, 6.0)])] == [
         (720, 576, "16:15"),
         (720, 576, "64:45"),
+        (720, 576, "16:15"),
     ]
     s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
     found = {}
-    for cut in [(0.0, 4.0), (0.0, 1.5)]:
+    for cut in [(0.0, 6.0), (0.0, 1.5)]:
         clip, out = Clip(None, [cut]), tmp_path / "out.mp4"
         render_clip(info, clip, [s], [out])
         report = check_file(
             out, s, expected_duration=clip.duration, source_has_audio=False, reference=(info, clip), quality="off"
         )
         found[cut] = {i.code: i for i in report.issues}
-    change = found[(0.0, 4.0)]["source_aspect_changes"]
-    assert change.severity == "warning" and "(4:3, then at 00:00:02." in change.message and "to 16:9" in change.message
+    change = found[(0.0, 6.0)]["source_aspect_changes"]
+    assert change.severity == "warning" and "(4:3, then at 00:00:02." in change.message, change.message
+    assert " to 16:9, at 00:00:04." in change.message and change.message.count(" to 4:3") == 1
     assert "source_aspect_changes" not in found[(0.0, 1.5)]  # a cut before the change keeps one shape
 
 

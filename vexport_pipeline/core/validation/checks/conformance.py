@@ -223,7 +223,8 @@ def source_shape(ctx: CheckContext) -> list[Issue]:
             seen.append((at, aspect))
     if len(seen) < 2:
         return []
-    changes = ", ".join(f"at {fmt_clock(at)} to {_ratio(a)}" for at, a in seen[1:])
+    changes = ", ".join(f"at {fmt_clock(at)} to {_ratio(a)}" for at, a in seen[1:6])
+    changes += f" and {len(seen) - 6} more" if len(seen) > 6 else ""  # a damaged stream: the message stays short
     return [
         ctx.warning(
             "source_aspect_changes",
