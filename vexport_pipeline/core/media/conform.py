@@ -36,17 +36,17 @@ class SoundFormat:
         return f"{self.layout} {self.sample_rate / 1000:g} kHz"
 
 
-def sound_formats(info: MediaInfo) -> list[SoundFormat]:
-    """The used audio track's format and each change of it, in order (one entry: it never changes). Decodes the
-    track (about 2 s an hour of AAC); only in containers where a change can happen, else []. A file that stops
-    reading cleanly keeps what was read up to there (its damage is the decode checks' to report)."""
+def sound_formats(info: MediaInfo, track: int | None = None) -> list[SoundFormat]:
+    """The used audio track's (or audio track `track`'s) format and each change of it, in order (one entry: it never
+    changes). Decodes the track (about 2 s an hour of AAC); only in containers where a change can happen, else [].
+    A file that stops reading cleanly keeps what was read up to there (its damage is the decode checks' to report)."""
     if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
         return []
     out: list[SoundFormat] = []
     try:
         with av.open(str(info.path), options=SAFE_OPTIONS) as container:
             origin = (container.start_time or 0) / av.time_base
-            stream = container.streams.audio[info.audio_index]
+            stream = container.streams.audio[info.audio_index if track is None else track]
             for packet in container.demux(stream):
                 try:
                     frames = packet.decode()
@@ -66,6 +66,48 @@ def sound_formats(info: MediaInfo) -> list[SoundFormat]:
 MAX_CHANGES = 10  # sound_formats stops after this many changes
 
 
+@dataclass(frozen=True)
+class Span:
+    track: int  # among the audio streams
+    start: float  # the stream's own timestamps, seconds (what `-copyts` keeps)
+    end: float
+
+
+def continuation(info: MediaInfo, gap: float = 1.0) -> list[Span]:
+    """The used audio track, then each track that takes over where the one before ends: at a programme boundary
+    a broadcaster may move the sound to another stream (a new PID), and the used one stops there. A track takes
+    over if it starts within `gap` seconds of the other's end (or up to 0.5 s before it: encoder priming) and
+    runs on past it; two languages, which run side by side, never do. [] where no track takes over. Demuxes the
+    sound streams only (the packets' times; no decoding)."""
+    if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
+        return []
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    try:
+        with av.open(str(info.path), options=SAFE_OPTIONS) as container:
+            tracks = list(container.streams.audio)
+            for packet in container.demux(*tracks):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                k, t = tracks.index(packet.stream), float(packet.pts * packet.time_base)
+                first[k] = min(first.get(k, t), t)
+                last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+    except (av.error.FFmpegError, OSError, ValueError):
+        return []
+    if info.audio_index not in first:
+        return []
+    chain = [Span(info.audio_index, first[info.audio_index], last[info.audio_index])]
+    while nxt := [
+        Span(k, first[k], last[k])
+        for k in first
+        if k not in {c.track for c in chain}
+        and chain[-1].end - 0.5 <= first[k] <= chain[-1].end + gap
+        and last[k] > chain[-1].end + gap
+    ]:
+        chain.append(min(nxt, key=lambda c: c.start))
+    return chain if len(chain) > 1 else []
+
+
 def changes_within(formats: list[SoundFormat], ranges: list[tuple[float, float]], margin: float = 1.0) -> bool:
     """Whether a change falls within (or `margin` seconds around: FFmpeg reads a little past a cut) any range; a
     sound that changed more than MAX_CHANGES times may change anywhere (it was not read to its end)."""
@@ -80,10 +122,24 @@ def origin(path: Path | str) -> float:
         return (container.start_time or 0) / av.time_base
 
 
-def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
-    """The source's picture copied (the packets before its first keyframe too) and its sound (the used track) as
-    stereo 48 kHz PCM, every timestamp as it was (FFmpeg would otherwise close up a jump in them, and the MPEG-TS
-    muxer add its own delay), so that a time in the source is the same time in the copy."""
+def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path, chain: list[Span] | None = None) -> list[str]:
+    """The source's picture copied (the packets before its first keyframe too) and its sound (the used track, or
+    the tracks of `chain` one after the other, each until the next begins) as stereo 48 kHz PCM, every timestamp as
+    it was (FFmpeg would otherwise close up a jump in them, and the MPEG-TS muxer add its own delay), so that a
+    time in the source is the same time in the copy."""
+    if chain:  # concat counts from zero: each track from its own start, the whole put back at the first one's
+        parts = []
+        for k, span in enumerate(chain):
+            part = f"[0:a:{span.track}]aresample=48000,aformat=channel_layouts=stereo,asetpts=PTS-STARTPTS"
+            if k + 1 < len(chain):
+                length = f"{chain[k + 1].start - span.start:.6f}"
+                part += f",atrim=duration={length},apad=whole_dur={length}"
+            parts.append(f"{part}[a{k}]")
+        joined = "".join(f"[a{k}]" for k in range(len(chain)))
+        graph = ";".join([*parts, f"{joined}concat=n={len(chain)}:v=0:a=1,asetpts=PTS+{chain[0].start:.6f}/TB[a]"])
+        sound = ["-filter_complex", graph, "-map", "[a]"]
+    else:
+        sound = ["-map", f"0:a:{source.audio_index}", "-ac", "2", "-ar", "48000"]
     return [
         ffmpeg_exe,
         *GLOBAL_ARGS,
@@ -95,8 +151,7 @@ def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
         f"file:{source.path}",
         "-map",
         f"0:v:{video_track(source.path)}",
-        "-map",
-        f"0:a:{source.audio_index}",
+        *sound,
         "-c:v",
         "copy",
         "-copyinkf",
@@ -104,10 +159,6 @@ def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
         "s302m",
         "-strict",
         "experimental",
-        "-ac",
-        "2",
-        "-ar",
-        "48000",
         "-mpegts_copyts",
         "1",
         "-f",
@@ -116,10 +167,12 @@ def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path) -> list[str]:
     ]
 
 
-def conform(ffmpeg_exe: str, source: MediaInfo, out: Path, timeout: float | None = None) -> None:
+def conform(
+    ffmpeg_exe: str, source: MediaInfo, out: Path, timeout: float | None = None, chain: list[Span] | None = None
+) -> None:
     """Write `out` (removed again if FFmpeg fails or is interrupted)."""
     run_ffmpeg(
-        conform_command(ffmpeg_exe, source, out),
+        conform_command(ffmpeg_exe, source, out, chain),
         duration=source.duration,
         outputs=[out],
         timeout=timeout,
@@ -133,24 +186,39 @@ class Conformed:
 
     path: Path
     offset: float  # how much later than the source it starts (it lacks the source's earliest streams); usually 0
-    formats: tuple[SoundFormat, ...]  # the source's sound formats, in order
+    formats: tuple[SoundFormat, ...]  # the used track's sound formats, in order
+    joins: tuple[tuple[float, int], ...] = ()  # (seconds from the source's start, audio track) where another takes over
 
     def changes(self) -> tuple[str, ...]:
-        return tuple(f"{f} from {f.at:.3f} s" for f in self.formats)
+        return tuple(f"{f} from {f.at:.3f} s" for f in self.formats) + tuple(
+            f"audio track {k + 1} from {t:.3f} s" for t, k in self.joins
+        )
 
     def __str__(self) -> str:
-        changes = ", ".join(f"at {f.at:.3f} s to {f}" for f in self.formats[1:])
-        more = " and on" if len(self.formats) > MAX_CHANGES else ""
-        return f"the sound changes format mid-stream ({self.formats[0]}, {changes}{more}): read as stereo 48 kHz"
+        said = []
+        if len(self.formats) > 1:
+            changes = ", ".join(f"at {f.at:.3f} s to {f}" for f in self.formats[1:])
+            more = " and on" if len(self.formats) > MAX_CHANGES else ""
+            said.append(f"changes format mid-stream ({self.formats[0]}, {changes}{more})")
+        if self.joins:
+            said.append(
+                f"moves to another stream ({', '.join(f'audio track {k + 1} at {t:.3f} s' for t, k in self.joins)})"
+            )
+        return f"the sound {' and '.join(said)}: read as stereo 48 kHz"
 
 
 def conformed_copy(source: MediaInfo, ranges: list[tuple[float, float]], work: Path) -> Conformed | None:
-    """`work`/source.conformed.ts, where the source's sound changes format within `ranges`; else None."""
-    formats = sound_formats(source)
-    if not changes_within(formats, ranges):
+    """`work`/source.conformed.ts, where the source's sound changes format, or moves to another stream, within
+    `ranges`; else None. A track that takes over is joined on only where no track of the chain changes format
+    (FFmpeg's rebuilt filters would restart the join's clock); else the used track alone is conformed."""
+    formats, chain, base = sound_formats(source), continuation(source), origin(source.path)
+    joins = [(round(c.start - base, 3), c.track) for c in chain[1:]]
+    near = any(a - 1.0 <= t <= b + 1.0 for t, _ in joins for a, b in ranges)
+    if not (changes_within(formats, ranges) or near):
         return None
+    steady = len(formats) <= 1 and all(len(sound_formats(source, c.track)) <= 1 for c in chain[1:])
     dst = work / "source.conformed.ts"
     part = partial_path(dst)
-    conform(ffmpeg_exe(), source, part)
+    conform(ffmpeg_exe(), source, part, chain=chain if steady else None)
     os.replace(part, dst)
-    return Conformed(dst, round(origin(dst) - origin(source.path), 6), tuple(formats))
+    return Conformed(dst, round(origin(dst) - base, 6), tuple(formats), tuple(joins) if steady else ())

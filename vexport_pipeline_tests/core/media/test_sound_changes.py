@@ -10,6 +10,7 @@ from vexport_pipeline.core.media.conform import (
     changes_within,
     conform,
     conformed_copy,
+    continuation,
     sound_formats,
 )
 from vexport_pipeline.core.media.probe import count_frames, probe
@@ -98,3 +99,35 @@ def test_a_sound_that_changes_all_the_time_is_read_only_so_far_and_conformed(tmp
     copy = conformed_copy(probe(src), [(3.5, 4.0)], tmp_path)
     assert copy and str(copy).endswith(" and on): read as stereo 48 kHz") and len(str(copy)) < 600
     assert [str(f) for f in sound_formats(probe(copy.path))] == ["stereo 48 kHz"]
+
+
+def test_a_sound_that_moves_to_another_stream_is_followed_there(tmp_path):
+    """At a programme boundary a broadcaster may move the sound to a new stream (PID 0x101, then 0x102): the used
+    track stopped at 2 s and the rest of the export was silent ("silence from 2.02 s"). The track that takes over is
+    joined on at its own time, and a track that runs beside the used one (another language) never is."""
+    parts = [
+        ffmpeg_make(
+            tmp_path / f"{k}.ts",
+            *("-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2", "-f", "lavfi", "-i", f"sine=f={tone}:d=2"),
+            *("-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-streamid", f"1:{pid}"),
+            *("-output_ts_offset", str(2 * k), "-f", "mpegts"),
+        )
+        for k, (tone, pid) in enumerate([(440, 0x101), (660, 0x102)])
+    ]
+    src = tmp_path / "moves.ts"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    info = probe(src)
+    chain = continuation(info)
+    assert [c.track for c in chain] == [0, 1] and chain[1].start == pytest.approx(chain[0].start + 2.0, abs=0.05)
+    copy = conformed_copy(info, [(0.0, 4.0)], tmp_path)
+    assert copy and "moves to another stream (audio track 2 at 1.9" in str(copy)
+    info = probe(copy.path)
+    s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
+    path = tmp_path / "out.mp4"
+    render_clip(info, Clip(None, [(0.0, info.duration)]), [s], [path])
+    sound, rate = _sound(path)
+    assert len(sound) / rate == pytest.approx(4.0, abs=0.05)
+    for second, tone in enumerate([440, 440, 660, 660]):  # each second of the export, at its source's tone
+        window = sound[int((second + 0.1) * rate) : int((second + 0.9) * rate)]
+        assert np.abs(window).max() > 0.05 and tone_hz(window, rate) == pytest.approx(tone, abs=5), second
+    assert continuation(probe(make_clip(tmp_path / "steady.ts", extra_v=("-f", "mpegts")))) == []
