@@ -19,7 +19,7 @@ import av
 from vexport_pipeline.core.settings import ffmpeg_exe
 
 from .commands import GLOBAL_ARGS
-from .probe import SAFE_OPTIONS, MediaInfo, video_track
+from .probe import SAFE_OPTIONS, MediaInfo, packet_spans, video_track
 from .render import partial_path
 from .runner import run_ffmpeg
 
@@ -81,19 +81,15 @@ def continuation(info: MediaInfo, gap: float = 1.0) -> list[Span]:
     sound streams only (the packets' times; no decoding)."""
     if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
         return []
-    first: dict[int, float] = {}
-    last: dict[int, float] = {}
     try:
         with av.open(str(info.path), options=SAFE_OPTIONS) as container:
-            tracks = list(container.streams.audio)
-            for packet in container.demux(*tracks):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                k, t = tracks.index(packet.stream), float(packet.pts * packet.time_base)
-                first[k] = min(first.get(k, t), t)
-                last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+            indices = [s.index for s in container.streams.audio]  # container index of each audio track
+        st = os.stat(info.path)
+        spans = packet_spans(str(info.path), st.st_mtime_ns, st.st_size, tuple(indices))
     except (av.error.FFmpegError, OSError, ValueError):
         return []
+    first = {k: spans[0][i] for k, i in enumerate(indices) if i in spans[0]}
+    last = {k: spans[1][i] for k, i in enumerate(indices) if i in spans[1]}
     if info.audio_index not in first:
         return []
     chain = [Span(info.audio_index, first[info.audio_index], last[info.audio_index])]

@@ -382,7 +382,7 @@ def _measured(path: Path, vstream, video: VideoInfo, astream, audio: AudioInfo |
     duration; returns the file's, from its first timestamp to its last end (None: no packet has a timestamp)."""
     pairs = [(info, st.index, st.start_time) for info, st in ((video, vstream), (audio, astream)) if info and st]
     st = os.stat(path)
-    first, last = _packet_spans(str(path), st.st_mtime_ns, st.st_size, tuple(k for _, k, _ in pairs))
+    first, last = packet_spans(str(path), st.st_mtime_ns, st.st_size, tuple(k for _, k, _ in pairs))
     for info, k, declared_start in pairs:
         if k not in last:
             continue
@@ -395,7 +395,7 @@ def _measured(path: Path, vstream, video: VideoInfo, astream, audio: AudioInfo |
 
 
 @functools.lru_cache(maxsize=16)
-def _packet_spans(path: str, mtime_ns: int, size: int, streams: tuple[int, ...]) -> tuple[dict, dict]:
+def packet_spans(path: str, mtime_ns: int, size: int, streams: tuple[int, ...]) -> tuple[dict, dict]:
     """({stream index: first timestamp}, {stream index: last end}) in seconds, by demuxing; kept per file version,
     as an export probes its source several times."""
     first: dict[int, float] = {}

@@ -6,8 +6,8 @@ import av
 import pytest
 
 from vexport_pipeline.core.media.probe import (
-    _packet_spans,
     count_frames,
+    packet_spans,
     picture_shapes,
     picture_sizes,
     probe,
@@ -307,10 +307,10 @@ def test_a_live_webm_without_a_duration_is_measured_from_its_packets(tmp_path):
     assert out.video.duration == pytest.approx(3.0, abs=0.04) and count_frames(path)[0] == 90
     assert out.audio.duration == pytest.approx(3.0, abs=0.05)
     # an export probes its source several times: the packets are read once per version of the file
-    scans = _packet_spans.cache_info().misses
-    assert probe(src).duration == info.duration and _packet_spans.cache_info().misses == scans
+    scans = packet_spans.cache_info().misses
+    assert probe(src).duration == info.duration and packet_spans.cache_info().misses == scans
     src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])  # a new version (the recording cut short)
-    assert probe(src).duration < 2.0 and _packet_spans.cache_info().misses == scans + 1
+    assert probe(src).duration < 2.0 and packet_spans.cache_info().misses == scans + 1
 
 
 def test_a_raw_dv_capture_is_read(tmp_path):
