@@ -39,7 +39,6 @@ class ExportSource:
     sha256: str
     manifest: str | None = None
     probed: MediaInfo | None = None  # the source as probed, where `info` describes a copy whose sound was conformed
-    sound_changes: tuple[str, ...] = ()  # the sound's formats in order, where it changes mid-stream ("5.1 44.1 kHz")
     offset: float = 0.0  # how much later than the source that copy starts (it lacks the source's earliest streams)
 
     @property
@@ -67,7 +66,6 @@ class ExportSource:
             "sha256": self.sha256,
             "manifest": self.manifest,
             "probed": self.probed.to_dict() if self.probed else None,
-            "sound_changes": list(self.sound_changes),
             "offset": self.offset,
         }
 
@@ -85,7 +83,6 @@ class ExportSource:
             sha256=d["sha256"],
             manifest=d.get("manifest"),
             probed=MediaInfo.from_dict(d["probed"]) if d.get("probed") else None,
-            sound_changes=tuple(d.get("sound_changes", ())),
             offset=d.get("offset", 0.0),
         )
 

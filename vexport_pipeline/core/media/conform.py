@@ -10,6 +10,7 @@ The rest of the pipeline reads that file as the source.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import av
 from vexport_pipeline.core.settings import ffmpeg_exe
 
 from .commands import GLOBAL_ARGS
-from .probe import SAFE_OPTIONS, MediaInfo, packet_spans, video_track
+from .probe import SAFE_OPTIONS, MediaInfo, probe, video_track
 from .render import partial_path
 from .runner import run_ffmpeg
 
@@ -36,34 +37,7 @@ class SoundFormat:
         return f"{self.layout} {self.sample_rate / 1000:g} kHz"
 
 
-def sound_formats(info: MediaInfo, track: int | None = None) -> list[SoundFormat]:
-    """The used audio track's (or audio track `track`'s) format and each change of it, in order (one entry: it never
-    changes). Decodes the track (about 2 s an hour of AAC); only in containers where a change can happen, else [].
-    A file that stops reading cleanly keeps what was read up to there (its damage is the decode checks' to report)."""
-    if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
-        return []
-    out: list[SoundFormat] = []
-    try:
-        with av.open(str(info.path), options=SAFE_OPTIONS) as container:
-            origin = (container.start_time or 0) / av.time_base
-            stream = container.streams.audio[info.audio_index if track is None else track]
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
-                    continue
-                for f in frames:
-                    if not out or (f.sample_rate, f.layout.name) != (out[-1].sample_rate, out[-1].layout):
-                        at = round(float(f.time) - origin, 3) if f.time is not None else 0.0
-                        out.append(SoundFormat(at, f.sample_rate, f.layout.name))
-                if len(out) > MAX_CHANGES:  # damaged or hostile: enough to know, and a message stays short
-                    break
-    except (av.error.FFmpegError, OSError, IndexError):
-        pass
-    return out
-
-
-MAX_CHANGES = 10  # sound_formats stops after this many changes
+MAX_CHANGES = 10  # a track's formats are recorded up to this many changes
 
 
 @dataclass(frozen=True)
@@ -73,32 +47,78 @@ class Span:
     end: float
 
 
+@dataclass(frozen=True)
+class _Track:
+    formats: tuple[SoundFormat, ...]  # its format and each change, at most MAX_CHANGES + 1
+    start: float
+    end: float
+
+
+def _tracks(info: MediaInfo) -> dict[int, _Track]:
+    """Every sound stream of a source whose sound can change (`CHANGING`), read in one pass: demuxed once, each
+    decoded (about 2 s an hour of AAC a track); {} for other sources. Kept per file version: the format scan, the
+    stream that takes over and the check of that one's formats all read it."""
+    if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
+        return {}
+    try:
+        st = os.stat(info.path)
+        return _read_tracks(str(info.path), st.st_mtime_ns, st.st_size)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_tracks(path: str, mtime_ns: int, size: int) -> dict[int, _Track]:
+    formats: dict[int, list[SoundFormat]] = {}
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    with av.open(path, options=SAFE_OPTIONS) as container:
+        origin = (container.start_time or 0) / av.time_base
+        streams = list(container.streams.audio)
+        try:
+            for packet in container.demux(*streams):
+                k = streams.index(packet.stream)
+                if packet.pts is not None and packet.time_base is not None:
+                    t = float(packet.pts * packet.time_base)
+                    first[k] = min(first.get(k, t), t)
+                    last[k] = max(last.get(k, t), t + float((packet.duration or 0) * packet.time_base))
+                seen = formats.setdefault(k, [])
+                if len(seen) > MAX_CHANGES:  # damaged or hostile: enough to know, and a message stays short
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:  # damage is the decode checks' to report
+                    continue
+                for f in frames:
+                    if not seen or (f.sample_rate, f.layout.name) != (seen[-1].sample_rate, seen[-1].layout):
+                        at = round(float(f.time) - origin, 3) if f.time is not None else 0.0
+                        seen.append(SoundFormat(at, f.sample_rate, f.layout.name))
+        except av.error.FFmpegError:  # a file that stops reading cleanly: what was read up to there
+            pass
+    return {k: _Track(tuple(formats.get(k, ())), first[k], last[k]) for k in first}
+
+
+def sound_formats(info: MediaInfo, track: int | None = None) -> list[SoundFormat]:
+    """The used audio track's (or audio track `track`'s) format and each change of it, in order (one entry: it never
+    changes), at most MAX_CHANGES + 1; [] where the source's sound cannot change (`CHANGING`)."""
+    found = _tracks(info).get(info.audio_index if track is None else track)
+    return list(found.formats) if found else []
+
+
 def continuation(info: MediaInfo, gap: float = 1.0) -> list[Span]:
     """The used audio track, then each track that takes over where the one before ends: at a programme boundary
     a broadcaster may move the sound to another stream (a new PID), and the used one stops there. A track takes
     over if it starts within `gap` seconds of the other's end (or up to 0.5 s before it: encoder priming) and
-    runs on past it; two languages, which run side by side, never do. [] where no track takes over. Demuxes the
-    sound streams only (the packets' times; no decoding)."""
-    if not info.audio or not set(info.format_name.split(",")) & set(CHANGING):
+    runs on past it; two languages, which run side by side, never do. [] where no track takes over."""
+    tracks = _tracks(info)
+    if info.audio_index not in tracks:
         return []
-    try:
-        with av.open(str(info.path), options=SAFE_OPTIONS) as container:
-            indices = [s.index for s in container.streams.audio]  # container index of each audio track
-        st = os.stat(info.path)
-        spans = packet_spans(str(info.path), st.st_mtime_ns, st.st_size, tuple(indices))
-    except (av.error.FFmpegError, OSError, ValueError):
-        return []
-    first = {k: spans[0][i] for k, i in enumerate(indices) if i in spans[0]}
-    last = {k: spans[1][i] for k, i in enumerate(indices) if i in spans[1]}
-    if info.audio_index not in first:
-        return []
-    chain = [Span(info.audio_index, first[info.audio_index], last[info.audio_index])]
+    spans = {k: Span(k, t.start, t.end) for k, t in tracks.items()}
+    chain = [spans[info.audio_index]]
     while nxt := [
-        Span(k, first[k], last[k])
-        for k in first
-        if k not in {c.track for c in chain}
-        and chain[-1].end - 0.5 <= first[k] <= chain[-1].end + gap
-        and last[k] > chain[-1].end + gap
+        c
+        for c in spans.values()
+        if c not in chain and chain[-1].end - 0.5 <= c.start <= chain[-1].end + gap and c.end > chain[-1].end + gap
     ]:
         chain.append(min(nxt, key=lambda c: c.start))
     return chain if len(chain) > 1 else []
@@ -106,16 +126,10 @@ def continuation(info: MediaInfo, gap: float = 1.0) -> list[Span]:
 
 def changes_within(formats: list[SoundFormat], ranges: list[tuple[float, float]], margin: float = 1.0) -> bool:
     """Whether a change falls within (or `margin` seconds around: FFmpeg reads a little past a cut) any range; a
-    sound that changed more than MAX_CHANGES times may change anywhere (it was not read to its end)."""
+    sound that changed more than MAX_CHANGES times may change anywhere (it was not followed to its end)."""
     if len(formats) > MAX_CHANGES:
         return True
     return any(a - margin <= f.at <= b + margin for f in formats[1:] for a, b in ranges)
-
-
-def origin(path: Path | str) -> float:
-    """A file's first timestamp (seconds): where its times, and FFmpeg's `-ss`, count from."""
-    with av.open(str(path), options=SAFE_OPTIONS) as container:
-        return (container.start_time or 0) / av.time_base
 
 
 def conform_command(ffmpeg_exe: str, source: MediaInfo, out: Path, chain: list[Span] | None = None) -> list[str]:
@@ -180,7 +194,7 @@ def conform(
 class Conformed:
     """The copy an export reads instead of its source."""
 
-    path: Path
+    info: MediaInfo  # the copy, probed
     offset: float  # how much later than the source it starts (it lacks the source's earliest streams); usually 0
     formats: tuple[SoundFormat, ...]  # the used track's sound formats, in order
     joins: tuple[tuple[float, int], ...] = ()  # (seconds from the source's start, audio track) where another takes over
@@ -197,9 +211,8 @@ class Conformed:
             more = " and on" if len(self.formats) > MAX_CHANGES else ""
             said.append(f"changes format mid-stream ({self.formats[0]}, {changes}{more})")
         if self.joins:
-            said.append(
-                f"moves to another stream ({', '.join(f'audio track {k + 1} at {t:.3f} s' for t, k in self.joins)})"
-            )
+            tracks = ", ".join(f"audio track {k + 1} at {t:.3f} s" for t, k in self.joins)
+            said.append(f"moves to another stream ({tracks})")
         return f"the sound {' and '.join(said)}: read as stereo 48 kHz"
 
 
@@ -207,8 +220,8 @@ def conformed_copy(source: MediaInfo, ranges: list[tuple[float, float]], work: P
     """`work`/source.conformed.ts, where the source's sound changes format, or moves to another stream, within
     `ranges`; else None. A track that takes over is joined on only where no track of the chain changes format
     (FFmpeg's rebuilt filters would restart the join's clock); else the used track alone is conformed."""
-    formats, chain, base = sound_formats(source), continuation(source), origin(source.path)
-    joins = [(round(c.start - base, 3), c.track) for c in chain[1:]]
+    formats, chain = sound_formats(source), continuation(source)
+    joins = [(round(c.start - source.start_time, 3), c.track) for c in chain[1:]]
     near = any(a - 1.0 <= t <= b + 1.0 for t, _ in joins for a, b in ranges)
     if not (changes_within(formats, ranges) or near):
         return None
@@ -217,4 +230,6 @@ def conformed_copy(source: MediaInfo, ranges: list[tuple[float, float]], work: P
     part = partial_path(dst)
     conform(ffmpeg_exe(), source, part, chain=chain if steady else None)
     os.replace(part, dst)
-    return Conformed(dst, round(origin(dst) - base, 6), tuple(formats), tuple(joins) if steady else ())
+    info = probe(dst)
+    offset = round(info.start_time - source.start_time, 6)
+    return Conformed(info, offset, tuple(formats), tuple(joins) if steady else ())

@@ -60,7 +60,7 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
         probed, copy = info, conformed_copy(info, check_segments(comp, info), paths.work / comp.id)
         if copy:  # read from here on: its sound keeps one format (core/media/conform.py)
             context.log.info(str(copy))
-            work_source, info = copy.path, require_video(probe(copy.path))
+            work_source, info = Path(copy.info.path), require_video(copy.info)
             plan = plan_export(comp, info, offset=copy.offset)
         value = ExportSource(
             export_id=comp.id,
@@ -75,7 +75,6 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             sha256=sha256_file(record.source_path),
             manifest=record.manifest,
             probed=probed if copy else None,
-            sound_changes=copy.changes() if copy else (),
             offset=copy.offset if copy else 0.0,
         )
     v = info.video
@@ -92,6 +91,6 @@ def source(context: dg.AssetExecutionContext, home: HomeResource) -> dg.Output[E
             "size_bytes": info.size_bytes,
             "sha256": value.sha256,
             "targets": ", ".join(value.labels),
-            **({"sound_changes": "; ".join(value.sound_changes)} if value.sound_changes else {}),
+            **({"sound_changes": "; ".join(copy.changes())} if copy else {}),
         },
     )

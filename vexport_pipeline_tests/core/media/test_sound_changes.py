@@ -98,7 +98,7 @@ def test_a_sound_that_changes_all_the_time_is_read_only_so_far_and_conformed(tmp
     assert len(found) == MAX_CHANGES + 1 and changes_within(found, [(3.9, 4.0)])
     copy = conformed_copy(probe(src), [(3.5, 4.0)], tmp_path)
     assert copy and str(copy).endswith(" and on): read as stereo 48 kHz") and len(str(copy)) < 600
-    assert [str(f) for f in sound_formats(probe(copy.path))] == ["stereo 48 kHz"]
+    assert [str(f) for f in sound_formats(copy.info)] == ["stereo 48 kHz"]
 
 
 def test_a_sound_that_moves_to_another_stream_is_followed_there(tmp_path):
@@ -121,7 +121,7 @@ def test_a_sound_that_moves_to_another_stream_is_followed_there(tmp_path):
     assert [c.track for c in chain] == [0, 1] and chain[1].start == pytest.approx(chain[0].start + 2.0, abs=0.05)
     copy = conformed_copy(info, [(0.0, 4.0)], tmp_path)
     assert copy and "moves to another stream (audio track 2 at 1.9" in str(copy)
-    info = probe(copy.path)
+    info = copy.info
     s = PresetBook.load().resolve(Target(preset="web_720p", quality="draft"), info)
     path = tmp_path / "out.mp4"
     render_clip(info, Clip(None, [(0.0, info.duration)]), [s], [path])
