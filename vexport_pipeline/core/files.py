@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -40,32 +41,41 @@ def place_atomically(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def write_atomically(path: Path, data: str | bytes) -> None:
-    """Write `data` to a hidden name beside `path`, then rename it into place: a reader sees the old
-    content or the whole new one, never a part (a crash mid-write leaves no half file behind)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+    """Write `data` to a new hidden file beside `path`, then rename it into place: a reader sees the old
+    content or the whole new one, never a part (a crash mid-write leaves no half file behind). The hidden file is
+    created, never opened (`mkstemp`): a link someone left under its name in a shared folder is not written through."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(name)
     try:
-        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # the mode an ordinary write gives (mkstemp's is 0600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def read_text_file(path: Path, limit: int, what: str) -> str:
+def read_text_file(path: Path, limit: int, what: str, *, follow_links: bool = True) -> str:
     """A regular file's text, at most `limit` bytes. FIFOs, devices, sockets and folders are refused before
-    anything is read (opened without blocking and checked again on the open file, so a swap cannot slip in)."""
+    anything is read (opened without blocking and checked again on the open file, so a swap cannot slip in);
+    without `follow_links`, a symbolic link too."""
     where = str(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InputError(f"cannot read {what}: {reason}", where=where, code="manifest_unreadable") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # before fdopen, which refuses a folder with its own error
+        os.close(fd)
+        raise InputError(f"{what} is not a regular file ({_kind(st.st_mode)})", where=where, code="manifest_unreadable")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(
-                f"{what} is not a regular file ({_kind(st.st_mode)})", where=where, code="manifest_unreadable"
-            )
         if st.st_size > limit:
             raise InputError(f"{what} is {st.st_size} bytes, more than {limit}", where=where, code="manifest_too_large")
         raw = f.read(limit + 1)

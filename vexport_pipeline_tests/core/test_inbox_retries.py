@@ -132,3 +132,32 @@ def test_a_tries_file_planted_in_the_inbox_neither_hangs_the_pass_nor_writes_els
     assert done, "the pass hung on the planted tries file"
     assert [h.file for h in done[0][2]] == ["d.yaml"]
     assert outside.read_text() == "keep me\n" and tries.is_file() and not tries.is_symlink()
+
+
+def test_the_shared_file_helpers_refuse_folders_and_links_and_keep_the_usual_mode(tmp_path):
+    """`read_text_file` gave a folder to `os.fdopen`, whose IsADirectoryError escaped its InputError; without
+    `follow_links` a link is refused too. `write_atomically` creates its hidden file (mkstemp), never opening a name
+    someone may have planted, and gives the result the mode an ordinary write would."""
+    from vexport_pipeline.core.errors import InputError
+    from vexport_pipeline.core.files import read_text_file, write_atomically
+
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(InputError, match="not a regular file"):
+        read_text_file(tmp_path / "folder.json", 100, "the tries")
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    assert read_text_file(tmp_path / "link.json", 100, "the tries") == "{}"
+    with pytest.raises(InputError, match="cannot read the tries"):
+        read_text_file(tmp_path / "link.json", 100, "the tries", follow_links=False)
+    write_atomically(tmp_path / "out.json", "[1]")
+    plain = tmp_path / "plain.json"
+    plain.write_text("[1]")
+    assert (tmp_path / "out.json").read_text() == "[1]"
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "folder.json",
+        "link.json",
+        "out.json",
+        "plain.json",
+        "real.json",
+    ]

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import yaml
 
 from vexport_pipeline.core import owners
 from vexport_pipeline.core.errors import InputError, RateLimited, VexportError
+from vexport_pipeline.core.files import read_text_file, write_atomically
 from vexport_pipeline.core.settings import Home, MediaPolicy, current
 from vexport_pipeline.core.spec.composition import Composition
 from vexport_pipeline.core.spec.loading import load_composition, parse_composition, read_manifest, resolve_source, slug
@@ -70,8 +70,8 @@ class _Retries:
     def __init__(self, home: Home):
         self.path = home.inbox / ".retries.json"
         try:  # only a regular file of its own: the inbox is open to others, and a FIFO there would hang the pass
-            rows = json.loads(self.path.read_text()) if stat.S_ISREG(self.path.lstat().st_mode) else {}
-        except (OSError, ValueError):
+            rows = json.loads(read_text_file(self.path, 1 << 20, "the inbox's tries", follow_links=False))
+        except (VexportError, ValueError):
             rows = {}
         self.rows: dict = rows if isinstance(rows, dict) else {}
         self.changed = False
@@ -101,16 +101,8 @@ class _Retries:
         if not self.changed:
             return
         rows = {k: v for k, v in self.rows.items() if os.path.lexists(self.path.parent / k)}
-        tmp = None
-        try:  # a new file of its own (never through a link someone left in the inbox), then put in place
-            fd, tmp = tempfile.mkstemp(prefix=".retries.", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(rows))
-            os.replace(tmp, self.path)
-        except OSError:  # a full disk: this pass's tries go uncounted, and the pass itself still ends well
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+        with contextlib.suppress(OSError):  # a full disk: this pass's tries go uncounted, and the pass still ends well
+            write_atomically(self.path, json.dumps(rows))
 
 
 def default_profile() -> dict:
